@@ -1,0 +1,2 @@
+//! The `marimo-rs` command line tool.
+fn main() {}

@@ -1,0 +1,31 @@
+//! Errors a user can act on.
+
+use std::path::PathBuf;
+
+/// Why [`AppBuilder::build`](crate::AppBuilder::build) refused a configuration.
+///
+/// Every message names the offending value and says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A mount path is not `""`, `"/"` or `/segment[/segment…]`.
+    #[error("invalid mount path {path:?}: {reason}")]
+    InvalidMountPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two mounts were given the same path.
+    #[error("mount path {path:?} is used twice: give each app its own path")]
+    DuplicateMount {
+        /// The path (normalised, `/` for the root).
+        path: String,
+    },
+    /// A notebook file given to `with_app` does not exist or is not a file.
+    #[error("notebook {path} does not exist or is not a file: check the path given to with_app")]
+    NotebookNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+}

@@ -1,0 +1,35 @@
+//! Serve real [marimo](https://marimo.io) notebooks from a Rust program.
+//!
+//! `marimo_rs` composes notebooks and any other tower services under one
+//! [`tower::Service`](tower_service::Service), puts marimo's token authentication in front of
+//! them, and runs each notebook in a supervised Python backend (marimo's own ASGI app served by
+//! uvicorn on a private Unix socket) that it reverse-proxies to.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = marimo_rs::create_app()
+//!     .with_app("/dashboard", "pages/dashboard.py")
+//!     .with_app("", "pages/index.py")
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:2718").await?;
+//! marimo_rs::serve(listener, app)
+//!     .with_graceful_shutdown(marimo_rs::shutdown_signal())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how a request flows through the modules.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod body;
+mod builder;
+mod error;
+mod router;
+mod serve;
+
+pub use body::{Body, BoxError};
+pub use builder::{create_app, AppBuilder, MarimoService, Mount};
+pub use error::BuildError;
+pub use router::{MountPrefix, OriginalUri};
+pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
