@@ -27,9 +27,11 @@ mod builder;
 mod error;
 mod router;
 mod serve;
+mod user;
 
 pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount};
 pub use error::BuildError;
 pub use router::{MountPrefix, OriginalUri};
 pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
+pub use user::User;
