@@ -2,7 +2,9 @@
 //! [`MarimoService`].
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -13,8 +15,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BuildError;
+use crate::health::Health;
+use crate::notebook::{Backends, NotebookError, NotebookOptions, NotebookService};
 use crate::router::{MountPath, MountService, Router};
-use crate::{Body, BoxError};
+use crate::{AuthLayer, Body, BoxError, Token};
 
 /// Starts composing a service, like marimo's `create_asgi_app()`.
 ///
@@ -73,12 +77,14 @@ pub struct Mount {
 
 enum MountKind {
     Service(MountService),
+    Notebook(PathBuf),
 }
 
 impl std::fmt::Debug for Mount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             MountKind::Service(_) => "service",
+            MountKind::Notebook(_) => "notebook",
         };
         f.debug_struct("Mount")
             .field("kind", &kind)
@@ -112,6 +118,17 @@ impl Mount {
         }
     }
 
+    /// Serves the marimo notebook at `root` (a `.py` file), as `marimo run root` would.
+    ///
+    /// The notebook runs in its own Python backend, started on the first request (or at once
+    /// with [`AppBuilder::eager_start`]) and shared by every user of the mount.
+    pub fn app(root: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: MountKind::Notebook(root.into()),
+            layers: Vec::new(),
+        }
+    }
+
     /// Wraps this mount, and only this mount, in `layer`.
     ///
     /// Layers apply in the order given: the first one is the outermost (it sees the request
@@ -134,9 +151,40 @@ impl Mount {
         self
     }
 
-    fn into_service(self) -> MountService {
-        let MountKind::Service(service) = self.kind;
-        apply_layers(&self.layers, service)
+    fn into_service(self, path: &MountPath, ctx: &mut BuildContext) -> Result<MountService, BuildError> {
+        let service = match self.kind {
+            MountKind::Service(service) => service,
+            MountKind::Notebook(root) => ctx.notebook(path, root)?,
+        };
+        Ok(apply_layers(&self.layers, service))
+    }
+}
+
+/// State that exists while `build()` runs.
+struct BuildContext {
+    options: Option<NotebookOptions>,
+    backends: Option<Arc<Backends>>,
+}
+
+impl BuildContext {
+    /// A service for the notebook file `root`, with its backend registered.
+    fn notebook(&mut self, path: &MountPath, root: PathBuf) -> Result<MountService, BuildError> {
+        let notebook = std::fs::canonicalize(&root)
+            .ok()
+            .filter(|p| p.is_file())
+            .ok_or(BuildError::NotebookNotFound { path: root })?;
+        let backends = match &self.backends {
+            Some(backends) => backends.clone(),
+            None => {
+                let options = self.options.take().unwrap_or_default();
+                let backends = Backends::new(options)?;
+                self.backends = Some(backends.clone());
+                backends
+            }
+        };
+        let backend = backends.add(&path.to_string(), notebook.clone());
+        let api_wait = backends.options().api_wait;
+        Ok(box_service(NotebookService::new(backend, notebook, api_wait)))
     }
 }
 
@@ -170,6 +218,8 @@ where
 pub struct AppBuilder {
     mounts: Vec<(String, Mount)>,
     layers: Vec<LayerFn>,
+    notebook: NotebookOptions,
+    auth: Option<AuthLayer>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -208,6 +258,105 @@ impl AppBuilder {
         self.mount(path, Mount::service(service))
     }
 
+    /// Serves the marimo notebook file `root` at `path`: shorthand for
+    /// `mount(path, Mount::app(root))`. Like marimo's `create_asgi_app().with_app(path=…,
+    /// root=…)`; the page is at `path/` (with the trailing slash).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/intro", "examples/notebooks/intro.py")
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_app(self, path: &str, root: impl Into<PathBuf>) -> Self {
+        self.mount(path, Mount::app(root))
+    }
+
+    /// The Python interpreter for notebook backends (it must have marimo). Without it:
+    /// `MARIMO_RS_PYTHON`, then a managed virtualenv, then `python3` on `PATH`.
+    pub fn python(mut self, python: impl Into<PathBuf>) -> Self {
+        self.notebook.python = Some(python.into());
+        self
+    }
+
+    /// marimo's `quiet`: suppress the backends' standard output (default `true`).
+    pub fn quiet(mut self, quiet: bool) -> Self {
+        self.notebook.marimo.quiet = quiet;
+        self
+    }
+
+    /// marimo's `include_code`: let viewers see the notebook's code (default `false`).
+    pub fn include_code(mut self, include: bool) -> Self {
+        self.notebook.marimo.include_code = include;
+        self
+    }
+
+    /// marimo's `session_ttl`: how long a browser session's kernel survives after its
+    /// WebSocket closes (default 120 s; whole seconds).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.notebook.marimo.session_ttl = ttl.as_secs();
+        self
+    }
+
+    /// marimo's `asset_url`: load the frontend from this URL (may contain `{version}`).
+    pub fn asset_url(mut self, url: impl Into<String>) -> Self {
+        self.notebook.marimo.asset_url = Some(url.into());
+        self
+    }
+
+    /// marimo's `html_head`: HTML injected into the `<head>` of every notebook page.
+    pub fn html_head(mut self, html: impl Into<String>) -> Self {
+        self.notebook.marimo.html_head = Some(html.into());
+        self
+    }
+
+    /// marimo's `show_tracebacks` (default `false`).
+    pub fn show_tracebacks(mut self, show: bool) -> Self {
+        self.notebook.marimo.show_tracebacks = show;
+        self
+    }
+
+    /// marimo's `redirect_console_to_browser` (default `false`).
+    pub fn redirect_console_to_browser(mut self, redirect: bool) -> Self {
+        self.notebook.marimo.redirect_console_to_browser = redirect;
+        self
+    }
+
+    /// marimo's `skew_protection` (default `false`).
+    pub fn skew_protection(mut self, protect: bool) -> Self {
+        self.notebook.marimo.skew_protection = protect;
+        self
+    }
+
+    /// Start every notebook backend when the service is built (inside a Tokio runtime) instead
+    /// of on its first request. See also [`MarimoService::start`].
+    pub fn eager_start(mut self, eager: bool) -> Self {
+        self.notebook.eager = eager;
+        self
+    }
+
+    /// Stop a backend after this long with no request and no open WebSocket; the next
+    /// request starts it again. Off by default.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.notebook.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a backend may take to answer `/health` after it is spawned (default 60 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.notebook.startup_timeout = timeout;
+        self
+    }
+
+    /// How long an API or WebSocket request waits for a starting backend before `503`
+    /// (default 30 s). Page loads never wait: they get a self-refreshing "starting" page.
+    pub fn startup_wait(mut self, wait: Duration) -> Self {
+        self.notebook.api_wait = wait;
+        self
+    }
+
     /// Wraps the whole built service in `layer`. Several calls apply in the order given, the
     /// first one outermost.
     pub fn layer<L, B>(mut self, layer: L) -> Self
@@ -227,19 +376,89 @@ impl AppBuilder {
         self
     }
 
+    /// Turns on token authentication with `token` and the default options, like
+    /// `marimo run --token`: shorthand for `.auth(AuthLayer::new(token))`.
+    ///
+    /// Without `token` or [`auth`](AppBuilder::auth), the service is open.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use marimo_rs::{create_app, Token};
+    /// # let dashboard = tower::service_fn(|_req| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(marimo_rs::Body::empty()))
+    /// # });
+    ///
+    /// let token = Token::random();
+    /// let app = create_app()
+    ///     .with_service("/dashboard", dashboard)
+    ///     .token(token.clone())
+    ///     .build()?;
+    /// // Hand `token.expose_secret()` to the user, e.g. as `/dashboard/?access_token=…`.
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn token(self, token: Token) -> Self {
+        self.auth(AuthLayer::new(token))
+    }
+
+    /// Turns on token authentication configured by `layer` (base path, cookie key, allowed
+    /// origins…).
+    ///
+    /// It sits inside the layers given to [`layer`](AppBuilder::layer) and outside the mount
+    /// table, so it sees every request, including those no mount matches, and its login form
+    /// is at `/auth/login` (which shadows a mount at `/auth`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use marimo_rs::{create_app, AuthLayer, Token};
+    /// # let dashboard = tower::service_fn(|_req| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(marimo_rs::Body::empty()))
+    /// # });
+    ///
+    /// let auth = AuthLayer::new(Token::new("sup3rs3cr3t"))
+    ///     .base_path("/marimo")
+    ///     .cookie_key(&[42; 32]);
+    /// let app = create_app().with_service("/dashboard", dashboard).auth(auth).build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn auth(mut self, layer: AuthLayer) -> Self {
+        self.auth = Some(layer);
+        self
+    }
+
     /// Checks every mount path and builds the service.
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for an invalid or duplicate mount path.
+    /// [`BuildError`] for an invalid or duplicate mount path, or a notebook file that does
+    /// not exist. Problems with Python or the notebook's code show when its backend starts
+    /// (see [`MarimoService::start`]).
     pub fn build(self) -> Result<MarimoService, BuildError> {
+        let mut ctx = BuildContext {
+            options: Some(self.notebook),
+            backends: None,
+        };
         let mut table = Vec::with_capacity(self.mounts.len());
         for (raw, mount) in self.mounts {
-            table.push((MountPath::parse(&raw)?, mount.into_service()));
+            let path = MountPath::parse(&raw)?;
+            let service = mount.into_service(&path, &mut ctx)?;
+            table.push((path, service));
         }
         let router = Router::new(table)?;
-        let service = apply_layers(&self.layers, BoxCloneSyncService::new(router));
-        Ok(MarimoService { inner: service })
+        let routed = BoxCloneSyncService::new(Health::new(router));
+        let guarded = match &self.auth {
+            Some(auth) => BoxCloneSyncService::new(auth.layer(routed)),
+            None => routed,
+        };
+        let service = apply_layers(&self.layers, guarded);
+        if let Some(backends) = &ctx.backends {
+            backends.start_eager();
+        }
+        Ok(MarimoService {
+            inner: service,
+            backends: ctx.backends,
+        })
     }
 }
 
@@ -251,6 +470,46 @@ impl AppBuilder {
 #[derive(Clone)]
 pub struct MarimoService {
     inner: MountService,
+    backends: Option<Arc<Backends>>,
+}
+
+impl MarimoService {
+    /// Finds (or installs) Python with marimo and starts every notebook backend now, waiting
+    /// until each is ready or has failed. Without it, backends start on their first request.
+    ///
+    /// # Errors
+    ///
+    /// [`NotebookError`] when no Python with marimo can be found or installed. A notebook
+    /// that fails to start is not an error here: its mount answers `503` with the reason.
+    pub async fn start(&self) -> Result<(), NotebookError> {
+        match &self.backends {
+            Some(backends) => backends.start_all().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops every notebook backend (SIGTERM, then SIGKILL after a grace period) and waits
+    /// until the processes are gone and their sockets removed. Backends do not restart
+    /// afterwards. Dropping the last clone of the service also stops them, without waiting.
+    pub async fn shutdown(&self) {
+        if let Some(backends) = &self.backends {
+            backends.shutdown().await;
+        }
+    }
+
+    /// Process ids of the notebook backends running now.
+    pub fn backend_pids(&self) -> Vec<u32> {
+        self.backends
+            .as_ref()
+            .map(|backends| backends.pids())
+            .unwrap_or_default()
+    }
+
+    /// The private directory (mode 0700) that holds the backends' Unix sockets, if this
+    /// service has notebooks.
+    pub fn socket_dir(&self) -> Option<&std::path::Path> {
+        self.backends.as_ref().map(|backends| backends.dir())
+    }
 }
 
 impl std::fmt::Debug for MarimoService {

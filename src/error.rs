@@ -28,4 +28,13 @@ pub enum BuildError {
         /// The path as given.
         path: PathBuf,
     },
+    /// A file system operation needed to set up notebook backends failed.
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }

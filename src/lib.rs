@@ -22,16 +22,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod auth;
 mod body;
 mod builder;
 mod error;
+mod health;
+mod notebook;
+mod proxy;
 mod router;
 mod serve;
 mod user;
 
+pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, Token};
 pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount};
 pub use error::BuildError;
+pub use notebook::NotebookError;
+pub use notebook::python::MARIMO_VERSION;
 pub use router::{MountPrefix, OriginalUri};
 pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
 pub use user::User;

@@ -32,7 +32,7 @@ def _(mo, slider):
 @app.cell
 def _(mo):
     request = mo.app_meta().request
-    user = request.user if request is not None else None
+    user = (request.user or {}).get("username") if request is not None else None
     mo.md(f"Signed in as: **{user}**" if user else "Not signed in.")
     return
 

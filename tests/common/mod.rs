@@ -128,3 +128,76 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     .await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A notebook shipped with the crate's examples.
+pub fn example_notebook(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/notebooks")
+        .join(name)
+}
+
+/// Whether a process is still alive (not gone and not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until `pid` is gone, up to `timeout`.
+pub async fn wait_gone(pid: u32, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if !process_alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    !process_alive(pid)
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket with extra request headers; returns the socket or the refusal status.
+pub async fn ws_connect(url: &str, headers: &[(&str, &str)]) -> Result<Ws, StatusCode> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
+        Err(other) => panic!("WebSocket connection failed: {other}"),
+    }
+}
+
+/// Reads JSON messages until one satisfies `want`; fails after `timeout`.
+pub async fn ws_until(
+    ws: &mut Ws,
+    timeout: std::time::Duration,
+    mut want: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out waiting for a WebSocket message");
+        let message = next.expect("WebSocket closed").expect("WebSocket error");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if std::env::var_os("WS_DEBUG").is_some() { eprintln!("WS {}", &text[..text.len().min(300)]); }
+            if want(&value) {
+                return value;
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The session cookie: a signed, expiring statement "this browser knew the token".
+//!
+//! Value format (all ASCII, no `;`, `,`, space or quote):
+//!
+//! ```text
+//! v1.<expiry>.<user>.<mac>
+//! expiry = seconds since the Unix epoch, decimal
+//! user   = base64url_nopad(username)
+//! mac    = base64url_nopad(HMAC-SHA256(key, "marimo-rs/session/v1\0"
+//!                                           || SHA-256(token)      (32 bytes)
+//!                                           || expiry              (u64, big-endian)
+//!                                           || username))
+//! ```
+//!
+//! The cookie holds no token; because the MAC covers the token's digest, changing the token
+//! invalidates every cookie. Keys are a list: the first signs, all verify (for rotation).
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+use sha2::Sha256;
+
+use super::token::fill_random;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const SESSION_DOMAIN: &[u8] = b"marimo-rs/session/v1\0";
+const COOKIE_NAME_DOMAIN: &[u8] = b"marimo-rs/cookie-name/v1";
+const COOKIE_NAME_PREFIX: &str = "marimo_rs_session_";
+const VERSION: &str = "v1";
+
+/// Longest cookie value looked at; anything longer is not ours.
+const MAX_VALUE_LEN: usize = 1024;
+/// How many cookies with our name are tried per request.
+const MAX_CANDIDATES: usize = 4;
+
+/// The signing keys, newest first, each already loaded into an HMAC state.
+#[derive(Clone)]
+pub(crate) struct CookieKeys {
+    keys: Vec<HmacSha256>,
+    name: String,
+}
+
+impl CookieKeys {
+    /// One fresh random 32-byte key.
+    pub(crate) fn random() -> Self {
+        let mut key = [0u8; 32];
+        fill_random(&mut key);
+        Self::from_keys(&[&key])
+    }
+
+    /// `keys[0]` signs, every key verifies. `keys` must not be empty.
+    pub(crate) fn from_keys(keys: &[&[u8]]) -> Self {
+        let keys: Vec<HmacSha256> = keys
+            .iter()
+            .map(|key| HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length"))
+            .collect();
+        let mut mac = keys[0].clone();
+        mac.update(COOKIE_NAME_DOMAIN);
+        let tag = mac.finalize().into_bytes();
+        let mut name = String::with_capacity(COOKIE_NAME_PREFIX.len() + 8);
+        name.push_str(COOKIE_NAME_PREFIX);
+        for byte in &tag[..4] {
+            let _ = write!(name, "{byte:02x}");
+        }
+        Self { keys, name }
+    }
+
+    /// `marimo_rs_session_` and 8 hex digits of HMAC(signing key, "marimo-rs/cookie-name/v1").
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A cookie value for `username`, valid until `expiry` (Unix seconds).
+    pub(crate) fn mint(&self, token_digest: &[u8; 32], username: &str, expiry: u64) -> String {
+        let mut state = self.keys[0].clone();
+        feed(&mut state, token_digest, username, expiry);
+        let mac = state.finalize().into_bytes();
+        format!(
+            "{VERSION}.{expiry}.{}.{}",
+            URL_SAFE_NO_PAD.encode(username.as_bytes()),
+            URL_SAFE_NO_PAD.encode(mac)
+        )
+    }
+
+    /// The username of a valid, unexpired cookie value, or `None`.
+    pub(crate) fn verify(&self, token_digest: &[u8; 32], value: &[u8], now: u64) -> Option<String> {
+        if value.len() > MAX_VALUE_LEN {
+            return None;
+        }
+        let value = std::str::from_utf8(value).ok()?;
+        let mut parts = value.split('.');
+        let (version, expiry, user, mac) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != VERSION || parts.next().is_some() {
+            return None;
+        }
+        if expiry.is_empty() || expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let expiry: u64 = expiry.parse().ok()?;
+        if expiry <= now {
+            return None;
+        }
+        let username = URL_SAFE_NO_PAD.decode(user).ok()?;
+        let username = String::from_utf8(username).ok()?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        let valid = self.keys.iter().any(|key| {
+            let mut state = key.clone();
+            feed(&mut state, token_digest, &username, expiry);
+            state.verify_slice(&mac).is_ok()
+        });
+        valid.then_some(username)
+    }
+
+    /// The username of the first valid session cookie among the `Cookie` headers.
+    pub(crate) fn find_valid(
+        &self,
+        headers: &HeaderMap,
+        token_digest: &[u8; 32],
+        now: u64,
+    ) -> Option<String> {
+        let name = self.name.as_bytes();
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .flat_map(|header| cookie_pairs(header.as_bytes()))
+            .filter(|(key, _)| *key == name)
+            .take(MAX_CANDIDATES)
+            .find_map(|(_, value)| self.verify(token_digest, value, now))
+    }
+
+    /// Removes every cookie with our name from the `Cookie` headers, keeping the others.
+    pub(crate) fn strip(&self, headers: &mut HeaderMap) {
+        let name = self.name.as_bytes();
+        let mut found = false;
+        let mut kept: Vec<HeaderValue> = Vec::new();
+        for header in headers.get_all(COOKIE) {
+            let bytes = header.as_bytes();
+            if !cookie_pairs(bytes).any(|(key, _)| key == name) {
+                kept.push(header.clone());
+                continue;
+            }
+            found = true;
+            let rest: Vec<&[u8]> = bytes
+                .split(|&b| b == b';')
+                .map(<[u8]>::trim_ascii)
+                .filter(|piece| !piece.is_empty() && split_pair(piece).0 != name)
+                .collect();
+            if !rest.is_empty() {
+                if let Ok(value) = HeaderValue::from_bytes(&rest.join(&b"; "[..])) {
+                    kept.push(value);
+                }
+            }
+        }
+        if found {
+            headers.remove(COOKIE);
+            for value in kept {
+                headers.append(COOKIE, value);
+            }
+        }
+    }
+}
+
+fn feed(state: &mut HmacSha256, token_digest: &[u8; 32], username: &str, expiry: u64) {
+    state.update(SESSION_DOMAIN);
+    state.update(token_digest);
+    state.update(&expiry.to_be_bytes());
+    state.update(username.as_bytes());
+}
+
+/// `name=value` pairs of one `Cookie` header, trimmed; pieces without `=` have an empty value.
+fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|piece| !piece.is_empty())
+        .map(split_pair)
+}
+
+fn split_pair(piece: &[u8]) -> (&[u8], &[u8]) {
+    match piece.iter().position(|&b| b == b'=') {
+        Some(eq) => (piece[..eq].trim_ascii(), piece[eq + 1..].trim_ascii()),
+        None => (piece, &[]),
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    #[test]
+    fn mint_then_verify_round_trips_the_username() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let value = keys.mint(&digest("t"), "ada", 2_000);
+        assert!(value.starts_with("v1.2000.YWRh."), "{value}");
+        assert_eq!(
+            keys.verify(&digest("t"), value.as_bytes(), 1_999),
+            Some("ada".to_owned())
+        );
+    }
+
+    #[test]
+    fn expired_tampered_foreign_and_other_token_cookies_fail() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let value = keys.mint(&digest("t"), "user", 2_000);
+        assert_eq!(keys.verify(&digest("t"), value.as_bytes(), 2_000), None);
+        assert_eq!(keys.verify(&digest("other"), value.as_bytes(), 1_000), None);
+        let other = CookieKeys::from_keys(&[b"k2"]);
+        assert_eq!(other.verify(&digest("t"), value.as_bytes(), 1_000), None);
+        // A longer expiry or another user with the old MAC.
+        let longer = value.replacen("2000", "9000", 1);
+        assert_eq!(keys.verify(&digest("t"), longer.as_bytes(), 1_000), None);
+        let admin = value.replacen(".dXNlcg.", ".YWRtaW4.", 1);
+        assert_ne!(admin, value);
+        assert_eq!(keys.verify(&digest("t"), admin.as_bytes(), 1_000), None);
+        // Every single-character change breaks it.
+        for i in 0..value.len() {
+            let mut bytes = value.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            assert_eq!(keys.verify(&digest("t"), &bytes, 1_000), None, "{i}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let good = keys.mint(&digest("t"), "user", 2_000);
+        let long = "v".repeat(5000);
+        for bad in [
+            "",
+            "v1",
+            "v1.",
+            "v1.2000",
+            "v1.2000.dXNlcg",
+            "v2.2000.dXNlcg.AAAA",
+            "v1.-5.dXNlcg.AAAA",
+            "v1.+5.dXNlcg.AAAA",
+            "v1.99999999999999999999999.dXNlcg.AAAA",
+            "v1.2000.!!!.AAAA",
+            "v1.2000.dXNlcg.!!!",
+            &format!("{good}.extra"),
+            &long,
+        ] {
+            assert_eq!(
+                keys.verify(&digest("t"), bad.as_bytes(), 1_000),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(keys.verify(&digest("t"), b"v1.\xff.\x00.\x80", 1_000), None);
+    }
+
+    #[test]
+    fn every_key_verifies_and_the_first_signs() {
+        let old = CookieKeys::from_keys(&[b"old"]);
+        let rotated = CookieKeys::from_keys(&[b"new", b"old"]);
+        let from_old = old.mint(&digest("t"), "user", 2_000);
+        assert!(rotated
+            .verify(&digest("t"), from_old.as_bytes(), 1)
+            .is_some());
+        let from_new = rotated.mint(&digest("t"), "user", 2_000);
+        assert!(old.verify(&digest("t"), from_new.as_bytes(), 1).is_none());
+        assert_eq!(
+            rotated.name(),
+            CookieKeys::from_keys(&[b"new"]).name(),
+            "the signing key names the cookie"
+        );
+    }
+
+    #[test]
+    fn names_depend_on_the_key_only() {
+        let a = CookieKeys::from_keys(&[b"k1"]);
+        let b = CookieKeys::from_keys(&[b"k2"]);
+        assert_ne!(a.name(), b.name());
+        assert_eq!(a.name(), CookieKeys::from_keys(&[b"k1"]).name());
+        assert!(a.name().starts_with("marimo_rs_session_"));
+        assert_eq!(a.name().len(), "marimo_rs_session_".len() + 8);
+        assert_ne!(CookieKeys::random().name(), CookieKeys::random().name());
+    }
+
+    #[test]
+    fn finds_and_strips_only_our_cookie() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let value = keys.mint(&digest("t"), "user", 2_000);
+        let name = keys.name().to_owned();
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("b=2; {name}=garbage; {name}={value};c=3")).unwrap(),
+        );
+        assert_eq!(
+            keys.find_valid(&headers, &digest("t"), 1_000),
+            Some("user".to_owned())
+        );
+        keys.strip(&mut headers);
+        let left: Vec<&str> = headers
+            .get_all(COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["a=1", "b=2; c=3"]);
+
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(COOKIE, HeaderValue::from_str(&format!("{name}=x")).unwrap());
+        keys.strip(&mut only_ours);
+        assert!(only_ours.get(COOKIE).is_none());
+
+        let mut untouched = HeaderMap::new();
+        untouched.insert(COOKIE, HeaderValue::from_bytes(b"z=\xff; y").unwrap());
+        keys.strip(&mut untouched);
+        assert_eq!(untouched.get(COOKIE).unwrap().as_bytes(), b"z=\xff; y");
+    }
+}

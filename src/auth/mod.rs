@@ -1,0 +1,804 @@
+//! Token authentication, marimo's `--token` done as a tower layer: [`AuthLayer`], [`Auth`] and
+//! [`Token`].
+//!
+//! A request is let through when it carries, checked in this order:
+//!
+//! 1. a valid session cookie (set by the login form or an `access_token` link);
+//! 2. `?access_token=TOKEN`;
+//! 3. `Authorization: Bearer TOKEN`;
+//! 4. `Authorization: Basic base64(username:TOKEN)`, any non-empty username;
+//!
+//! or it is the login form itself (`{base}/auth/login`) or `GET /health`/`/healthz`. The
+//! credentials are removed before the request goes in (the `Authorization` header, the session
+//! cookie, the `access_token` parameter) and a [`User`] extension is added instead.
+//!
+//! Every `Location` header is relative to the request path unless a base path is configured,
+//! so redirects stay right when the service is mounted under a prefix it does not know about.
+
+mod cookie;
+mod credentials;
+mod login;
+mod origin;
+mod token;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use self::cookie::{unix_now, CookieKeys};
+use self::credentials::{access_token, from_authorization, strip_access_token, DEFAULT_USER};
+use self::login::{LoginFuture, LOGIN_PATH};
+use self::origin::Origin;
+pub use self::token::Token;
+use crate::health::is_health_path;
+use crate::router::MountPath;
+use crate::{Body, MountPrefix, OriginalUri, User};
+
+/// How long a session cookie lasts unless [`AuthLayer::cookie_max_age`] says otherwise.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// The body of every `401`, as marimo sends it.
+const UNAUTHORIZED_BODY: &str = r#"{"detail":"Authorization header required"}"#;
+
+/// Puts token authentication in front of a service.
+///
+/// [`AppBuilder::token`](crate::AppBuilder::token) and
+/// [`AppBuilder::auth`](crate::AppBuilder::auth) apply it to a whole built app; it also works
+/// on its own around any `Service<Request<Body>, Response = Response<Body>, Error =
+/// Infallible>`. See the [`Auth`] service for what it does to each request.
+///
+/// The defaults: browsers that are not signed in are sent to the login form; session cookies
+/// last 14 days, are signed with a random key made when the layer is created (so they do not
+/// survive a restart), get `Path=/` unless a base path is known, and are `Secure` when the
+/// request came over HTTPS. `Debug` shows the options but never the token or the key.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+///
+/// use http::{Request, Response, StatusCode};
+/// use marimo_rs::{AuthLayer, Body, Token, User};
+/// use tower::{Layer, ServiceExt};
+///
+/// let hello = tower::service_fn(|req: Request<Body>| async move {
+///     let user = req.extensions().get::<User>().map(|user| user.name().to_owned());
+///     Ok::<_, Infallible>(Response::new(Body::from(format!("hello {user:?}"))))
+/// });
+/// let auth = AuthLayer::new(Token::new("sup3rs3cr3t"))
+///     .cookie_max_age(Duration::from_secs(8 * 60 * 60))
+///     .allowed_origins(["https://app.example.com"]);
+/// let service = auth.layer(hello);
+///
+/// let anonymous = Request::get("/api/status").body(Body::empty()).unwrap();
+/// let response = service.clone().oneshot(anonymous).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+///
+/// let bearer = Request::get("/api/status")
+///     .header("authorization", "Bearer sup3rs3cr3t")
+///     .body(Body::empty())
+///     .unwrap();
+/// let response = service.oneshot(bearer).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AuthLayer {
+    config: Arc<Config>,
+}
+
+/// Everything an [`Auth`] service needs, shared by all its clones.
+#[derive(Clone)]
+pub(crate) struct Config {
+    token: Token,
+    keys: CookieKeys,
+    max_age: u64,
+    /// Where browsers reach the service root, `""` for the host root; `None` if unknown.
+    base_path: Option<String>,
+    secure_cookie: Option<bool>,
+    trust_forwarded: bool,
+    basic_challenge: bool,
+    allowed_origins: Vec<Origin>,
+}
+
+impl AuthLayer {
+    /// Authentication with `token` and the default options.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot provide random bytes for the cookie key.
+    pub fn new(token: Token) -> Self {
+        Self {
+            config: Arc::new(Config {
+                token,
+                keys: CookieKeys::random(),
+                max_age: DEFAULT_MAX_AGE.as_secs(),
+                base_path: None,
+                secure_cookie: None,
+                trust_forwarded: false,
+                basic_challenge: false,
+                allowed_origins: Vec::new(),
+            }),
+        }
+    }
+
+    /// The path at which browsers reach this service's root (what it sees as `/`), such as
+    /// `"/marimo"` when a host mounts it with `nest_service("/marimo", …)`.
+    ///
+    /// Used for the session cookie's `Path` and for redirects, which then use absolute paths
+    /// under it instead of relative ones. Without it the cookie path is the
+    /// [`MountPrefix`] of the request if an outer marimo_rs router set one, else `/`. Set it
+    /// when the host also serves the service at its bare prefix (`/marimo` as well as
+    /// `/marimo/`), since a relative redirect cannot be right for both.
+    ///
+    /// # Panics
+    ///
+    /// If `path` is not `""`, `"/"` or `/segment[/segment…]` of plain URL characters (the
+    /// rules of mount paths), or contains `;` or `,`.
+    pub fn base_path(mut self, path: &str) -> Self {
+        let parsed = match MountPath::parse(path) {
+            Ok(parsed) => parsed,
+            Err(error) => panic!("AuthLayer::base_path: {error}"),
+        };
+        assert!(
+            !path.contains([';', ',']),
+            "AuthLayer::base_path: {path:?} contains `;` or `,`, which cookies cannot carry"
+        );
+        self.config_mut().base_path = Some(parsed.as_str().to_owned());
+        self
+    }
+
+    /// Answers browsers that are not signed in with `401` and a Basic challenge (the browser's
+    /// own password prompt, as `marimo` did before it had a login page) instead of a redirect
+    /// to the login form. Off by default.
+    pub fn basic_challenge(mut self, enabled: bool) -> Self {
+        self.config_mut().basic_challenge = enabled;
+        self
+    }
+
+    /// Signs session cookies with `key` instead of a random per-layer key, so that they survive
+    /// restarts and replicas sharing the key accept each other's cookies. Use at least 32
+    /// random bytes. The cookie name is derived from the key.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is empty.
+    pub fn cookie_key(mut self, key: &[u8]) -> Self {
+        assert!(!key.is_empty(), "AuthLayer::cookie_key: the key is empty");
+        if key.len() < 32 {
+            tracing::warn!(
+                length = key.len(),
+                "the session cookie key is shorter than 32 bytes"
+            );
+        }
+        self.config_mut().keys = CookieKeys::from_keys(&[key]);
+        self
+    }
+
+    /// How long a session cookie lasts (`Max-Age`, and the expiry signed into the cookie).
+    /// 14 days by default; whole seconds.
+    pub fn cookie_max_age(mut self, max_age: Duration) -> Self {
+        self.config_mut().max_age = max_age.as_secs();
+        self
+    }
+
+    /// Always (`true`) or never (`false`) marks the session cookie `Secure`, instead of
+    /// deciding per request (`Secure` when the request URI is `https`, or when
+    /// `X-Forwarded-Proto: https` and [`trust_forwarded_headers`](Self::trust_forwarded_headers)
+    /// is on).
+    pub fn secure_cookie(mut self, secure: bool) -> Self {
+        self.config_mut().secure_cookie = Some(secure);
+        self
+    }
+
+    /// Believes `X-Forwarded-Proto` (for the `Secure` cookie attribute) and `X-Forwarded-Host`
+    /// (for the WebSocket `Origin` check). Turn it on only behind a reverse proxy that sets
+    /// these headers itself. Off by default.
+    pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
+        self.config_mut().trust_forwarded = trust;
+        self
+    }
+
+    /// Origins (`https://app.example.com`, `http://localhost:3000`) whose pages may open
+    /// WebSockets to this service, besides pages served by the service's own host.
+    ///
+    /// # Panics
+    ///
+    /// If an entry is not `scheme://host[:port]`.
+    pub fn allowed_origins<I, T>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let parsed = origins
+            .into_iter()
+            .map(|origin| {
+                let origin = origin.as_ref();
+                Origin::parse(origin).unwrap_or_else(|| {
+                    panic!("AuthLayer::allowed_origins: {origin:?} is not scheme://host[:port]")
+                })
+            })
+            .collect();
+        self.config_mut().allowed_origins = parsed;
+        self
+    }
+
+    /// The name of the session cookie: `marimo_rs_session_` and 8 hex digits derived from the
+    /// signing key (not from the token), so that gateways with different keys on one host keep
+    /// their cookies apart.
+    ///
+    /// ```
+    /// use marimo_rs::{AuthLayer, Token};
+    ///
+    /// let one = AuthLayer::new(Token::new("t")).cookie_key(&[7; 32]);
+    /// let two = AuthLayer::new(Token::new("other")).cookie_key(&[7; 32]);
+    /// assert!(one.cookie_name().starts_with("marimo_rs_session_"));
+    /// assert_eq!(one.cookie_name(), two.cookie_name());
+    /// ```
+    pub fn cookie_name(&self) -> &str {
+        self.config.keys.name()
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.config, f)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("token", &self.token)
+            .field("cookie_name", &self.keys.name())
+            .field("cookie_max_age", &Duration::from_secs(self.max_age))
+            .field("base_path", &self.base_path)
+            .field("secure_cookie", &self.secure_cookie)
+            .field("trust_forwarded_headers", &self.trust_forwarded)
+            .field("basic_challenge", &self.basic_challenge)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+///
+/// For each request, in this order:
+///
+/// - `{base}/auth/login` is the login form: `GET` shows it, `POST` (a form with `password`
+///   and `next`, at most 16 KiB) sets the session cookie and answers `302` to `next` when the
+///   password is the token, other methods get `405`.
+/// - A WebSocket upgrade whose `Origin` is neither the request's host nor an
+///   [allowed origin](AuthLayer::allowed_origins) gets `403`, whatever its credentials.
+/// - A request with valid credentials goes to the inner service with a [`User`] extension
+///   (the Basic username, the name stored in the cookie, otherwise `"user"`) and without its
+///   credentials. A browser page load authenticated by `?access_token=` is instead redirected
+///   (`303`) to the same URL without the token, with the session cookie set.
+/// - Otherwise: `GET`/`HEAD` `/health` and `/healthz` go in anyway; WebSocket upgrades get
+///   `403`; browser page loads (`GET`/`HEAD` accepting `text/html`, outside `/api/`) are
+///   redirected (`303`) to the login form with `next` set to the page; everything else gets
+///   `401` `{"detail":"Authorization header required"}` with `WWW-Authenticate: Basic
+///   realm="marimo"`.
+pub struct Auth<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: Clone> Clone for Auth<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S> Service<Request<Body>> for Auth<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        if req.uri().path() == LOGIN_PATH {
+            return login::handle(Arc::clone(&self.config), req);
+        }
+        if let Some(response) = self.config.check(&mut req) {
+            return ResponseFuture::ready(response);
+        }
+        // Call the instance that `poll_ready` prepared, leaving a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            kind: Kind::Inner {
+                future: inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`Auth`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Ready { response: Option<Response<Body>> },
+        Login { future: LoginFuture },
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn ready(response: Response<Body>) -> Self {
+        Self {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn login(future: LoginFuture) -> Self {
+        Self {
+            kind: Kind::Login { future },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            KindProj::Login { future } => future.as_mut().poll(cx).map(Ok),
+            KindProj::Inner { future } => future.poll(cx),
+        }
+    }
+}
+
+impl Config {
+    /// Decides about a request that is not for the login form: `Some(response)` to answer it
+    /// here, `None` to send it in (then credentials are stripped and a [`User`] is attached).
+    fn check(&self, req: &mut Request<Body>) -> Option<Response<Body>> {
+        let upgrade = is_websocket(req.headers());
+        if upgrade
+            && !origin::upgrade_allowed(
+                req.headers(),
+                req.uri(),
+                &self.allowed_origins,
+                self.trust_forwarded,
+            )
+        {
+            tracing::debug!("WebSocket upgrade from a foreign origin refused");
+            return Some(forbidden());
+        }
+        let Some((user, by_query)) = self.authenticate(req) else {
+            return self.unauthenticated(req, upgrade);
+        };
+        if by_query && !upgrade && is_navigation(req) {
+            return Some(self.drop_token_redirect(req));
+        }
+        if strip_credentials(&self.keys, req).is_err() {
+            return Some(plain(StatusCode::BAD_REQUEST, "Bad Request"));
+        }
+        req.extensions_mut().insert(User::new(user));
+        None
+    }
+
+    /// The identity proven by the request's credentials, and whether it was `access_token`.
+    fn authenticate(&self, req: &Request<Body>) -> Option<(String, bool)> {
+        let headers = req.headers();
+        let digest = self.token.digest();
+        if headers.contains_key(header::COOKIE) {
+            if let Some(user) = self.keys.find_valid(headers, digest, unix_now()) {
+                return Some((user, false));
+            }
+        }
+        let by_query = req
+            .uri()
+            .query()
+            .and_then(access_token)
+            .is_some_and(|candidate| self.token.matches(candidate.as_bytes()));
+        if by_query {
+            return Some((DEFAULT_USER.to_owned(), true));
+        }
+        from_authorization(headers, &self.token).map(|user| (user, false))
+    }
+
+    fn unauthenticated(&self, req: &mut Request<Body>, upgrade: bool) -> Option<Response<Body>> {
+        if matches!(*req.method(), Method::GET | Method::HEAD) && is_health_path(req.uri().path()) {
+            return strip_credentials(&self.keys, req)
+                .err()
+                .map(|_| plain(StatusCode::BAD_REQUEST, "Bad Request"));
+        }
+        tracing::debug!(upgrade, "unauthenticated request refused");
+        if upgrade {
+            return Some(forbidden());
+        }
+        if !self.basic_challenge && is_navigation(req) {
+            return Some(self.login_redirect(req.uri()));
+        }
+        Some(unauthorized())
+    }
+
+    /// `303` to the login form, `next` = this page (without any `access_token`).
+    fn login_redirect(&self, uri: &Uri) -> Response<Body> {
+        let path = uri.path();
+        let query = uri
+            .query()
+            .map(|query| strip_access_token(query).unwrap_or_else(|| query.to_owned()))
+            .filter(|query| !query.is_empty());
+        let next = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        };
+        let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let location = match &self.base_path {
+            Some(base) => format!("{base}{LOGIN_PATH}?next={next}"),
+            None => format!("{}{}?next={next}", to_root(path), &LOGIN_PATH[1..]),
+        };
+        redirect(StatusCode::SEE_OTHER, location.into_bytes())
+    }
+
+    /// `303` to this URL without `access_token`, setting the session cookie.
+    fn drop_token_redirect(&self, req: &Request<Body>) -> Response<Body> {
+        let uri = req.uri();
+        let path = uri.path();
+        let query = uri.query().and_then(strip_access_token).unwrap_or_default();
+        let mut location = match &self.base_path {
+            Some(base) if !path.starts_with("//") => format!("{base}{path}"),
+            _ => format!("./{}", path.rsplit('/').next().unwrap_or_default()),
+        };
+        if !query.is_empty() {
+            location.push('?');
+            location.push_str(&query);
+        }
+        let mut response = redirect(StatusCode::SEE_OTHER, location.into_bytes());
+        if response.status() == StatusCode::SEE_OTHER {
+            let cookie = self.session_cookie(uri, req.headers(), req.extensions(), DEFAULT_USER);
+            let headers = response.headers_mut();
+            headers.insert(header::SET_COOKIE, cookie);
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            );
+        }
+        response
+    }
+
+    /// A `Set-Cookie` value with a fresh session for `username`.
+    fn session_cookie(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        username: &str,
+    ) -> HeaderValue {
+        let expiry = unix_now().saturating_add(self.max_age);
+        let value = self.keys.mint(self.token.digest(), username, expiry);
+        let mut cookie = format!(
+            "{}={value}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax",
+            self.keys.name(),
+            self.cookie_path(extensions),
+            self.max_age
+        );
+        if self.is_secure(uri, headers, extensions) {
+            cookie.push_str("; Secure");
+        }
+        HeaderValue::try_from(cookie).expect("cookie name, value and path are visible ASCII")
+    }
+
+    fn cookie_path<'a>(&'a self, extensions: &'a Extensions) -> &'a str {
+        let path = self
+            .base_path
+            .as_deref()
+            .or_else(|| extensions.get::<MountPrefix>().map(MountPrefix::as_str))
+            .unwrap_or_default();
+        let usable = !path.is_empty()
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+        if usable {
+            path
+        } else {
+            "/"
+        }
+    }
+
+    fn is_secure(&self, uri: &Uri, headers: &HeaderMap, extensions: &Extensions) -> bool {
+        if let Some(secure) = self.secure_cookie {
+            return secure;
+        }
+        let https = |uri: &Uri| uri.scheme() == Some(&Scheme::HTTPS);
+        https(uri)
+            || extensions
+                .get::<OriginalUri>()
+                .is_some_and(|original| https(&original.0))
+            || (self.trust_forwarded
+                && headers
+                    .get("x-forwarded-proto")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.split(',').next())
+                    .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")))
+    }
+}
+
+/// Removes the credentials a request carried: every `Authorization` header, the session
+/// cookie, and `access_token` from the query.
+fn strip_credentials(keys: &CookieKeys, req: &mut Request<Body>) -> Result<(), http::Error> {
+    let headers = req.headers_mut();
+    headers.remove(header::AUTHORIZATION);
+    keys.strip(headers);
+    let Some(query) = req.uri().query().and_then(strip_access_token) else {
+        return Ok(());
+    };
+    let path = req.uri().path();
+    let path_and_query = if query.is_empty() {
+        PathAndQuery::try_from(path)?
+    } else {
+        PathAndQuery::try_from(format!("{path}?{query}"))?
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    *req.uri_mut() = Uri::from_parts(parts)?;
+    Ok(())
+}
+
+/// The relative reference from `path` to the service root: `./` for `/x`, `../` for `/a/x`.
+fn to_root(path: &str) -> String {
+    let depth = path
+        .bytes()
+        .filter(|&b| b == b'/')
+        .count()
+        .saturating_sub(1);
+    if depth == 0 {
+        "./".to_owned()
+    } else {
+        "../".repeat(depth)
+    }
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|protocol| protocol.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
+}
+
+/// A browser loading a page: `GET`/`HEAD` accepting `text/html`, outside any `/api/`.
+fn is_navigation(req: &Request<Body>) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD)
+        && !req.uri().path().contains("/api/")
+        && req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|accept| contains_ignore_case(accept.as_bytes(), b"text/html"))
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+pub(crate) fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = crate::router::plain_response(status, text);
+    no_store(response.headers_mut());
+    response
+}
+
+fn forbidden() -> Response<Body> {
+    plain(StatusCode::FORBIDDEN, "Forbidden")
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut response = Response::new(Body::from(UNAUTHORIZED_BODY));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"marimo\""),
+    );
+    no_store(headers);
+    response
+}
+
+/// A redirect to `location`, or `400` if it cannot be a header value.
+fn redirect(status: StatusCode, location: Vec<u8>) -> Response<Body> {
+    let Ok(location) = HeaderValue::from_maybe_shared(bytes::Bytes::from(location)) else {
+        return plain(StatusCode::BAD_REQUEST, "Bad Request");
+    };
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::LOCATION, location);
+    no_store(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_root_climbs_one_level_per_directory() {
+        assert_eq!(to_root("/"), "./");
+        assert_eq!(to_root("/x"), "./");
+        assert_eq!(to_root("/a/"), "../");
+        assert_eq!(to_root("/a/x"), "../");
+        assert_eq!(to_root("/a/b/c"), "../../");
+        assert_eq!(to_root(""), "./");
+    }
+
+    #[test]
+    fn websocket_and_navigation_detection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c, WebSocket"));
+        assert!(is_websocket(&headers));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocketx"));
+        assert!(!is_websocket(&headers));
+
+        let page = |method: Method, path: &str, accept: &'static str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::ACCEPT, accept)
+                .body(Body::empty())
+                .unwrap();
+            is_navigation(&req)
+        };
+        assert!(page(Method::GET, "/x", "TEXT/HTML,*/*"));
+        assert!(page(Method::HEAD, "/", "text/html"));
+        assert!(!page(Method::POST, "/x", "text/html"));
+        assert!(!page(Method::GET, "/api/x", "text/html"));
+        assert!(!page(Method::GET, "/dash/api/x", "text/html"));
+        assert!(!page(Method::GET, "/x", "application/json"));
+    }
+
+    #[test]
+    fn debug_shows_options_not_secrets() {
+        let layer = AuthLayer::new(Token::new("sup3rs3cr3t"))
+            .cookie_key(b"k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y!");
+        let shown = format!("{layer:?} {:?}", layer.layer(()));
+        assert!(!shown.contains("sup3rs3cr3t"), "{shown}");
+        assert!(!shown.contains("k3y"), "{shown}");
+        assert!(shown.contains("Token(<redacted>)"), "{shown}");
+        assert!(shown.contains(layer.cookie_name()), "{shown}");
+    }
+
+    #[test]
+    #[should_panic(expected = "AuthLayer::base_path")]
+    fn base_path_must_be_a_mount_path() {
+        let _ = AuthLayer::new(Token::new("t")).base_path("marimo");
+    }
+
+    #[test]
+    #[should_panic(expected = "cookies cannot carry")]
+    fn base_path_must_not_break_the_cookie() {
+        let _ = AuthLayer::new(Token::new("t")).base_path("/a;b");
+    }
+
+    #[test]
+    #[should_panic(expected = "not scheme://host[:port]")]
+    fn allowed_origins_must_parse() {
+        let _ = AuthLayer::new(Token::new("t")).allowed_origins(["example.com"]);
+    }
+
+    proptest::proptest! {
+        /// The parsers never panic on any input, and what they accept has the promised shape.
+        #[test]
+        fn parsers_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            text in "\\PC{0,200}",
+        ) {
+            let token = Token::new("s3cret");
+            let keys = CookieKeys::from_keys(&[b"k"]);
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                headers.insert(header::AUTHORIZATION, value.clone());
+                headers.insert(header::COOKIE, value.clone());
+                headers.insert(header::ORIGIN, value);
+            }
+            proptest::prop_assert_eq!(from_authorization(&headers, &token), None);
+            proptest::prop_assert_eq!(keys.verify(token.digest(), &bytes, 0), None);
+            proptest::prop_assert_eq!(keys.find_valid(&headers, token.digest(), 0), None);
+            keys.strip(&mut headers);
+            let _ = origin::upgrade_allowed(&headers, &Uri::from_static("/"), &[], true);
+            let _ = Origin::parse(&text);
+            if login::is_safe_next(&text) {
+                proptest::prop_assert!(text.starts_with('/') && !text.starts_with("//"));
+                proptest::prop_assert!(!text.contains('\\'));
+            }
+            if let Some(rest) = strip_access_token(&text) {
+                proptest::prop_assert!(access_token(&rest).is_none(), "{}", rest);
+            }
+            let _ = access_token(&text);
+            let _ = to_root(&text);
+        }
+    }
+
+    #[test]
+    fn base_path_is_normalised() {
+        let layer = AuthLayer::new(Token::new("t")).base_path("/marimo/");
+        assert_eq!(layer.config.base_path.as_deref(), Some("/marimo"));
+        let root = AuthLayer::new(Token::new("t")).base_path("/");
+        assert_eq!(root.config.base_path.as_deref(), Some(""));
+        assert_eq!(root.config.cookie_path(&Extensions::new()), "/");
+        assert_eq!(layer.config.cookie_path(&Extensions::new()), "/marimo");
+        let mut extensions = Extensions::new();
+        extensions.insert(MountPrefix("/dash".into()));
+        assert_eq!(layer.config.cookie_path(&extensions), "/marimo");
+        let plain = AuthLayer::new(Token::new("t"));
+        assert_eq!(plain.config.cookie_path(&extensions), "/dash");
+        extensions.insert(MountPrefix("/a;b".into()));
+        assert_eq!(plain.config.cookie_path(&extensions), "/");
+    }
+}

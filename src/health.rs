@@ -1,0 +1,58 @@
+//! Gateway-level `GET /health` and `/healthz`: answered by the gateway itself, even when no
+//! notebook backend is running (load balancer and Kubernetes probes). `{mount}/health` is not
+//! intercepted and reaches the notebook's backend.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::{header, HeaderValue, Method, Request, Response};
+use tower_service::Service;
+
+use crate::Body;
+
+/// Answers `/health` and `/healthz` at the service root; passes everything else to `S`.
+#[derive(Clone, Debug)]
+pub(crate) struct Health<S> {
+    inner: S,
+}
+
+impl<S> Health<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+/// Whether `path` is one of the gateway's own health endpoints.
+pub(crate) fn is_health_path(path: &str) -> bool {
+    path == "/health" || path == "/healthz"
+}
+
+impl<S> Service<Request<Body>> for Health<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<std::future::Ready<Result<Response<Body>, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let is_probe = matches!(*req.method(), Method::GET | Method::HEAD);
+        if is_probe && is_health_path(req.uri().path()) {
+            let mut response = Response::new(Body::from(r#"{"status":"healthy"}"#));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        Either::Right(self.inner.call(req))
+    }
+}

@@ -1,0 +1,221 @@
+//! Notebook mounts: a [`NotebookService`] per `with_app`, each backed by one supervised
+//! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
+
+pub(crate) mod process;
+pub(crate) mod python;
+mod service;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) use service::NotebookService;
+
+use self::process::Backend;
+use crate::error::BuildError;
+
+/// Why a notebook backend cannot run. Each message says what to do about it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotebookError {
+    /// The configured interpreter could not be run at all.
+    #[error("cannot run Python {python} (from {source_name}): {detail}")]
+    PythonNotRunnable {
+        /// The interpreter.
+        python: String,
+        /// Where the choice came from (builder option, `MARIMO_RS_PYTHON`, …).
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The interpreter runs but cannot import (a recent enough) marimo.
+    #[error("marimo is not installed for {python} ({detail}): {fix}")]
+    MarimoMissing {
+        /// The interpreter.
+        python: String,
+        /// What the check found.
+        detail: String,
+        /// The command that fixes it.
+        fix: String,
+    },
+    /// The managed virtualenv could not be created.
+    #[error("cannot set up the managed marimo virtualenv: {detail}")]
+    Provision {
+        /// What failed.
+        detail: String,
+    },
+    /// No interpreter worked.
+    #[error(
+        "no Python with marimo found ({tried}); install Python 3 with `python3 -m pip install \
+         marimo=={version}`, or set MARIMO_RS_PYTHON",
+        version = python::MARIMO_VERSION
+    )]
+    NoPython {
+        /// Everything that was tried, and why it failed.
+        tried: String,
+    },
+}
+
+/// The options marimo's `create_asgi_app(...)` takes, passed through to every backend.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct MarimoOptions {
+    pub(crate) quiet: bool,
+    pub(crate) include_code: bool,
+    pub(crate) session_ttl: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) asset_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) html_head: Option<String>,
+    pub(crate) show_tracebacks: bool,
+    pub(crate) redirect_console_to_browser: bool,
+    pub(crate) skew_protection: bool,
+}
+
+impl Default for MarimoOptions {
+    fn default() -> Self {
+        Self {
+            quiet: true,
+            include_code: false,
+            session_ttl: 120,
+            asset_url: None,
+            html_head: None,
+            show_tracebacks: false,
+            redirect_console_to_browser: false,
+            skew_protection: false,
+        }
+    }
+}
+
+/// Everything that shapes how notebook backends run (set through `AppBuilder`).
+#[derive(Clone, Debug)]
+pub(crate) struct NotebookOptions {
+    pub(crate) python: Option<PathBuf>,
+    pub(crate) marimo: MarimoOptions,
+    pub(crate) eager: bool,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) startup_timeout: Duration,
+    pub(crate) api_wait: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+impl Default for NotebookOptions {
+    fn default() -> Self {
+        Self {
+            python: None,
+            marimo: MarimoOptions::default(),
+            eager: false,
+            idle_timeout: None,
+            startup_timeout: Duration::from_secs(60),
+            api_wait: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What all notebook mounts of one built service share: the private socket directory, the
+/// launcher script, the options and the list of backends (for shutdown).
+#[derive(Debug)]
+pub(crate) struct Backends {
+    dir: tempfile::TempDir,
+    launcher: PathBuf,
+    options: Arc<NotebookOptions>,
+    all: Mutex<Vec<Backend>>,
+}
+
+impl Backends {
+    /// Creates the private directory (mode 0700) and writes the launcher into it.
+    pub(crate) fn new(options: NotebookOptions) -> Result<Arc<Self>, BuildError> {
+        let io_error = |source: std::io::Error| BuildError::Io {
+            action: "create the private socket directory",
+            source,
+        };
+        // Unix socket paths are limited to ~100 bytes: prefer a short base directory.
+        let base = std::env::temp_dir();
+        let base = if base.as_os_str().len() > 60 {
+            PathBuf::from("/tmp")
+        } else {
+            base
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("marimo-rs-")
+            .tempdir_in(base)
+            .map_err(io_error)?;
+        // tempfile creates it 0700 already; make that a guarantee rather than a default.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(io_error)?;
+        let launcher = dir.path().join("launcher.py");
+        std::fs::write(&launcher, process::LAUNCHER).map_err(io_error)?;
+        Ok(Arc::new(Self {
+            dir,
+            launcher,
+            options: Arc::new(options),
+            all: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// A backend for `notebook`, served at `mount` (for logs).
+    pub(crate) fn add(&self, mount: &str, notebook: PathBuf) -> Backend {
+        let mut all = self.all.lock().expect("backends lock");
+        let socket = self.dir.path().join(format!("nb{}.sock", all.len()));
+        let file_name = notebook
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let backend = Backend::new(
+            format!("{mount} ({file_name})"),
+            notebook,
+            socket,
+            self.launcher.clone(),
+            self.options.clone(),
+        );
+        all.push(backend.clone());
+        backend
+    }
+
+    pub(crate) fn options(&self) -> &NotebookOptions {
+        &self.options
+    }
+
+    fn snapshot(&self) -> Vec<Backend> {
+        self.all.lock().expect("backends lock").clone()
+    }
+
+    /// Starts every backend now and waits until each is ready or failed.
+    pub(crate) async fn start_all(&self) -> Result<(), NotebookError> {
+        python::resolve(self.options.python.as_deref()).await?;
+        let backends = self.snapshot();
+        let waits = backends
+            .iter()
+            .map(|backend| backend.ready_within(self.options.startup_timeout));
+        futures_util::future::join_all(waits).await;
+        Ok(())
+    }
+
+    /// Starts backends in the background (eager mode), if a runtime is running.
+    pub(crate) fn start_eager(&self) {
+        if self.options.eager && tokio::runtime::Handle::try_current().is_ok() {
+            for backend in self.snapshot() {
+                backend.demand();
+            }
+        }
+    }
+
+    /// Stops every backend and waits until their processes are gone.
+    pub(crate) async fn shutdown(&self) {
+        let backends = self.snapshot();
+        futures_util::future::join_all(backends.iter().map(Backend::shutdown)).await;
+    }
+
+    /// Process ids of running backends.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.snapshot().iter().filter_map(Backend::pid).collect()
+    }
+
+    /// The private socket directory.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}

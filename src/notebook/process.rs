@@ -1,0 +1,446 @@
+//! Supervision of one notebook backend process.
+//!
+//! A [`Backend`] is a handle shared by every clone of the notebook's service. The first request
+//! (or an eager start) spawns one supervisor task that owns the Python child and moves the
+//! [`Status`] through a `watch` channel:
+//!
+//! ```text
+//!  Idle ──demand──▶ Starting ──/health 200──▶ Ready ──exit──▶ Failed{reason, retry_at}
+//!   ▲                  │ exit / timeout                          │ demand (after backoff)
+//!   │                  └────────────▶ Failed ◀───────────────────┘
+//!   └──── idle timeout (no request, no WebSocket) ◀── Ready
+//! ```
+//!
+//! Requests never block the supervisor: they read the status, ask for a start, and wait on the
+//! channel with their own deadline. When the last handle is dropped (or on
+//! [`Backend::shutdown`]) the supervisor terminates the process group (SIGTERM, then SIGKILL
+//! after a grace period) and removes the socket.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::{python, NotebookOptions};
+use crate::proxy::{Upstream, BACKEND_KEEP_ALIVE_SECS};
+
+/// The launcher, shipped inside the crate and written next to the sockets.
+pub(crate) const LAUNCHER: &str = include_str!("launcher.py");
+
+/// How many stderr lines of a backend are kept for error reports.
+const STDERR_TAIL: usize = 30;
+/// Grace period between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Where a backend is in its life.
+#[derive(Clone, Debug)]
+pub(crate) enum Status {
+    /// Not running; starts on demand.
+    Idle,
+    /// Spawned, waiting for `/health`.
+    Starting,
+    /// Answering requests.
+    Ready,
+    /// Exited or never became ready; restarts on demand once `retry_at` has passed.
+    Failed {
+        reason: Arc<str>,
+        retry_at: Instant,
+    },
+    /// Shut down for good (the service is being dropped).
+    Stopped,
+}
+
+/// Counts an open WebSocket tunnel while alive (a backend with tunnels is never idle).
+#[derive(Debug)]
+pub(crate) struct TunnelGuard(Arc<Core>);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// What the supervisor and the request path share.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// For log lines: `/dashboard (dashboard.py)`.
+    pub(crate) label: String,
+    notebook: PathBuf,
+    socket: PathBuf,
+    launcher: PathBuf,
+    options: Arc<NotebookOptions>,
+    pub(crate) upstream: Upstream,
+    status: watch::Sender<Status>,
+    demand: Notify,
+    stop: watch::Sender<bool>,
+    epoch: Instant,
+    last_activity_ms: AtomicU64,
+    tunnels: AtomicUsize,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    pid: AtomicU64,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Core {
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr.lock().expect("stderr lock");
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// A handle to one notebook's backend. Cheap to clone; the process stops when the last handle
+/// is dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct Backend {
+    core: Arc<Core>,
+    _owner: Arc<StopOnDrop>,
+}
+
+#[derive(Debug)]
+struct StopOnDrop(Arc<Core>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.send_replace(true);
+    }
+}
+
+impl Backend {
+    pub(crate) fn new(
+        label: String,
+        notebook: PathBuf,
+        socket: PathBuf,
+        launcher: PathBuf,
+        options: Arc<NotebookOptions>,
+    ) -> Self {
+        let upstream = Upstream::new(socket.clone(), options.response_timeout);
+        let core = Arc::new(Core {
+            label,
+            notebook,
+            socket,
+            launcher,
+            options,
+            upstream,
+            status: watch::Sender::new(Status::Idle),
+            demand: Notify::new(),
+            stop: watch::Sender::new(false),
+            epoch: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            tunnels: AtomicUsize::new(0),
+            stderr: Arc::default(),
+            pid: AtomicU64::new(0),
+            task: Mutex::new(None),
+        });
+        Self {
+            _owner: Arc::new(StopOnDrop(core.clone())),
+            core,
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The status right now.
+    pub(crate) fn status(&self) -> Status {
+        self.core.status.borrow().clone()
+    }
+
+    /// The backend's process id while it runs (for tests and diagnostics).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self.core.pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid as u32),
+        }
+    }
+
+    /// Marks activity and asks for a start if the backend is not running.
+    pub(crate) fn demand(&self) {
+        self.core.touch();
+        if matches!(self.status(), Status::Ready | Status::Starting) {
+            return;
+        }
+        let mut task = self.core.task.lock().expect("task lock");
+        if task.is_none() {
+            let core = self.core.clone();
+            *task = Some(tokio::spawn(supervise(core)));
+        }
+        drop(task);
+        self.core.demand.notify_one();
+    }
+
+    /// Waits until the backend is ready, for at most `wait`. Returns the status it ended on.
+    pub(crate) async fn ready_within(&self, wait: Duration) -> Status {
+        self.demand();
+        let mut status = self.core.status.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let current = status.borrow_and_update().clone();
+            match &current {
+                Status::Ready | Status::Stopped => return current,
+                Status::Failed { retry_at, .. }
+                    if tokio::time::Instant::from_std(*retry_at) > deadline =>
+                {
+                    return current
+                }
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return status.borrow().clone(),
+            }
+        }
+    }
+
+    /// Counts an open WebSocket until the guard is dropped.
+    pub(crate) fn tunnel_guard(&self) -> TunnelGuard {
+        self.core.tunnels.fetch_add(1, Ordering::Relaxed);
+        TunnelGuard(self.core.clone())
+    }
+
+    /// Stops the process and waits until it is gone. The backend stays stopped.
+    pub(crate) async fn shutdown(&self) {
+        self.core.stop.send_replace(true);
+        let task = self.core.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(7)).min(60_000))
+}
+
+/// The supervisor: one per backend, alive until the backend is stopped.
+async fn supervise(core: Arc<Core>) {
+    let mut stop = core.stop.subscribe();
+    let mut failures: u32 = 0;
+    loop {
+        // Wait for a request to want the backend (a permit may already be stored).
+        tokio::select! {
+            () = core.demand.notified() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        let retry_at = match &*core.status.borrow() {
+            Status::Failed { retry_at, .. } => Some(tokio::time::Instant::from_std(*retry_at)),
+            _ => None,
+        };
+        if let Some(retry_at) = retry_at {
+            tokio::select! {
+                () = tokio::time::sleep_until(retry_at) => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        core.status.send_replace(Status::Starting);
+        let mut child = match start(&core, &mut stop).await {
+            Ok(child) => child,
+            Err(StartError::Stopped) => break,
+            Err(StartError::Failed(reason)) => {
+                failures += 1;
+                fail(&core, failures, reason);
+                continue;
+            }
+        };
+        failures = 0;
+        core.touch();
+        core.status.send_replace(Status::Ready);
+        tracing::info!(backend = %core.label, pid = ?child.id(), "notebook backend ready");
+
+        let outcome = tokio::select! {
+            status = child.wait() => Outcome::Exited(status),
+            _ = stop.wait_for(|stop| *stop) => Outcome::Stop,
+            () = idle(&core) => Outcome::Idle,
+        };
+        match outcome {
+            Outcome::Stop => {
+                terminate(&core, &mut child).await;
+                break;
+            }
+            Outcome::Idle => {
+                tracing::info!(backend = %core.label, "stopping idle notebook backend");
+                terminate(&core, &mut child).await;
+                core.status.send_replace(Status::Idle);
+            }
+            Outcome::Exited(status) => {
+                core.pid.store(0, Ordering::Relaxed);
+                let _ = std::fs::remove_file(&core.socket);
+                let code = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                failures += 1;
+                fail(&core, failures, format!("the backend exited ({code})"));
+            }
+        }
+    }
+    core.status.send_replace(Status::Stopped);
+}
+
+fn fail(core: &Core, failures: u32, reason: String) {
+    let tail = core.stderr_tail();
+    let delay = backoff(failures);
+    tracing::error!(
+        backend = %core.label,
+        %reason,
+        stderr = %tail,
+        retry_in = ?delay,
+        failures,
+        "notebook backend failed"
+    );
+    let shown = if tail.is_empty() {
+        reason
+    } else {
+        format!("{reason}\n{tail}")
+    };
+    core.status.send_replace(Status::Failed {
+        reason: shown.into(),
+        retry_at: Instant::now() + delay,
+    });
+}
+
+/// Resolves when the backend has had no request and no WebSocket for `idle_timeout`.
+async fn idle(core: &Core) {
+    let Some(limit) = core.options.idle_timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let idle_for = core.idle_for();
+        if core.tunnels.load(Ordering::Relaxed) == 0 && idle_for >= limit {
+            return;
+        }
+        let wait = limit.saturating_sub(idle_for).max(Duration::from_millis(200));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+enum Outcome {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Stop,
+    Idle,
+}
+
+enum StartError {
+    Stopped,
+    Failed(String),
+}
+
+/// Spawns the launcher and waits for `/health`.
+async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, StartError> {
+    let env = python::resolve(core.options.python.as_deref())
+        .await
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    let _ = std::fs::remove_file(&core.socket);
+    core.stderr.lock().expect("stderr lock").clear();
+
+    let config = serde_json::json!({
+        "parent_pid": std::process::id(),
+        "notebook": core.notebook,
+        "socket": core.socket,
+        "keep_alive_secs": BACKEND_KEEP_ALIVE_SECS,
+        "marimo": core.options.marimo,
+    });
+    let mut command = Command::new(&env.python);
+    command
+        .arg(&core.launcher)
+        .arg(config.to_string())
+        .current_dir(core.notebook.parent().unwrap_or(std::path::Path::new("/")))
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C in the terminal reaches the gateway only, which
+        // then stops the backends in order.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| {
+        StartError::Failed(format!("cannot start {}: {e}", env.python.display()))
+    })?;
+    let pid = child.id().unwrap_or(0);
+    core.pid.store(u64::from(pid), Ordering::Relaxed);
+    tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
+    if let Some(stderr) = child.stderr.take() {
+        collect_stderr(core, stderr);
+    }
+
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + core.options.startup_timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            core.pid.store(0, Ordering::Relaxed);
+            // Give the stderr reader a moment to take the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(StartError::Failed(format!(
+                "the backend exited during start-up ({status})"
+            )));
+        }
+        if *stop.borrow() {
+            terminate(core, &mut child).await;
+            return Err(StartError::Stopped);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            terminate(core, &mut child).await;
+            return Err(StartError::Failed(format!(
+                "the backend did not answer /health within {:?}",
+                core.options.startup_timeout
+            )));
+        }
+        if core.socket.exists() && core.upstream.is_healthy(Duration::from_secs(2)).await {
+            tracing::debug!(backend = %core.label, elapsed = ?started.elapsed(), "backend healthy");
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keeps the last [`STDERR_TAIL`] lines for error reports and logs each at debug level.
+fn collect_stderr(core: &Core, stderr: tokio::process::ChildStderr) {
+    let label = core.label.clone();
+    let shared = core.stderr.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(target: "marimo_rs::backend", backend = %label, "{line}");
+            let mut tail = shared.lock().expect("stderr lock");
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+}
+
+/// SIGTERM to the process group, SIGKILL after [`TERM_GRACE`], then reap and remove the socket.
+async fn terminate(core: &Core, child: &mut Child) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+
+    if let Some(pid) = child.id() {
+        let group = Pid::from_raw(pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
+            tracing::warn!(backend = %core.label, pid, "backend ignored SIGTERM; killing it");
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+        // Anything the backend started in its group (kernels in edit mode) goes too.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    core.pid.store(0, Ordering::Relaxed);
+    let _ = std::fs::remove_file(&core.socket);
+}

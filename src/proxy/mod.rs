@@ -1,0 +1,328 @@
+//! The reverse proxy from the gateway to one notebook backend over its Unix socket.
+//!
+//! - HTTP goes through hyper-util's pooled client ([`uds::UdsConnector`]); bodies stream both
+//!   ways (`/sse` is an event stream, never buffered).
+//! - Hop-by-hop headers (RFC 9110 §7.6.1, plus those named in `Connection`) are dropped in
+//!   both directions; `X-Forwarded-For/-Proto/-Host/-Prefix` are set; multi-valued headers such
+//!   as `Set-Cookie` are kept as separate fields.
+//! - `Location` and cookie `Path` from the backend (which thinks it is at `/`) are rewritten to
+//!   the mount prefix.
+//! - WebSocket upgrades are tunnelled by [`websocket`].
+
+pub(crate) mod uds;
+mod websocket;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::router::{plain_response, MountPrefix};
+use crate::serve::RemoteAddr;
+use crate::{Body, User};
+
+pub(crate) use websocket::is_upgrade_request;
+
+/// The header on which the gateway tells the backend who the user is. Clients can never set
+/// it: it is removed from every incoming request before the gateway (maybe) sets it.
+pub(crate) const USER_HEADER: HeaderName = HeaderName::from_static("x-marimo-rs-user");
+
+/// How long an idle pooled connection to a backend is kept. The backend's keep-alive
+/// (`KEEP_ALIVE_SECS` in the launcher config) is far longer, so the gateway always closes first
+/// and never sends on a connection the backend is closing.
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(60);
+/// uvicorn's keep-alive for gateway connections.
+pub(crate) const BACKEND_KEEP_ALIVE_SECS: u64 = 600;
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("the notebook backend is not accepting connections")]
+    Unreachable,
+    #[error("the notebook backend did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the notebook backend closed the connection: {0}")]
+    Broken(String),
+}
+
+impl ProxyError {
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let (status, text) = match self {
+            ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Notebook backend timed out"),
+            _ => (StatusCode::BAD_GATEWAY, "Notebook backend unavailable"),
+        };
+        plain_response(status, text)
+    }
+}
+
+/// A connection pool to one backend socket.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    client: Client<uds::UdsConnector, Body>,
+    connector: uds::UdsConnector,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(socket: PathBuf, response_timeout: Duration) -> Self {
+        let connector = uds::UdsConnector::new(socket);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        Self {
+            client,
+            connector,
+            response_timeout,
+        }
+    }
+
+    /// `GET /health` answered `200`, within `timeout`.
+    pub(crate) async fn is_healthy(&self, timeout: Duration) -> bool {
+        let request = Request::get("http://backend/health")
+            .body(Body::empty())
+            .expect("static request");
+        matches!(
+            tokio::time::timeout(timeout, self.client.request(request)).await,
+            Ok(Ok(response)) if response.status() == StatusCode::OK
+        )
+    }
+
+    /// Forwards `req` (already stripped of the mount prefix) and returns the backend's answer.
+    pub(crate) async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let prefix = mount_prefix(&req);
+        let req = prepare_request(req, false);
+        let response = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.response_timeout))?
+            .map_err(|error| {
+                if error.is_connect() {
+                    ProxyError::Unreachable
+                } else {
+                    ProxyError::Broken(error.to_string())
+                }
+            })?;
+        Ok(prepare_response(response.map(Body::new), &prefix))
+    }
+
+    /// Tunnels a WebSocket handshake; `guard` lives as long as the tunnel does.
+    pub(crate) async fn tunnel<G: Send + 'static>(
+        &self,
+        req: Request<Body>,
+        guard: G,
+    ) -> Result<Response<Body>, ProxyError> {
+        websocket::tunnel(&self.connector, req, guard).await
+    }
+}
+
+fn mount_prefix<B>(req: &Request<B>) -> String {
+    req.extensions()
+        .get::<MountPrefix>()
+        .map(|prefix| prefix.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop fields and every field named in `Connection`. `Upgrade` is removed too
+/// unless this message is a WebSocket handshake being tunnelled.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Turns the client's request into the backend's: absolute URI for the pool, hop-by-hop
+/// fields out, forwarding fields and the gateway-only identity header in.
+pub(crate) fn prepare_request(req: Request<Body>, upgrade: bool) -> Request<Body> {
+    let (mut parts, body) = req.into_parts();
+    let scheme_is_https = parts.uri.scheme_str() == Some("https");
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = Uri::try_from(format!("http://backend{path_and_query}"))
+        .unwrap_or_else(|_| Uri::from_static("http://backend/"));
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(&USER_HEADER);
+
+    if let Some(RemoteAddr(addr)) = parts.extensions.get::<RemoteAddr>() {
+        let ip = addr.ip().to_string();
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        let proto = if scheme_is_https { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    }
+    let prefix = parts
+        .extensions
+        .get::<MountPrefix>()
+        .map(|p| p.as_str())
+        .unwrap_or("");
+    if let Ok(prefix) = HeaderValue::try_from(if prefix.is_empty() { "/" } else { prefix }) {
+        headers.insert("x-forwarded-prefix", prefix);
+    }
+    if let Some(user) = parts.extensions.get::<User>() {
+        if let Ok(value) = HeaderValue::try_from(encode_user(user)) {
+            headers.insert(USER_HEADER, value);
+        }
+    }
+    Request::from_parts(parts, body)
+}
+
+/// `base64url(json)` of the user, decoded by the launcher's `Identity` middleware.
+fn encode_user(user: &User) -> String {
+    use base64::Engine;
+    let json = serde_json::json!({ "name": user.name(), "meta": user.meta() });
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+}
+
+/// Cleans the backend's response and maps its absolute paths under the mount prefix.
+pub(crate) fn prepare_response(mut response: Response<Body>, prefix: &str) -> Response<Body> {
+    let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    if prefix.is_empty() {
+        return response;
+    }
+    if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if location.starts_with('/') && !location.starts_with("//") {
+            if let Ok(value) = HeaderValue::try_from(format!("{prefix}{location}")) {
+                headers.insert(header::LOCATION, value);
+            }
+        }
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|value| rewrite_cookie_path(value, prefix))
+        .collect();
+    if !cookies.is_empty() {
+        headers.remove(header::SET_COOKIE);
+        for cookie in cookies {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+    }
+    response
+}
+
+/// `Path=/x` becomes `Path={prefix}/x`; other attributes are kept byte for byte.
+fn rewrite_cookie_path(value: &HeaderValue, prefix: &str) -> HeaderValue {
+    let Ok(text) = value.to_str() else {
+        return value.clone();
+    };
+    let rewritten: Vec<String> = text
+        .split(';')
+        .map(|attribute| {
+            let trimmed = attribute.trim_start();
+            match trimmed.split_once('=') {
+                Some((name, path)) if name.eq_ignore_ascii_case("path") && path.starts_with('/') => {
+                    let leading = &attribute[..attribute.len() - trimmed.len()];
+                    format!("{leading}{name}={prefix}{path}")
+                }
+                _ => attribute.to_owned(),
+            }
+        })
+        .collect();
+    HeaderValue::try_from(rewritten.join(";")).unwrap_or_else(|_| value.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers, false);
+        let names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_is_kept_for_websocket_handshakes() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers[header::UPGRADE], "websocket");
+        assert_eq!(headers[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn set_cookie_paths_and_locations_move_under_the_prefix() {
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1; Path=/; HttpOnly"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2; path=/x; SameSite=Lax"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("c=3"));
+        headers.insert(header::LOCATION, HeaderValue::from_static("/auth/login?next=%2F"));
+        let response = prepare_response(response, "/dash");
+        let cookies: Vec<&str> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["a=1; Path=/dash/; HttpOnly", "b=2; path=/dash/x; SameSite=Lax", "c=3"]);
+        assert_eq!(response.headers()[header::LOCATION], "/dash/auth/login?next=%2F");
+    }
+
+    #[test]
+    fn client_cannot_forge_the_identity_header() {
+        let mut req = Request::get("/x").body(Body::empty()).unwrap();
+        req.headers_mut().insert(USER_HEADER, HeaderValue::from_static("forged"));
+        let req = prepare_request(req, false);
+        assert!(req.headers().get(&USER_HEADER).is_none());
+
+        let mut req = Request::get("/x").body(Body::empty()).unwrap();
+        req.headers_mut().insert(USER_HEADER, HeaderValue::from_static("forged"));
+        req.extensions_mut().insert(User::new("ada"));
+        let req = prepare_request(req, false);
+        assert_ne!(req.headers()[&USER_HEADER], "forged");
+    }
+}

@@ -1,0 +1,94 @@
+//! WebSocket tunnelling: forward the handshake, and on `101` splice the two upgraded
+//! connections together with `copy_bidirectional`.
+//!
+//! The tunnel is byte-level: frames, pings and closes pass through untouched, so marimo's
+//! kernel pings keep an idle session alive and no timeout here cuts it.
+
+use http::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::uds::UdsConnector;
+use super::{mount_prefix, prepare_request, prepare_response, ProxyError};
+use crate::Body;
+
+/// `Connection: upgrade` + `Upgrade: websocket` (case-insensitive, token lists allowed).
+pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+pub(super) async fn tunnel<G: Send + 'static>(
+    connector: &UdsConnector,
+    mut req: Request<Body>,
+    guard: G,
+) -> Result<Response<Body>, ProxyError> {
+    let prefix = mount_prefix(&req);
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _) = req.into_parts();
+    let mut upstream_req = prepare_request(Request::from_parts(parts, Body::empty()), true);
+    // A raw connection sends the URI as given: use origin-form (`/ws?…`), not the absolute
+    // form the pooled client wants.
+    let origin_form = upstream_req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    *upstream_req.uri_mut() = origin_form.parse().map_err(|_| ProxyError::Broken("bad URI".into()))?;
+    if !upstream_req.headers().contains_key(header::HOST) {
+        upstream_req
+            .headers_mut()
+            .insert(header::HOST, header::HeaderValue::from_static("backend"));
+    }
+
+    // A dedicated connection: once upgraded it belongs to this tunnel, not to the pool.
+    let stream = connector
+        .connect()
+        .await
+        .map_err(|_| ProxyError::Unreachable)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
+        .await
+        .map_err(|e| ProxyError::Broken(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "backend WebSocket connection ended with an error");
+        }
+    });
+    let mut response = sender
+        .send_request(upstream_req)
+        .await
+        .map_err(|e| ProxyError::Broken(e.to_string()))?;
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused by the backend (404, 403…): relay it as a normal response.
+        return Ok(prepare_response(response.map(Body::new), &prefix));
+    }
+    let backend_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (backend, client) = match tokio::try_join!(backend_upgrade, client_upgrade) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let mut backend = TokioIo::new(backend);
+        let mut client = TokioIo::new(client);
+        match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+            Ok((up, down)) => tracing::trace!(up, down, "WebSocket tunnel closed"),
+            Err(error) => tracing::debug!(%error, "WebSocket tunnel closed with an error"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(prepare_response(
+        Response::from_parts(parts, Body::empty()),
+        &prefix,
+    ))
+}

@@ -1,0 +1,1268 @@
+//! Token authentication over real HTTP: marimo's `--token` behaviour (the guide and
+//! marimo-facts "marimo's own auth"), plus the places where marimo_rs does better.
+
+mod common;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use common::{get, send, Reply, TestServer};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use marimo_rs::{create_app, AuthLayer, Body, MarimoService, Mount, MountPrefix, Token, User};
+use tower::{Layer, ServiceExt};
+
+const TOKEN: &str = "sup3rs3cr3t";
+const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const UNAUTHORIZED: &str = r#"{"detail":"Authorization header required"}"#;
+
+/// Answers with what it saw: path and query, the `User`, the `Authorization` and `Cookie`
+/// headers and the mount prefix.
+fn echo() -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(|req: Request<Body>| async move {
+        let header = |name: &str| {
+            let values: Vec<String> = req
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            if values.is_empty() {
+                "-".to_owned()
+            } else {
+                values.join(" | ")
+            }
+        };
+        let body = format!(
+            "path={} user={} authorization={} cookie={} prefix={}",
+            req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
+            req.extensions().get::<User>().map_or("-", User::name),
+            header("authorization"),
+            header("cookie"),
+            req.extensions()
+                .get::<MountPrefix>()
+                .map_or("-", MountPrefix::as_str),
+        );
+        Ok::<_, Infallible>(Response::new(Body::from(body)))
+    })
+}
+
+/// The echo service at the root of a built app with `.token(TOKEN)`.
+fn app() -> MarimoService {
+    create_app()
+        .with_service("", echo())
+        .token(Token::new(TOKEN))
+        .build()
+        .unwrap()
+}
+
+/// The echo service at the root of a built app with this auth layer.
+fn app_with(layer: AuthLayer) -> MarimoService {
+    create_app()
+        .with_service("", echo())
+        .auth(layer)
+        .build()
+        .unwrap()
+}
+
+async fn start() -> TestServer {
+    TestServer::start(app()).await
+}
+
+fn basic(userpass: &str) -> String {
+    format!("Basic {}", STANDARD.encode(userpass))
+}
+
+/// `name=value` of the session cookie a response sets.
+fn session(reply: &Reply) -> String {
+    let set_cookie = reply.header("set-cookie").expect("a Set-Cookie header");
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// Resolves a `Location` against the URL path it came from, as a browser does.
+fn resolve(base: &str, reference: &str) -> String {
+    let (ref_path, ref_query) = match reference.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (reference, None),
+    };
+    let base_path = base.split('?').next().unwrap();
+    let merged = if ref_path.starts_with('/') {
+        ref_path.to_owned()
+    } else if ref_path.is_empty() {
+        base_path.to_owned()
+    } else {
+        format!("{}{ref_path}", &base_path[..=base_path.rfind('/').unwrap()])
+    };
+    // RFC 3986 remove_dot_segments, for the `.` and `..` segments our redirects use.
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = merged.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let path = format!("/{}", out.join("/"));
+    match ref_query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
+}
+
+#[test]
+fn resolve_works_like_a_browser() {
+    assert_eq!(resolve("/a/b/c", "../x?y"), "/a/x?y");
+    assert_eq!(resolve("/a/b", "./"), "/a/");
+    assert_eq!(resolve("/a/", "../"), "/");
+    assert_eq!(resolve("/x", "./auth/login?n"), "/auth/login?n");
+    assert_eq!(resolve("/auth/login", "../dashboard/x"), "/dashboard/x");
+    assert_eq!(resolve("/q", "/abs"), "/abs");
+}
+
+/// Sends a GET with header values given as raw bytes (which may not be UTF-8).
+async fn get_with_bytes(url: &str, headers: &[(&str, &[u8])]) -> Reply {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, HeaderValue::from_bytes(value).unwrap());
+    }
+    let response = common::client()
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .expect("request failed");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn assert_unauthorized(reply: &Reply, what: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "{what}: {}",
+        reply.body
+    );
+    assert_eq!(reply.body, UNAUTHORIZED, "{what}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Basic realm=\"marimo\"")
+    );
+}
+
+#[tokio::test]
+async fn requests_without_credentials_get_401_json() {
+    let server = start().await;
+    for (method, path) in [
+        (Method::GET, "/"),
+        (Method::GET, "/api/status"),
+        (Method::POST, "/api/kernel/run"),
+        (Method::OPTIONS, "/x"),
+        (Method::GET, "/nope/deeper"),
+    ] {
+        let reply = send(method.clone(), &server.url(path), &[], "").await;
+        assert_unauthorized(&reply, &format!("{method} {path}"));
+        assert!(
+            !reply.body.contains("path="),
+            "the inner service was reached"
+        );
+    }
+}
+
+#[tokio::test]
+async fn browsers_are_sent_to_the_login_form_with_next() {
+    let server = start().await;
+    let cases = [
+        ("/", "./auth/login?next=%2F"),
+        ("/notebook", "./auth/login?next=%2Fnotebook"),
+        (
+            "/a/b?x=1&y=two%20words",
+            "../auth/login?next=%2Fa%2Fb%3Fx%3D1%26y%3Dtwo%2520words",
+        ),
+        // An invalid access_token is not copied into `next`.
+        (
+            "/a/?access_token=wrong&k=v",
+            "../auth/login?next=%2Fa%2F%3Fk%3Dv",
+        ),
+    ];
+    for (path, location) in cases {
+        let reply = send(Method::GET, &server.url(path), &[HTML], "").await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(reply.header("location"), Some(location), "{path}");
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert!(resolve(path, location).starts_with("/auth/login?next="));
+    }
+    let head = send(Method::HEAD, &server.url("/x"), &[HTML], "").await;
+    assert_eq!(head.status, StatusCode::SEE_OTHER);
+    // Not navigations: API paths, other methods, other Accept values.
+    let api = send(Method::GET, &server.url("/api/status"), &[HTML], "").await;
+    assert_unauthorized(&api, "api path");
+    let post = send(Method::POST, &server.url("/x"), &[HTML], "").await;
+    assert_unauthorized(&post, "post");
+    let json = send(
+        Method::GET,
+        &server.url("/x"),
+        &[("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_unauthorized(&json, "json accept");
+}
+
+#[tokio::test]
+async fn basic_challenge_answers_browsers_with_401() {
+    let server = TestServer::start(app_with(
+        AuthLayer::new(Token::new(TOKEN)).basic_challenge(true),
+    ))
+    .await;
+    let reply = send(Method::GET, &server.url("/page"), &[HTML], "").await;
+    assert_unauthorized(&reply, "browser with basic_challenge");
+    // The login form is still there for those who want it.
+    assert_eq!(get(&server.url("/auth/login")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bearer_and_basic_headers_authenticate_in_any_case() {
+    let server = start().await;
+    let cases = [
+        (format!("Bearer {TOKEN}"), "user"),
+        (format!("bearer {TOKEN}"), "user"),
+        (format!("BEARER {TOKEN}"), "user"),
+        (basic(&format!("ada:{TOKEN}")), "ada"),
+        (
+            format!("basic {}", STANDARD.encode(format!("any_username:{TOKEN}"))),
+            "any_username",
+        ),
+    ];
+    for (authorization, user) in cases {
+        let reply = send(
+            Method::GET,
+            &server.url("/api/x"),
+            &[("authorization", &authorization)],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{authorization}");
+        assert!(
+            reply
+                .body
+                .contains(&format!("user={user} authorization=- ")),
+            "{}",
+            reply.body
+        );
+        assert!(reply.header("set-cookie").is_none());
+    }
+}
+
+#[tokio::test]
+async fn bad_authorization_headers_are_refused() {
+    let server = start().await;
+    let huge = format!("Bearer {}", "a".repeat(32 * 1024));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("wrong token", basic("ada:wrong").into_bytes()),
+        ("wrong bearer", b"Bearer wrong".to_vec()),
+        ("token prefix", basic("ada:sup3rs3cr").into_bytes()),
+        ("token suffix", format!("Bearer {TOKEN}x").into_bytes()),
+        ("empty username", basic(&format!(":{TOKEN}")).into_bytes()),
+        ("no colon", basic(TOKEN).into_bytes()),
+        ("invalid base64", b"Basic %%%not-base64%%%".to_vec()),
+        ("missing credentials", b"Basic".to_vec()),
+        ("unknown scheme", format!("Digest {TOKEN}").into_bytes()),
+        ("bare token", TOKEN.as_bytes().to_vec()),
+        ("non-UTF-8 bytes", b"Basic \xff\xfe\xfd".to_vec()),
+        (
+            "non-UTF-8 username",
+            format!(
+                "Basic {}",
+                STANDARD.encode([&b"\xff\xfe:"[..], TOKEN.as_bytes()].concat())
+            )
+            .into_bytes(),
+        ),
+        ("huge header", huge.into_bytes()),
+    ];
+    for (what, value) in &cases {
+        let reply = get_with_bytes(&server.url("/api/x"), &[("authorization", value)]).await;
+        assert_unauthorized(&reply, what);
+    }
+    // Two Authorization headers, even with one valid, prove nothing.
+    let good = format!("Bearer {TOKEN}");
+    let twice = get_with_bytes(
+        &server.url("/api/x"),
+        &[
+            ("authorization", good.as_bytes()),
+            ("authorization", b"Bearer wrong"),
+        ],
+    )
+    .await;
+    assert_unauthorized(&twice, "two headers");
+    let both_good = get_with_bytes(
+        &server.url("/api/x"),
+        &[
+            ("authorization", good.as_bytes()),
+            ("authorization", good.as_bytes()),
+        ],
+    )
+    .await;
+    assert_unauthorized(&both_good, "two good headers");
+    // The server is still fine afterwards.
+    let ok = send(
+        Method::GET,
+        &server.url("/api/x"),
+        &[("authorization", &good)],
+        "",
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn access_token_authenticates_and_is_not_forwarded() {
+    let server = start().await;
+    let reply = get(&server.url(&format!("/api/x?a=1&access_token={TOKEN}&b=two%20words"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .body
+            .starts_with("path=/api/x?a=1&b=two%20words user=user authorization=- "),
+        "{}",
+        reply.body
+    );
+    let only = get(&server.url(&format!("/api/x?access_token={TOKEN}"))).await;
+    assert!(
+        only.body.starts_with("path=/api/x user=user "),
+        "{}",
+        only.body
+    );
+    let wrong = get(&server.url("/api/x?access_token=wrong")).await;
+    assert_unauthorized(&wrong, "wrong access_token");
+    let empty = get(&server.url("/api/x?access_token=")).await;
+    assert_unauthorized(&empty, "empty access_token");
+}
+
+#[tokio::test]
+async fn access_token_page_load_redirects_without_the_token_and_sets_the_cookie() {
+    let server = start().await;
+    let path = format!("/nb/page?x=1&access_token={TOKEN}&y=two%20words");
+    let reply = send(Method::GET, &server.url(&path), &[HTML], "").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    let location = reply.header("location").unwrap();
+    assert_eq!(location, "./page?x=1&y=two%20words");
+    assert_eq!(resolve(&path, location), "/nb/page?x=1&y=two%20words");
+    assert!(!location.contains(TOKEN));
+    assert_eq!(reply.header("referrer-policy"), Some("same-origin"));
+    let set_cookie = reply.header("set-cookie").unwrap();
+    assert!(!set_cookie.contains(TOKEN), "the cookie holds no token");
+    let attributes: Vec<&str> = set_cookie.split("; ").skip(1).collect();
+    assert_eq!(
+        attributes,
+        ["Path=/", "Max-Age=1209600", "HttpOnly", "SameSite=Lax"],
+        "{set_cookie}"
+    );
+    // The cookie opens the page it was redirected to.
+    let cookie = session(&reply);
+    let page = send(
+        Method::GET,
+        &server.url("/nb/page?x=1&y=two%20words"),
+        &[HTML, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .starts_with("path=/nb/page?x=1&y=two%20words user=user "),
+        "{}",
+        page.body
+    );
+    // Only the token: a directory URL without a query.
+    let bare = send(
+        Method::GET,
+        &server.url(&format!("/nb/?access_token={TOKEN}")),
+        &[HTML],
+        "",
+    )
+    .await;
+    assert_eq!(bare.header("location"), Some("./"));
+}
+
+#[tokio::test]
+async fn cookies_are_secure_over_https_only_when_told() {
+    let plain = start().await;
+    let url = plain.url(&format!("/?access_token={TOKEN}"));
+    let forwarded = [HTML, ("x-forwarded-proto", "https")];
+    let untrusted = send(Method::GET, &url, &forwarded, "").await;
+    assert!(!untrusted.header("set-cookie").unwrap().contains("Secure"));
+
+    let trusting = TestServer::start(app_with(
+        AuthLayer::new(Token::new(TOKEN)).trust_forwarded_headers(true),
+    ))
+    .await;
+    let url = trusting.url(&format!("/?access_token={TOKEN}"));
+    let trusted = send(Method::GET, &url, &forwarded, "").await;
+    assert!(trusted.header("set-cookie").unwrap().ends_with("; Secure"));
+    let http = send(Method::GET, &url, &[HTML], "").await;
+    assert!(!http.header("set-cookie").unwrap().contains("Secure"));
+
+    let forced = TestServer::start(app_with(
+        AuthLayer::new(Token::new(TOKEN))
+            .secure_cookie(true)
+            .cookie_max_age(Duration::from_secs(3600)),
+    ))
+    .await;
+    let reply = send(
+        Method::GET,
+        &forced.url(&format!("/?access_token={TOKEN}")),
+        &[HTML],
+        "",
+    )
+    .await;
+    let set_cookie = reply.header("set-cookie").unwrap();
+    assert!(set_cookie.contains("; Max-Age=3600;"), "{set_cookie}");
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+}
+
+/// Gets a session cookie from a server through an `access_token` link.
+async fn cookie_from(server: &TestServer) -> String {
+    let reply = send(
+        Method::GET,
+        &server.url(&format!("/?access_token={TOKEN}")),
+        &[HTML],
+        "",
+    )
+    .await;
+    session(&reply)
+}
+
+#[tokio::test]
+async fn bad_cookies_are_refused() {
+    let key = [7u8; 32];
+    let layer = || AuthLayer::new(Token::new(TOKEN)).cookie_key(&key);
+    let server = TestServer::start(app_with(layer())).await;
+    let good = cookie_from(&server).await;
+    let (name, value) = good.split_once('=').unwrap();
+    assert_eq!(name, layer().cookie_name());
+    let parts: Vec<&str> = value.split('.').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    assert_eq!(parts[0], "v1");
+    assert_eq!(parts[2], "dXNlcg", "base64url(\"user\")");
+    let ok = send(Method::GET, &server.url("/api/x"), &[("cookie", &good)], "").await;
+    assert_eq!(ok.status, StatusCode::OK);
+
+    let flip = |s: &str| {
+        let mut bytes = s.as_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let later = (parts[1].parse::<u64>().unwrap() + 10_000_000).to_string();
+
+    // Cookies from other servers, under this server's cookie name.
+    let other_key = TestServer::start(app_with(
+        AuthLayer::new(Token::new(TOKEN)).cookie_key(&[8u8; 32]),
+    ))
+    .await;
+    let foreign = cookie_from(&other_key).await;
+    let other_token = TestServer::start(app_with(
+        AuthLayer::new(Token::new("another-token")).cookie_key(&key),
+    ))
+    .await;
+    let other_token_cookie = {
+        let reply = send(
+            Method::GET,
+            &other_token.url("/?access_token=another-token"),
+            &[HTML],
+            "",
+        )
+        .await;
+        session(&reply)
+    };
+    assert_eq!(
+        other_token_cookie.split_once('=').unwrap().0,
+        name,
+        "same key, same cookie name"
+    );
+    let expired_server = TestServer::start(app_with(layer().cookie_max_age(Duration::ZERO))).await;
+    let expired = cookie_from(&expired_server).await;
+
+    let cases = [
+        ("tampered mac", format!("{name}={}", flip(value))),
+        (
+            "longer expiry",
+            format!("{name}=v1.{later}.{}.{}", parts[2], parts[3]),
+        ),
+        (
+            "other user",
+            format!("{name}=v1.{}.YWRtaW4.{}", parts[1], parts[3]),
+        ),
+        (
+            "signed by another key",
+            format!("{name}={}", foreign.split_once('=').unwrap().1),
+        ),
+        ("minted for another token", other_token_cookie),
+        ("expired", expired),
+        (
+            "not ours at all",
+            format!("{name}=v1.9999999999.dXNlcg.AAAA"),
+        ),
+        ("garbage", format!("{name}=%%%; {name}=")),
+    ];
+    for (what, cookie) in cases {
+        let reply = send(
+            Method::GET,
+            &server.url("/api/x"),
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
+        assert_unauthorized(&reply, what);
+    }
+    let non_utf8 = get_with_bytes(
+        &server.url("/api/x"),
+        &[(
+            "cookie",
+            &[b"a=\xff\xfe; ", name.as_bytes(), b"=\xff"].concat(),
+        )],
+    )
+    .await;
+    assert_unauthorized(&non_utf8, "non-UTF-8 cookie");
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_key_accept_each_others_cookies() {
+    let key = b"0123456789abcdef0123456789abcdef";
+    let one = TestServer::start(app_with(AuthLayer::new(Token::new(TOKEN)).cookie_key(key))).await;
+    let two = TestServer::start(app_with(AuthLayer::new(Token::new(TOKEN)).cookie_key(key))).await;
+    let cookie = cookie_from(&one).await;
+    let reply = send(Method::GET, &two.url("/api/x"), &[("cookie", &cookie)], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // Without a shared key, two gateways use different cookie names.
+    let a = AuthLayer::new(Token::new(TOKEN));
+    let b = AuthLayer::new(Token::new(TOKEN));
+    assert_ne!(a.cookie_name(), b.cookie_name());
+}
+
+#[tokio::test]
+async fn the_inner_service_sees_the_user_and_no_credentials() {
+    let server = start().await;
+    let cookie = cookie_from(&server).await;
+    let reply = send(
+        Method::GET,
+        &server.url(&format!("/api/x?access_token={TOKEN}&keep=1")),
+        &[
+            ("cookie", &format!("theme=dark; {cookie}; lang=en")),
+            ("authorization", &basic(&format!("ada:{TOKEN}"))),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The cookie is checked first, so its user wins.
+    assert_eq!(
+        reply.body,
+        "path=/api/x?keep=1 user=user authorization=- cookie=theme=dark; lang=en prefix="
+    );
+    assert!(!reply.body.contains(TOKEN));
+    let basic_only = send(
+        Method::GET,
+        &server.url("/api/x"),
+        &[
+            ("cookie", "only=other"),
+            ("authorization", &basic(&format!("grace:{TOKEN}"))),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        basic_only.body,
+        "path=/api/x user=grace authorization=- cookie=only=other prefix="
+    );
+    let only_ours = send(
+        Method::GET,
+        &server.url("/api/x"),
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(only_ours.body.contains(" cookie=- "), "{}", only_ours.body);
+}
+
+#[tokio::test]
+async fn the_login_form_is_served_with_strict_headers() {
+    let server = start().await;
+    let reply = get(&server.url("/auth/login?next=%2Fdashboard%2F%3Fa%3D1")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let csp = reply.header("content-security-policy").unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(reply.body.contains("name=\"password\""));
+    assert!(reply
+        .body
+        .contains("type=\"hidden\" name=\"next\" value=\"/dashboard/?a=1\""));
+    assert!(reply
+        .body
+        .contains("<form method=\"post\" action=\"login\">"));
+    // Whatever is echoed is escaped.
+    let hostile =
+        get(&server.url("/auth/login?next=%2F%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E")).await;
+    assert!(!hostile.body.contains("<script>"), "{}", hostile.body);
+    assert!(hostile
+        .body
+        .contains("value=\"/&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""));
+    // An unsafe next is not even shown.
+    let evil = get(&server.url("/auth/login?next=%2F%2Fevil.com")).await;
+    assert!(
+        evil.body.contains("name=\"next\" value=\"/\""),
+        "{}",
+        evil.body
+    );
+    let head = send(Method::HEAD, &server.url("/auth/login"), &[], "").await;
+    assert_eq!(head.status, StatusCode::OK);
+}
+
+async fn post_login(server: &TestServer, path: &str, body: &str) -> Reply {
+    send(Method::POST, &server.url(path), &[FORM], body).await
+}
+
+#[tokio::test]
+async fn login_post_flow_end_to_end() {
+    let server = start().await;
+    let wrong = post_login(
+        &server,
+        "/auth/login",
+        &form(&[("password", "nope"), ("next", "/x")]),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::OK);
+    assert!(wrong.body.contains("Invalid password"));
+    assert!(wrong.header("set-cookie").is_none());
+    assert!(
+        wrong.body.contains("name=\"next\" value=\"/x\""),
+        "next kept"
+    );
+    for empty in [
+        form(&[("password", ""), ("next", "/x")]),
+        form(&[("next", "/x")]),
+        String::new(),
+    ] {
+        let reply = post_login(&server, "/auth/login", &empty).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body.contains("Password is required"), "{empty:?}");
+        assert!(reply.header("set-cookie").is_none());
+    }
+
+    let ok = post_login(
+        &server,
+        "/auth/login",
+        &form(&[("password", TOKEN), ("next", "/nb/page?a=1&b=%20")]),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::FOUND);
+    assert_eq!(ok.header("location"), Some("../nb/page?a=1&b=%20"));
+    assert_eq!(
+        resolve("/auth/login", ok.header("location").unwrap()),
+        "/nb/page?a=1&b=%20"
+    );
+    assert_eq!(ok.header("cache-control"), Some("no-store"));
+    let cookie = session(&ok);
+    let page = send(
+        Method::GET,
+        &server.url("/nb/page?a=1"),
+        &[HTML, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.starts_with("path=/nb/page?a=1 user=user "),
+        "{}",
+        page.body
+    );
+
+    // Without next: the service root.
+    let default = post_login(&server, "/auth/login", &form(&[("password", TOKEN)])).await;
+    assert_eq!(default.header("location"), Some("../"));
+}
+
+#[tokio::test]
+async fn login_refuses_other_methods_large_bodies_and_other_types() {
+    let server = start().await;
+    for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
+        let reply = send(method.clone(), &server.url("/auth/login"), &[], "").await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(reply.header("allow"), Some("GET, POST"));
+    }
+    let big = format!("password={TOKEN}&pad={}", "x".repeat(16 * 1024));
+    let reply = post_login(&server, "/auth/login", &big).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let just_fits = format!(
+        "password={TOKEN}&pad={}",
+        "x".repeat(16 * 1024 - "password=&pad=".len() - TOKEN.len())
+    );
+    assert_eq!(just_fits.len(), 16 * 1024);
+    let reply = post_login(&server, "/auth/login", &just_fits).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+
+    // Chunked, without Content-Length: the limit applies while reading.
+    let chunk = "x".repeat(8 * 1024);
+    let mut raw = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\npassword={TOKEN}&pad=\r\n",
+        "password=&pad=".len() + TOKEN.len()
+    );
+    for _ in 0..3 {
+        raw.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    raw.push_str("0\r\n\r\n");
+    let answer = common::raw(server.addr, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let json = send(
+        Method::POST,
+        &server.url("/auth/login"),
+        &[("content-type", "application/json")],
+        &format!(r#"{{"password":"{TOKEN}"}}"#),
+    )
+    .await;
+    assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(json.header("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn next_never_leaves_the_site() {
+    let server = start().await;
+    for next in [
+        "https://evil.com",
+        "http://evil.com/x",
+        "//evil.com",
+        "///evil.com",
+        "\\\\evil.com",
+        "/\\evil.com",
+        "https:evil.com",
+        "javascript:alert(1)",
+        "/\t/evil.com",
+        "/\r\n/evil.com",
+        "/\u{0}x",
+        "dashboard",
+        "",
+    ] {
+        let reply = post_login(
+            &server,
+            "/auth/login",
+            &form(&[("password", TOKEN), ("next", next)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{next:?}");
+        assert_eq!(reply.header("location"), Some("../"), "{next:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_endpoints_stay_open() {
+    let server = start().await;
+    for path in ["/health", "/healthz"] {
+        let reply = get(&server.url(path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.body, r#"{"status":"healthy"}"#);
+    }
+    // Used directly, the layer lets them through to the inner service (without a user).
+    let direct = TestServer::start(
+        tower::ServiceBuilder::new()
+            .map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new))
+            .layer(AuthLayer::new(Token::new(TOKEN)))
+            .service(echo()),
+    )
+    .await;
+    let reply = get(&direct.url("/health")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body.starts_with("path=/health user=- "),
+        "{}",
+        reply.body
+    );
+    // Only those paths, only GET/HEAD.
+    assert_unauthorized(&get(&direct.url("/health/x")).await, "/health/x");
+    assert_unauthorized(&get(&direct.url("/x/health")).await, "/x/health");
+    let post = send(Method::POST, &direct.url("/health"), &[], "").await;
+    assert_unauthorized(&post, "POST /health");
+}
+
+#[tokio::test]
+async fn login_round_trip_under_a_mount_prefix() {
+    let app = create_app()
+        .with_service("/dashboard", echo())
+        .token(Token::new(TOKEN))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
+    let page = "/dashboard/x?y=1";
+    let first = send(Method::GET, &server.url(page), &[HTML], "").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    let location = first.header("location").unwrap();
+    assert_eq!(location, "../auth/login?next=%2Fdashboard%2Fx%3Fy%3D1");
+    let login_url = resolve(page, location);
+    assert_eq!(login_url, "/auth/login?next=%2Fdashboard%2Fx%3Fy%3D1");
+    let form_page = get(&server.url(&login_url)).await;
+    assert!(form_page.body.contains("value=\"/dashboard/x?y=1\""));
+
+    let posted = post_login(
+        &server,
+        "/auth/login",
+        &form(&[("password", TOKEN), ("next", "/dashboard/x?y=1")]),
+    )
+    .await;
+    let target = resolve("/auth/login", posted.header("location").unwrap());
+    assert_eq!(target, "/dashboard/x?y=1");
+    let cookie = session(&posted);
+    let reply = send(
+        Method::GET,
+        &server.url(&target),
+        &[HTML, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body.starts_with("path=/x?y=1 user=user "),
+        "{}",
+        reply.body
+    );
+    // The mount table's own redirect still happens, after auth.
+    let bare = send(
+        Method::GET,
+        &server.url("/dashboard"),
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(bare.status, StatusCode::TEMPORARY_REDIRECT);
+}
+
+#[tokio::test]
+async fn login_round_trip_nested_under_axum() {
+    let marimo = create_app()
+        .with_service("/dashboard", echo())
+        .token(Token::new(TOKEN))
+        .build()
+        .unwrap();
+    let host = axum::Router::new()
+        .route("/api/ping", axum::routing::get(|| async { "pong" }))
+        .nest_service("/marimo", marimo);
+    let server = TestServer::start(host).await;
+    assert_eq!(get(&server.url("/api/ping")).await.body, "pong");
+
+    let page = "/marimo/dashboard/x?y=1";
+    let first = send(Method::GET, &server.url(page), &[HTML], "").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    let login_url = resolve(page, first.header("location").unwrap());
+    assert_eq!(
+        login_url,
+        "/marimo/auth/login?next=%2Fdashboard%2Fx%3Fy%3D1"
+    );
+    assert_eq!(get(&server.url(&login_url)).await.status, StatusCode::OK);
+    let posted = post_login(
+        &server,
+        "/marimo/auth/login",
+        &form(&[("password", TOKEN), ("next", "/dashboard/x?y=1")]),
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::FOUND);
+    let target = resolve("/marimo/auth/login", posted.header("location").unwrap());
+    assert_eq!(target, "/marimo/dashboard/x?y=1");
+    let cookie = session(&posted);
+    let reply = send(
+        Method::GET,
+        &server.url(&target),
+        &[HTML, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body.starts_with("path=/x?y=1 user=user "),
+        "{}",
+        reply.body
+    );
+
+    let token_link = format!("/marimo/dashboard/x?access_token={TOKEN}");
+    let link = send(Method::GET, &server.url(&token_link), &[HTML], "").await;
+    assert_eq!(
+        resolve(&token_link, link.header("location").unwrap()),
+        "/marimo/dashboard/x"
+    );
+}
+
+#[tokio::test]
+async fn explicit_base_path_gives_absolute_redirects_and_the_cookie_path() {
+    let marimo = create_app()
+        .with_service("/dashboard", echo())
+        .auth(AuthLayer::new(Token::new(TOKEN)).base_path("/marimo"))
+        .build()
+        .unwrap();
+    let server = TestServer::start(axum::Router::new().nest_service("/marimo", marimo)).await;
+    let first = send(Method::GET, &server.url("/marimo/dashboard/x"), &[HTML], "").await;
+    assert_eq!(
+        first.header("location"),
+        Some("/marimo/auth/login?next=%2Fdashboard%2Fx")
+    );
+    // At the bare prefix the service sees `/`: only an absolute redirect can be right.
+    let bare = send(Method::GET, &server.url("/marimo"), &[HTML], "").await;
+    assert_eq!(bare.header("location"), Some("/marimo/auth/login?next=%2F"));
+    let posted = post_login(
+        &server,
+        "/marimo/auth/login",
+        &form(&[("password", TOKEN), ("next", "/dashboard/x")]),
+    )
+    .await;
+    assert_eq!(posted.header("location"), Some("/marimo/dashboard/x"));
+    assert!(posted
+        .header("set-cookie")
+        .unwrap()
+        .contains("; Path=/marimo;"));
+    let link = send(
+        Method::GET,
+        &server.url(&format!("/marimo/dashboard/x?access_token={TOKEN}&k=v")),
+        &[HTML],
+        "",
+    )
+    .await;
+    assert_eq!(link.header("location"), Some("/marimo/dashboard/x?k=v"));
+}
+
+#[tokio::test]
+async fn a_layer_on_one_mount_uses_the_mount_prefix_for_the_cookie() {
+    let app = create_app()
+        .mount(
+            "/private",
+            Mount::service(echo()).layer(AuthLayer::new(Token::new(TOKEN))),
+        )
+        .with_service("/public", echo())
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
+    assert_eq!(get(&server.url("/public/x")).await.status, StatusCode::OK);
+    assert_unauthorized(&get(&server.url("/private/x")).await, "private mount");
+    let posted = post_login(
+        &server,
+        "/private/auth/login",
+        &form(&[("password", TOKEN)]),
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::FOUND);
+    assert_eq!(
+        resolve("/private/auth/login", posted.header("location").unwrap()),
+        "/private/"
+    );
+    assert!(posted
+        .header("set-cookie")
+        .unwrap()
+        .contains("; Path=/private;"));
+    let cookie = session(&posted);
+    let reply = send(
+        Method::GET,
+        &server.url("/private/x"),
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(
+        reply.body.starts_with("path=/x user=user "),
+        "{}",
+        reply.body
+    );
+}
+
+const WS: [(&str, &str); 4] = [
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+#[tokio::test]
+async fn websocket_upgrades_need_credentials_and_a_same_site_origin() {
+    let server = TestServer::start(app_with(
+        AuthLayer::new(Token::new(TOKEN)).allowed_origins(["https://app.example.com"]),
+    ))
+    .await;
+    let cookie = cookie_from(&server).await;
+    let host = server.addr.to_string();
+    let same_origin = format!("http://{host}");
+    let bearer = format!("Bearer {TOKEN}");
+    let ws = |extra: &[(&'static str, String)]| {
+        let mut headers: Vec<(&str, String)> =
+            WS.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        headers.extend(extra.iter().cloned());
+        headers
+    };
+    let call = |path: &'static str, headers: Vec<(&'static str, String)>| {
+        let url = server.url(path);
+        async move {
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            send(Method::GET, &url, &pairs, "").await
+        }
+    };
+    // Without credentials: 403, not 401 or a redirect, even with a browser's Accept.
+    for extra in [
+        vec![],
+        vec![("accept", "text/html".to_owned())],
+        vec![("authorization", "Bearer wrong".to_owned())],
+    ] {
+        let reply = call("/ws", ws(&extra)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{extra:?}");
+        assert!(!reply.body.contains("path="));
+    }
+    // With credentials (cookie, bearer, access_token), with no Origin or a same-site one.
+    let accepted = [
+        (
+            "/ws",
+            vec![("cookie", cookie.clone()), ("origin", same_origin.clone())],
+        ),
+        ("/ws", vec![("authorization", bearer.clone())]),
+        (
+            "/ws",
+            vec![
+                ("cookie", cookie.clone()),
+                ("origin", "https://app.example.com".to_owned()),
+            ],
+        ),
+    ];
+    for (path, extra) in accepted {
+        let reply = call(path, ws(&extra)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{extra:?}");
+        assert!(
+            reply
+                .body
+                .starts_with("path=/ws user=user authorization=- "),
+            "{}",
+            reply.body
+        );
+    }
+    let by_query = call("/ws?access_token=sup3rs3cr3t&session_id=s1", ws(&[])).await;
+    assert_eq!(
+        by_query.status,
+        StatusCode::OK,
+        "an upgrade is not redirected"
+    );
+    assert!(
+        by_query.body.starts_with("path=/ws?session_id=s1 "),
+        "{}",
+        by_query.body
+    );
+    // A foreign Origin is refused even with valid credentials.
+    for origin in [
+        "http://evil.com",
+        "http://127.0.0.1:1",
+        "null",
+        "https://app.example.com:444",
+    ] {
+        let reply = call(
+            "/ws",
+            ws(&[("cookie", cookie.clone()), ("origin", origin.to_owned())]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{origin}");
+    }
+    // The same Origin check does not apply to ordinary requests.
+    let plain = send(
+        Method::GET,
+        &server.url("/x"),
+        &[("cookie", &cookie), ("origin", "http://evil.com")],
+        "",
+    )
+    .await;
+    assert_eq!(plain.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_real_websocket_connects_through_auth() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    async fn echo_socket(ws: axum::extract::ws::WebSocketUpgrade) -> axum::response::Response {
+        ws.on_upgrade(|mut socket| async move {
+            while let Some(Ok(message)) = socket.recv().await {
+                if socket.send(message).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+    let sockets = axum::Router::new().route("/ws", axum::routing::get(echo_socket));
+    let app = create_app()
+        .with_service("", sockets)
+        .token(Token::new(TOKEN))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
+    let url = format!("ws://{}/ws", server.addr);
+
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    match refused {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), StatusCode::FORBIDDEN),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&basic(&format!("ada:{TOKEN}"))).unwrap(),
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket.send(Message::text("ping")).await.unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "ping");
+
+    let mut foreign = url.as_str().into_client_request().unwrap();
+    foreign.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
+    foreign
+        .headers_mut()
+        .insert("origin", HeaderValue::from_static("http://evil.com"));
+    match tokio_tungstenite::connect_async(foreign).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), StatusCode::FORBIDDEN),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_output() {
+    let layer = AuthLayer::new(Token::new(TOKEN)).cookie_key(b"a-cookie-key-that-is-32-bytes!!!");
+    let shown = format!("{layer:?}");
+    assert!(
+        !shown.contains(TOKEN) && !shown.contains("a-cookie-key"),
+        "{shown}"
+    );
+    let app = create_app().token(Token::new(TOKEN));
+    assert!(!format!("{app:?}").contains(TOKEN));
+    let service = layer.layer(tower::util::BoxCloneSyncService::new(echo()));
+    let shown = format!("{service:?}");
+    assert!(shown.starts_with("Auth {"), "{shown}");
+    assert!(shown.contains("Token(<redacted>)"), "{shown}");
+    assert!(
+        !shown.contains(TOKEN) && !shown.contains("a-cookie-key"),
+        "{shown}"
+    );
+}
+
+/// Polls a future that completes without waiting.
+fn now<F: Future>(future: F) -> F::Output {
+    match pin!(future)
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("not immediately ready"),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+    /// Any bytes in `Authorization`, `Cookie`, the query and the path: the service answers
+    /// (never panics), and never lets the request in.
+    #[test]
+    fn hostile_credentials_never_panic_or_pass(
+        authorization in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        cookie in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        cookie_value in "[ -~]{0,120}",
+        query in "[!-~]{0,80}",
+        scheme in proptest::sample::select(vec!["Basic ", "basic ", "Bearer ", "", "Digest "]),
+        html in proptest::bool::ANY,
+        upgrade in proptest::bool::ANY,
+    ) {
+        let layer = AuthLayer::new(Token::new(TOKEN));
+        let name = layer.cookie_name().to_owned();
+        let service = layer.layer(echo());
+        let mut request = Request::get("/p").body(Body::empty()).unwrap();
+        if let Ok(uri) = format!("/p?{query}").parse() {
+            *request.uri_mut() = uri;
+        }
+        let headers = request.headers_mut();
+        let mut auth_value = scheme.as_bytes().to_vec();
+        auth_value.extend_from_slice(&authorization);
+        if let Ok(value) = HeaderValue::from_bytes(&auth_value) {
+            headers.insert("authorization", value);
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&cookie) {
+            headers.append("cookie", value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&format!("{name}={cookie_value}")) {
+            headers.append("cookie", value);
+        }
+        if html {
+            headers.insert("accept", HeaderValue::from_static("text/html"));
+        }
+        if upgrade {
+            headers.insert("upgrade", HeaderValue::from_static("websocket"));
+            headers.insert(HeaderName::from_static("origin"), HeaderValue::from_static("http://elsewhere"));
+        }
+        let response = now(service.oneshot(request)).unwrap();
+        let status = response.status();
+        proptest::prop_assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::SEE_OTHER, StatusCode::FORBIDDEN].contains(&status),
+            "status {status}"
+        );
+        if upgrade {
+            proptest::prop_assert_eq!(status, StatusCode::FORBIDDEN);
+        }
+    }
+
+    /// Any form body at the login endpoint: an answer, never a cookie without the token.
+    #[test]
+    fn hostile_login_forms_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        let service = AuthLayer::new(Token::new(TOKEN)).layer(echo());
+        let request = Request::post("/auth/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        let response = now(service.oneshot(request)).unwrap();
+        proptest::prop_assert_eq!(response.status(), StatusCode::OK);
+        proptest::prop_assert!(response.headers().get("set-cookie").is_none());
+    }
+}
