@@ -42,3 +42,8 @@ pub use notebook::python::MARIMO_VERSION;
 pub use router::{MountPrefix, OriginalUri};
 pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
 pub use user::User;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -41,8 +41,15 @@ async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
         .with_app("", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start()).await.unwrap().unwrap();
-    assert_eq!(app.backend_pids().len(), 2, "one backend per notebook mount");
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        app.backend_pids().len(),
+        2,
+        "one backend per notebook mount"
+    );
     let server = TestServer::start(app.clone()).await;
 
     let redirect = get(&server.url("/dashboard?theme=dark")).await;
@@ -53,7 +60,10 @@ async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
     for path in ["/dashboard/", "/"] {
         let page = send(Method::GET, &server.url(path), &html(), "").await;
         assert_eq!(page.status, StatusCode::OK, "{path}");
-        assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "{path} is marimo's page");
+        assert!(
+            page.body.contains("__MARIMO_MOUNT_CONFIG__"),
+            "{path} is marimo's page"
+        );
         assert!(page.body.contains(r#""filename": "intro.py""#), "{path}");
         assert!(
             !page.body.contains(notebook_dir.to_str().unwrap()),
@@ -68,27 +78,41 @@ async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
             .expect("the page loads a script from ./assets");
         let script = get(&server.url(&format!("{path}{asset}"))).await;
         assert_eq!(script.status, StatusCode::OK, "{path}{asset}");
-        assert!(script.header("content-type").unwrap().contains("javascript"));
+        assert!(script
+            .header("content-type")
+            .unwrap()
+            .contains("javascript"));
     }
 
     let version = get(&server.url("/dashboard/api/version")).await;
     assert_eq!(version.status, StatusCode::OK);
     assert_eq!(version.body.trim_matches('"'), marimo_rs::MARIMO_VERSION);
     // The gateway answers its own health check; {mount}/health reaches the backend.
-    assert_eq!(get(&server.url("/health")).await.body, r#"{"status":"healthy"}"#);
+    assert_eq!(
+        get(&server.url("/health")).await.body,
+        r#"{"status":"healthy"}"#
+    );
     let backend_health = get(&server.url("/dashboard/health")).await;
     assert_eq!(backend_health.status, StatusCode::OK);
     assert!(backend_health.body.contains("healthy"));
-    assert_eq!(get(&server.url("/dashboard/no/such/thing")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&server.url("/dashboard/no/such/thing")).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let pids = app.backend_pids();
     let socket_dir = app.socket_dir().unwrap().to_owned();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket_dir).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket_dir).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o700, "the socket directory is private");
     server.stop().await;
     app.shutdown().await;
     for pid in pids {
-        assert!(wait_gone(pid, Duration::from_secs(10)).await, "backend {pid} still running");
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)).await,
+            "backend {pid} still running"
+        );
     }
     let sockets: Vec<_> = std::fs::read_dir(&socket_dir)
         .unwrap()
@@ -104,12 +128,18 @@ async fn websocket_kernel_session_and_ui_element_round_trip() {
         .with_app("/dashboard", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start()).await.unwrap().unwrap();
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
     let server = TestServer::start(app.clone()).await;
     let ws_url = format!("ws://{}/dashboard/ws?session_id=test-session", server.addr);
     let mut ws = ws_connect(&ws_url, &[]).await.expect("WebSocket accepted");
 
-    ws_until(&mut ws, Duration::from_secs(30), |m| m["op"] == "kernel-ready").await;
+    ws_until(&mut ws, Duration::from_secs(30), |m| {
+        m["op"] == "kernel-ready"
+    })
+    .await;
     let mut slider = None;
     ws_until(&mut ws, Duration::from_secs(30), |m| {
         if let Some(id) = slider_id(m) {
@@ -124,7 +154,10 @@ async fn websocket_kernel_session_and_ui_element_round_trip() {
     let set = send(
         Method::POST,
         &server.url("/dashboard/api/kernel/set_ui_element_value"),
-        &[("content-type", "application/json"), ("marimo-session-id", "test-session")],
+        &[
+            ("content-type", "application/json"),
+            ("marimo-session-id", "test-session"),
+        ],
         &body,
     )
     .await;
@@ -133,7 +166,10 @@ async fn websocket_kernel_session_and_ui_element_round_trip() {
         output_contains(m, "Slider value is <strong>7</strong>")
     })
     .await;
-    assert!(update["data"]["output"]["data"].as_str().unwrap().contains("<strong>49</strong>"));
+    assert!(update["data"]["output"]["data"]
+        .as_str()
+        .unwrap()
+        .contains("<strong>49</strong>"));
     drop(ws);
     app.shutdown().await;
 }
@@ -144,7 +180,10 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
         .with_app("/nb", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start()).await.unwrap().unwrap();
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
     let server = TestServer::start(app.clone()).await;
     let first = app.backend_pids()[0];
     nix::sys::signal::kill(
@@ -162,12 +201,20 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
     .await
     .expect("no hang while the backend is down");
     assert!(
-        [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY, StatusCode::OK].contains(&during.status),
+        [
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::OK
+        ]
+        .contains(&during.status),
         "{during:?}"
     );
     if during.status == StatusCode::SERVICE_UNAVAILABLE {
         assert!(during.header("retry-after").is_some());
-        assert!(during.body.contains("http-equiv=\"refresh\""), "self-refreshing page");
+        assert!(
+            during.body.contains("http-equiv=\"refresh\""),
+            "self-refreshing page"
+        );
     }
 
     // It recovers by itself.
@@ -177,7 +224,10 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
         if page.status == StatusCode::OK {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no recovery: {page:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recovery: {page:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let second = app.backend_pids()[0];
@@ -186,7 +236,10 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
     server.stop().await;
     drop(app);
     // Dropping the last handle stops the backend without an explicit shutdown.
-    assert!(wait_gone(second, Duration::from_secs(10)).await, "orphan backend {second}");
+    assert!(
+        wait_gone(second, Duration::from_secs(10)).await,
+        "orphan backend {second}"
+    );
 }
 
 #[tokio::test]
@@ -195,7 +248,10 @@ async fn lazy_start_shows_a_starting_page_then_the_notebook() {
         .with_app("/lazy", example_notebook("intro.py"))
         .build()
         .unwrap();
-    assert!(app.backend_pids().is_empty(), "nothing starts before the first request");
+    assert!(
+        app.backend_pids().is_empty(),
+        "nothing starts before the first request"
+    );
     let server = TestServer::start(app.clone()).await;
     let first = send(Method::GET, &server.url("/lazy/"), &html(), "").await;
     assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -215,7 +271,10 @@ fn missing_notebook_is_a_build_error() {
         .with_app("/x", "no/such/notebook.py")
         .build()
         .unwrap_err();
-    assert!(matches!(error, BuildError::NotebookNotFound { .. }), "{error}");
+    assert!(
+        matches!(error, BuildError::NotebookNotFound { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("no/such/notebook.py"));
 }
 
@@ -232,7 +291,10 @@ async fn python_without_marimo_is_named_in_the_response() {
         .build()
         .unwrap();
     let error = app.start().await.unwrap_err();
-    assert!(error.to_string().contains("marimo is not installed"), "{error}");
+    assert!(
+        error.to_string().contains("marimo is not installed"),
+        "{error}"
+    );
     let server = TestServer::start(app.clone()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let page = loop {
@@ -243,7 +305,11 @@ async fn python_without_marimo_is_named_in_the_response() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(page.body.contains("marimo is not installed"), "{}", page.body);
+    assert!(
+        page.body.contains("marimo is not installed"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("pip install marimo=="), "{}", page.body);
 }
 
@@ -271,5 +337,107 @@ async fn a_notebook_that_raises_at_import_is_reported_not_retried_in_a_loop() {
         assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(page.body.contains("could not start"), "{}", page.body);
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_auth_guards_pages_and_websockets_and_names_the_user() {
+    use base64::Engine;
+    let app = create_app()
+        .with_app("/dashboard", example_notebook("intro.py"))
+        .token(marimo_rs::Token::new("sup3rs3cr3t"))
+        .build()
+        .unwrap();
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let ws_url = format!("ws://{}/dashboard/ws?session_id=auth-session", server.addr);
+
+    // No credentials: browsers go to the login page, WebSockets are refused before the backend.
+    let page = send(Method::GET, &server.url("/dashboard/"), &html(), "").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(
+        page.header("location").unwrap().contains("auth/login"),
+        "{page:?}"
+    );
+    assert_eq!(
+        ws_connect(&ws_url, &[]).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    let api = get(&server.url("/dashboard/api/version")).await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+
+    // Basic with any username: the token is the password; the username reaches the notebook.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ada:sup3rs3cr3t")
+    );
+    let host = server.addr.to_string();
+    let foreign = ws_connect(
+        &ws_url,
+        &[("authorization", &basic), ("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(
+        foreign.err(),
+        Some(StatusCode::FORBIDDEN),
+        "foreign Origin refused"
+    );
+    let origin = format!("http://{host}");
+    let mut ws = ws_connect(&ws_url, &[("authorization", &basic), ("origin", &origin)])
+        .await
+        .expect("authenticated WebSocket accepted");
+    ws_until(&mut ws, Duration::from_secs(30), |m| {
+        m["op"] == "kernel-ready"
+    })
+    .await;
+    ws_until(&mut ws, Duration::from_secs(30), |m| {
+        output_contains(m, "Signed in as: <strong>ada</strong>")
+    })
+    .await;
+    drop(ws);
+    server.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_backends_are_stopped_and_start_again_on_demand() {
+    let app = create_app()
+        .with_app("/idle", example_notebook("intro.py"))
+        .idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    assert_eq!(
+        get(&server.url("/idle/api/version")).await.status,
+        StatusCode::OK
+    );
+    let first = app.backend_pids()[0];
+    // An open WebSocket keeps the backend alive past the idle timeout.
+    let ws_url = format!("ws://{}/idle/ws?session_id=keepalive", server.addr);
+    let mut ws = ws_connect(&ws_url, &[]).await.unwrap();
+    ws_until(&mut ws, Duration::from_secs(30), |m| {
+        m["op"] == "kernel-ready"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(app.backend_pids(), vec![first], "busy backend kept");
+    drop(ws);
+    assert!(
+        wait_gone(first, Duration::from_secs(15)).await,
+        "idle backend stopped"
+    );
+    assert!(app.backend_pids().is_empty());
+    // The next API call starts it again and waits for it.
+    let again = get(&server.url("/idle/api/version")).await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert_ne!(app.backend_pids(), vec![first]);
+    server.stop().await;
     app.shutdown().await;
 }

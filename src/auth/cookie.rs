@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use sha2::Sha256;
@@ -106,13 +107,18 @@ impl CookieKeys {
         if expiry <= now {
             return None;
         }
+        // 43 characters decode to 32 bytes; the spare room lets longer input fail cleanly.
+        let mut tag = [0u8; 48];
+        let tag = match URL_SAFE_NO_PAD.decode_slice(mac, &mut tag) {
+            Ok(32) => &tag[..32],
+            _ => return None,
+        };
         let username = URL_SAFE_NO_PAD.decode(user).ok()?;
         let username = String::from_utf8(username).ok()?;
-        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
         let valid = self.keys.iter().any(|key| {
             let mut state = key.clone();
             feed(&mut state, token_digest, &username, expiry);
-            state.verify_slice(&mac).is_ok()
+            state.verify_slice(tag).is_ok()
         });
         valid.then_some(username)
     }
@@ -128,31 +134,34 @@ impl CookieKeys {
         headers
             .get_all(COOKIE)
             .iter()
-            .flat_map(|header| cookie_pairs(header.as_bytes()))
-            .filter(|(key, _)| *key == name)
+            .flat_map(|header| cookie_pieces(header.as_bytes()))
+            .filter_map(|piece| value_named(piece, name))
             .take(MAX_CANDIDATES)
-            .find_map(|(_, value)| self.verify(token_digest, value, now))
+            .find_map(|value| self.verify(token_digest, value, now))
     }
 
     /// Removes every cookie with our name from the `Cookie` headers, keeping the others.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
         let name = self.name.as_bytes();
+        let ours = |piece: &[u8]| value_named(piece, name).is_some();
         let mut found = false;
         let mut kept: Vec<HeaderValue> = Vec::new();
         for header in headers.get_all(COOKIE) {
             let bytes = header.as_bytes();
-            if !cookie_pairs(bytes).any(|(key, _)| key == name) {
+            if !cookie_pieces(bytes).any(ours) {
                 kept.push(header.clone());
                 continue;
             }
             found = true;
-            let rest: Vec<&[u8]> = bytes
-                .split(|&b| b == b';')
-                .map(<[u8]>::trim_ascii)
-                .filter(|piece| !piece.is_empty() && split_pair(piece).0 != name)
-                .collect();
+            let mut rest = Vec::new();
+            for piece in cookie_pieces(bytes).filter(|piece| !ours(piece)) {
+                if !rest.is_empty() {
+                    rest.extend_from_slice(b"; ");
+                }
+                rest.extend_from_slice(piece);
+            }
             if !rest.is_empty() {
-                if let Ok(value) = HeaderValue::from_bytes(&rest.join(&b"; "[..])) {
+                if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(rest)) {
                     kept.push(value);
                 }
             }
@@ -173,20 +182,18 @@ fn feed(state: &mut HmacSha256, token_digest: &[u8; 32], username: &str, expiry:
     state.update(username.as_bytes());
 }
 
-/// `name=value` pairs of one `Cookie` header, trimmed; pieces without `=` have an empty value.
-fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+/// The `name=value` pieces of one `Cookie` header, trimmed, empty ones skipped.
+fn cookie_pieces(header: &[u8]) -> impl Iterator<Item = &[u8]> {
     header
         .split(|&b| b == b';')
         .map(<[u8]>::trim_ascii)
         .filter(|piece| !piece.is_empty())
-        .map(split_pair)
 }
 
-fn split_pair(piece: &[u8]) -> (&[u8], &[u8]) {
-    match piece.iter().position(|&b| b == b'=') {
-        Some(eq) => (piece[..eq].trim_ascii(), piece[eq + 1..].trim_ascii()),
-        None => (piece, &[]),
-    }
+/// The value of a cookie piece whose name is `name` (spaces around `=` allowed).
+fn value_named<'a>(piece: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let rest = piece.strip_prefix(name)?.trim_ascii_start();
+    rest.strip_prefix(b"=").map(<[u8]>::trim_ascii)
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -304,7 +311,10 @@ mod tests {
         headers.append(COOKIE, HeaderValue::from_static("a=1"));
         headers.append(
             COOKIE,
-            HeaderValue::from_str(&format!("b=2; {name}=garbage; {name}={value};c=3")).unwrap(),
+            HeaderValue::from_str(&format!(
+                "b=2; {name}=garbage; {name}x=longer; {name} = {value};c=3"
+            ))
+            .unwrap(),
         );
         assert_eq!(
             keys.find_valid(&headers, &digest("t"), 1_000),
@@ -316,7 +326,7 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap())
             .collect();
-        assert_eq!(left, ["a=1", "b=2; c=3"]);
+        assert_eq!(left, ["a=1", format!("b=2; {name}x=longer; c=3").as_str()]);
 
         let mut only_ours = HeaderMap::new();
         only_ours.insert(COOKIE, HeaderValue::from_str(&format!("{name}=x")).unwrap());

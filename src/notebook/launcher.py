@@ -1,8 +1,9 @@
 """marimo_rs notebook backend.
 
 Started by the marimo_rs gateway (never by hand): serves ONE notebook with marimo's own
-``create_asgi_app`` on a Unix socket inside the gateway's private (0700) directory. marimo's
-auth is off: the gateway authenticates every request before it gets here.
+``create_asgi_app`` (run mode) or marimo's edit server (``"mode": "edit"``) on a Unix socket
+inside the gateway's private (0700) directory. marimo's auth is off: the gateway authenticates
+every request before it gets here.
 
 The configuration arrives as JSON in ``argv[1]``. The gateway passes the identity of the user
 (set by its auth or by the host's middleware) on the ``x-marimo-rs-user`` header, which only it
@@ -69,6 +70,77 @@ class Identity:
         await self.app(scope, receive, send)
 
 
+def edit_app(notebook, options):
+    """marimo's edit server for ONE notebook, as `marimo edit NOTEBOOK --no-token` builds it.
+
+    Differences from `marimo edit`: no language servers (they would listen on TCP ports the
+    gateway does not guard), no browser, no server registry, no startup banner.
+    """
+    from marimo._config.manager import get_default_config_manager
+    from marimo._server.api import lifespans
+    from marimo._server.config import StarletteServerStateInit
+    from marimo._server.lsp import NoopLspServer
+    from marimo._server.main import create_starlette_app
+    from marimo._server.registry import LIFESPAN_REGISTRY
+    from marimo._server.session_manager import SessionManager
+    from marimo._server.tokens import AuthToken
+    from marimo._server.workspace import SingleFileWorkspace
+    from marimo._session.model import SessionMode
+    from marimo._utils.lifespans import Lifespans
+    from marimo._utils.marimo_path import MarimoPath
+
+    config_manager = get_default_config_manager(current_path=notebook)
+    if options.get("show_tracebacks"):
+        config_manager = config_manager.with_overrides(
+            {"runtime": {"show_tracebacks": True}}
+        )
+    session_manager = SessionManager(
+        workspace=SingleFileWorkspace.from_path(MarimoPath(notebook)),
+        mode=SessionMode.EDIT,
+        quiet=options["quiet"],
+        include_code=True,
+        lsp_server=NoopLspServer(),
+        config_manager=config_manager,
+        cli_args={},
+        argv=[],
+        # An empty token turns marimo's auth off: the gateway authenticates.
+        auth_token=AuthToken(""),
+        redirect_console_to_browser=True,
+        ttl_seconds=options["session_ttl"],
+    )
+    app = create_starlette_app(
+        base_url="",
+        lifespan=Lifespans(
+            [
+                lifespans.etc,
+                lifespans.signal_handler,
+                lifespans.tool_manager,
+                lifespans.reap_subprocesses,
+                *LIFESPAN_REGISTRY.get_all(),
+            ]
+        ),
+        enable_auth=False,
+        skew_protection=options["skew_protection"],
+    )
+    # The server has no TCP address: it is only reached through the gateway's Unix socket.
+    StarletteServerStateInit(
+        port=0,
+        host="127.0.0.1",
+        base_url="",
+        asset_url=options.get("asset_url"),
+        headless=True,
+        quiet=options["quiet"],
+        session_manager=session_manager,
+        config_manager=config_manager,
+        remote_url=None,
+        mcp_server_enabled=False,
+        skew_protection=options["skew_protection"],
+        enable_auth=False,
+    ).apply(app.state)
+    app.state.html_head = options.get("html_head")
+    return app
+
+
 def main():
     config = json.loads(sys.argv[1])
     die_with_parent(config["parent_pid"])
@@ -77,8 +149,12 @@ def main():
     import uvicorn
 
     options = config["marimo"]
-    builder = marimo.create_asgi_app(token=None, **options)
-    app = builder.with_app(path="", root=config["notebook"]).build()
+    edit = config.get("mode") == "edit"
+    if edit:
+        app = edit_app(config["notebook"], options)
+    else:
+        builder = marimo.create_asgi_app(token=None, **options)
+        app = builder.with_app(path="", root=config["notebook"]).build()
 
     socket_path = config["socket"]
     try:
@@ -86,18 +162,28 @@ def main():
     except FileNotFoundError:
         pass
     try:
-        uvicorn.run(
-            Identity(app),
-            uds=socket_path,
-            log_level=config.get("log_level", "warning"),
-            # Well above the gateway's pool idle timeout, so the gateway closes first.
-            timeout_keep_alive=config["keep_alive_secs"],
-            # marimo run's WebSocket settings.
-            ws_ping_interval=1.0,
-            ws_ping_timeout=60.0,
-            proxy_headers=False,
-            server_header=False,
+        server = uvicorn.Server(
+            uvicorn.Config(
+                Identity(app),
+                uds=socket_path,
+                log_level=config.get("log_level", "warning"),
+                # Well above the gateway's pool idle timeout, so the gateway closes first.
+                timeout_keep_alive=config["keep_alive_secs"],
+                # marimo's WebSocket and shutdown settings.
+                ws_ping_interval=1.0,
+                ws_ping_timeout=60.0,
+                timeout_graceful_shutdown=1,
+                proxy_headers=False,
+                server_header=False,
+                # Edit mode watches its kernel's socket with add_reader(), which marimo
+                # runs on asyncio's own loop rather than uvloop.
+                loop="asyncio" if edit else "auto",
+            )
         )
+        if edit:
+            # The editor's "shut down" action stops this server.
+            app.state.server = server
+        server.run()
     finally:
         try:
             os.unlink(socket_path)

@@ -49,10 +49,7 @@ pub(crate) enum Status {
     /// Answering requests.
     Ready,
     /// Exited or never became ready; restarts on demand once `retry_at` has passed.
-    Failed {
-        reason: Arc<str>,
-        retry_at: Instant,
-    },
+    Failed { reason: Arc<str>, retry_at: Instant },
     /// Shut down for good (the service is being dropped).
     Stopped,
 }
@@ -283,7 +280,9 @@ async fn supervise(core: Arc<Core>) {
             Outcome::Exited(status) => {
                 core.pid.store(0, Ordering::Relaxed);
                 let _ = std::fs::remove_file(&core.socket);
-                let code = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let code = status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
                 failures += 1;
                 fail(&core, failures, format!("the backend exited ({code})"));
             }
@@ -324,7 +323,9 @@ async fn idle(core: &Core) {
         if core.tunnels.load(Ordering::Relaxed) == 0 && idle_for >= limit {
             return;
         }
-        let wait = limit.saturating_sub(idle_for).max(Duration::from_millis(200));
+        let wait = limit
+            .saturating_sub(idle_for)
+            .max(Duration::from_millis(200));
         tokio::time::sleep(wait).await;
     }
 }
@@ -368,9 +369,9 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         // then stops the backends in order.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        StartError::Failed(format!("cannot start {}: {e}", env.python.display()))
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| StartError::Failed(format!("cannot start {}: {e}", env.python.display())))?;
     let pid = child.id().unwrap_or(0);
     core.pid.store(u64::from(pid), Ordering::Relaxed);
     tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
@@ -433,7 +434,10 @@ async fn terminate(core: &Core, child: &mut Child) {
     if let Some(pid) = child.id() {
         let group = Pid::from_raw(pid as i32);
         let _ = killpg(group, Signal::SIGTERM);
-        if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(TERM_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(backend = %core.label, pid, "backend ignored SIGTERM; killing it");
             let _ = killpg(group, Signal::SIGKILL);
             let _ = child.wait().await;

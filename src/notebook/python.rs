@@ -86,7 +86,9 @@ async fn discover(explicit: Option<&Path>) -> Result<PythonEnv, NotebookError> {
             check(Path::new("python3"), "python3 on PATH")
                 .await
                 .map_err(|path_error| NotebookError::NoPython {
-                    tried: format!("managed virtualenv: {managed_error}; python3 on PATH: {path_error}"),
+                    tried: format!(
+                        "managed virtualenv: {managed_error}; python3 on PATH: {path_error}"
+                    ),
                 })
         }
     }
@@ -94,7 +96,11 @@ async fn discover(explicit: Option<&Path>) -> Result<PythonEnv, NotebookError> {
 
 /// Where the managed virtualenv lives.
 pub(crate) fn cache_dir() -> Option<PathBuf> {
-    let from_env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     from_env("MARIMO_RS_CACHE_DIR")
         .or_else(|| from_env("XDG_CACHE_HOME").map(|d| d.join("marimo-rs")))
         .or_else(|| from_env("HOME").map(|d| d.join(".cache").join("marimo-rs")))
@@ -111,7 +117,10 @@ async fn managed_venv(cache: &Path) -> Result<PythonEnv, NotebookError> {
     }
     if std::env::var_os("MARIMO_RS_NO_INSTALL").is_some() {
         return Err(NotebookError::Provision {
-            detail: format!("{} is not installed and MARIMO_RS_NO_INSTALL is set", venv.display()),
+            detail: format!(
+                "{} is not installed and MARIMO_RS_NO_INSTALL is set",
+                venv.display()
+            ),
         });
     }
     let provision_error = |detail: String| NotebookError::Provision { detail };
@@ -150,11 +159,23 @@ async fn install(venv: &Path) -> Result<(), NotebookError> {
     }
     let venv_str = venv.to_string_lossy().into_owned();
     run_logged("python3", &["-m", "venv", &venv_str]).await?;
-    let python = venv.join("bin").join("python").to_string_lossy().into_owned();
+    let python = venv
+        .join("bin")
+        .join("python")
+        .to_string_lossy()
+        .into_owned();
     let requirement = format!("marimo=={MARIMO_VERSION}");
     run_logged(
         &python,
-        &["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", &requirement],
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            &requirement,
+        ],
     )
     .await?;
     tracing::info!("marimo {MARIMO_VERSION} installed");
@@ -257,7 +278,11 @@ async fn check(python: &Path, source: &str) -> Result<PythonEnv, NotebookError> 
         return Err(NotebookError::PythonNotRunnable {
             python: shown,
             source_name: source.to_owned(),
-            detail: String::from_utf8_lossy(&output.stderr).trim().chars().take(300).collect(),
+            detail: String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
         });
     };
     let missing = |detail: String| NotebookError::MarimoMissing {
@@ -324,7 +349,9 @@ mod tests {
 
     #[tokio::test]
     async fn missing_interpreter_is_named() {
-        let error = check(Path::new("/nonexistent/python"), "MARIMO_RS_PYTHON").await.unwrap_err();
+        let error = check(Path::new("/nonexistent/python"), "MARIMO_RS_PYTHON")
+            .await
+            .unwrap_err();
         let message = error.to_string();
         assert!(message.contains("/nonexistent/python"), "{message}");
         assert!(message.contains("MARIMO_RS_PYTHON"), "{message}");

@@ -253,7 +253,9 @@ fn rewrite_cookie_path(value: &HeaderValue, prefix: &str) -> HeaderValue {
         .map(|attribute| {
             let trimmed = attribute.trim_start();
             match trimmed.split_once('=') {
-                Some((name, path)) if name.eq_ignore_ascii_case("path") && path.starts_with('/') => {
+                Some((name, path))
+                    if name.eq_ignore_ascii_case("path") && path.starts_with('/') =>
+                {
                     let leading = &attribute[..attribute.len() - trimmed.len()];
                     format!("{leading}{name}={prefix}{path}")
                 }
@@ -271,10 +273,16 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_fields_are_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         headers.insert("x-kept", HeaderValue::from_static("yes"));
@@ -297,10 +305,19 @@ mod tests {
     fn set_cookie_paths_and_locations_move_under_the_prefix() {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
-        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1; Path=/; HttpOnly"));
-        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2; path=/x; SameSite=Lax"));
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("a=1; Path=/; HttpOnly"),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("b=2; path=/x; SameSite=Lax"),
+        );
         headers.append(header::SET_COOKIE, HeaderValue::from_static("c=3"));
-        headers.insert(header::LOCATION, HeaderValue::from_static("/auth/login?next=%2F"));
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("/auth/login?next=%2F"),
+        );
         let response = prepare_response(response, "/dash");
         let cookies: Vec<&str> = response
             .headers()
@@ -308,19 +325,31 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap())
             .collect();
-        assert_eq!(cookies, ["a=1; Path=/dash/; HttpOnly", "b=2; path=/dash/x; SameSite=Lax", "c=3"]);
-        assert_eq!(response.headers()[header::LOCATION], "/dash/auth/login?next=%2F");
+        assert_eq!(
+            cookies,
+            [
+                "a=1; Path=/dash/; HttpOnly",
+                "b=2; path=/dash/x; SameSite=Lax",
+                "c=3"
+            ]
+        );
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "/dash/auth/login?next=%2F"
+        );
     }
 
     #[test]
     fn client_cannot_forge_the_identity_header() {
         let mut req = Request::get("/x").body(Body::empty()).unwrap();
-        req.headers_mut().insert(USER_HEADER, HeaderValue::from_static("forged"));
+        req.headers_mut()
+            .insert(USER_HEADER, HeaderValue::from_static("forged"));
         let req = prepare_request(req, false);
         assert!(req.headers().get(&USER_HEADER).is_none());
 
         let mut req = Request::get("/x").body(Body::empty()).unwrap();
-        req.headers_mut().insert(USER_HEADER, HeaderValue::from_static("forged"));
+        req.headers_mut()
+            .insert(USER_HEADER, HeaderValue::from_static("forged"));
         req.extensions_mut().insert(User::new("ada"));
         let req = prepare_request(req, false);
         assert_ne!(req.headers()[&USER_HEADER], "forged");

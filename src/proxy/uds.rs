@@ -28,9 +28,11 @@ impl UdsConnector {
 
     /// A fresh, unpooled connection (WebSocket tunnels own theirs).
     pub(crate) async fn connect(&self) -> io::Result<UdsStream> {
-        UnixStream::connect(&*self.path).await.map(|stream| UdsStream {
-            inner: TokioIo::new(stream),
-        })
+        UnixStream::connect(&*self.path)
+            .await
+            .map(|stream| UdsStream {
+                inner: TokioIo::new(stream),
+            })
     }
 }
 

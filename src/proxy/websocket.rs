@@ -40,7 +40,9 @@ pub(super) async fn tunnel<G: Send + 'static>(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
-    *upstream_req.uri_mut() = origin_form.parse().map_err(|_| ProxyError::Broken("bad URI".into()))?;
+    *upstream_req.uri_mut() = origin_form
+        .parse()
+        .map_err(|_| ProxyError::Broken("bad URI".into()))?;
     if !upstream_req.headers().contains_key(header::HOST) {
         upstream_req
             .headers_mut()

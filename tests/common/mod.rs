@@ -160,7 +160,8 @@ pub async fn wait_gone(pid: u32, timeout: std::time::Duration) -> bool {
     !process_alive(pid)
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket with extra request headers; returns the socket or the refusal status.
 pub async fn ws_connect(url: &str, headers: &[(&str, &str)]) -> Result<Ws, StatusCode> {
@@ -194,7 +195,9 @@ pub async fn ws_until(
         let message = next.expect("WebSocket closed").expect("WebSocket error");
         if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
             let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-            if std::env::var_os("WS_DEBUG").is_some() { eprintln!("WS {}", &text[..text.len().min(300)]); }
+            if std::env::var_os("WS_DEBUG").is_some() {
+                eprintln!("WS {}", &text[..text.len().min(300)]);
+            }
             if want(&value) {
                 return value;
             }
