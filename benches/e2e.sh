@@ -112,25 +112,33 @@ row "GET /api/version" "$URL_gw/api/version" "$URL_mo/api/version"
 row "GET /$ASSET" "$URL_gw/$ASSET" "$URL_mo/$ASSET"
 row "GET /api/version, no credentials (token on)" "$URL_gwauth/api/version" "$URL_moauth/api/version"
 
-# WebSocket: time from connect to kernel-ready, sequential sessions, same client for both.
+# WebSocket: connect → kernel-ready (sequential sessions), and 20 concurrent sessions each
+# until `completed-run` (every cell executed); same Python client for both servers.
 cat >"$WORK/ws.py" <<'PY'
 import asyncio, json, statistics, sys, time, uuid
 import websockets
-async def once(base):
+async def session(base, until):
     t0 = time.perf_counter()
-    async with websockets.connect(f"{base}/ws?session_id={uuid.uuid4()}") as ws:
+    async with websockets.connect(f"{base}/ws?session_id={uuid.uuid4()}", max_size=None) as ws:
         while True:
             m = json.loads(await ws.recv())
-            if m["op"] == "kernel-ready":
+            if m["op"] == until:
                 return (time.perf_counter() - t0) * 1000
-async def main(base, runs):
-    times = [await once(base) for _ in range(runs)]
-    print(f"{statistics.median(times):.1f} {sorted(times)[int(len(times)*0.9)-1]:.1f}")
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+async def main(base, runs, concurrent):
+    ready = sorted([await session(base, "kernel-ready") for _ in range(runs)])
+    t0 = time.perf_counter()
+    done = sorted(await asyncio.gather(*[session(base, "completed-run") for _ in range(concurrent)]))
+    wall = (time.perf_counter() - t0) * 1000
+    p = lambda xs, q: xs[min(len(xs) - 1, int(len(xs) * q))]
+    print(f"{statistics.median(ready):.1f} {p(ready, 0.99):.1f} {statistics.median(done):.0f} {p(done, 0.99):.0f} {wall:.0f}")
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 PY
-read -r gws gws90 <<<"$("$PYTHON" "$WORK/ws.py" "${URL_gw/http/ws}" "$WS_RUNS")"
-read -r mws mws90 <<<"$("$PYTHON" "$WORK/ws.py" "${URL_mo/http/ws}" "$WS_RUNS")"
-echo "| WebSocket connect → kernel-ready (ms, median / p90, $WS_RUNS sessions) | $gws / $gws90 | | $mws / $mws90 | | +$(awk -v a="$gws" -v b="$mws" 'BEGIN {printf "%.1f", a-b}') ms |"
+read -r gws gws99 gcr gcr99 gwall <<<"$("$PYTHON" "$WORK/ws.py" "${URL_gw/http/ws}" "$WS_RUNS" 20)"
+read -r mws mws99 mcr mcr99 mwall <<<"$("$PYTHON" "$WORK/ws.py" "${URL_mo/http/ws}" "$WS_RUNS" 20)"
+printf '| WebSocket connect → kernel-ready, ms (%s sequential sessions) | | %s / %s | | %s / %s | %+.1f ms |\n' \
+    "$WS_RUNS" "$gws" "$gws99" "$mws" "$mws99" "$(awk -v a="$gws" -v b="$mws" 'BEGIN {print a-b}')"
+printf '| 20 concurrent WebSocket sessions → completed-run, ms (wall %s vs %s) | | %s / %s | | %s / %s | %s× |\n' \
+    "$gwall" "$mwall" "$gcr" "$gcr99" "$mcr" "$mcr99" "$(awk -v a="$mwall" -v b="$gwall" 'BEGIN {printf "%.2f", a/b}')"
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 echo

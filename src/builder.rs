@@ -14,9 +14,10 @@ use tower::util::{BoxCloneSyncService, ServiceExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::directory::{DirectoryMount, DirectoryService, NotebookFile};
 use crate::error::BuildError;
 use crate::health::Health;
-use crate::notebook::{Backends, NotebookError, NotebookOptions, NotebookService};
+use crate::notebook::{Backends, Mode, NotebookError, NotebookOptions, NotebookService};
 use crate::router::{MountPath, MountService, Router};
 use crate::{AuthLayer, Body, BoxError, Token};
 
@@ -39,7 +40,7 @@ pub fn create_app() -> AppBuilder {
 }
 
 /// A layer stored type-erased, so that one mount can hold several and reuse them.
-type LayerFn = Arc<dyn Fn(MountService) -> MountService + Send + Sync>;
+pub(crate) type LayerFn = Arc<dyn Fn(MountService) -> MountService + Send + Sync>;
 
 /// One entry of the mount table: what is served under a path, and the layers around it.
 ///
@@ -78,6 +79,9 @@ pub struct Mount {
 enum MountKind {
     Service(MountService),
     Notebook(PathBuf),
+    Edit(PathBuf),
+    /// Its layers are in `Mount::layers`, applied around each notebook.
+    Directory(DirectoryMount),
 }
 
 impl std::fmt::Debug for Mount {
@@ -85,6 +89,8 @@ impl std::fmt::Debug for Mount {
         let kind = match &self.kind {
             MountKind::Service(_) => "service",
             MountKind::Notebook(_) => "notebook",
+            MountKind::Edit(_) => "notebook editor",
+            MountKind::Directory(_) => "notebook directory",
         };
         f.debug_struct("Mount")
             .field("kind", &kind)
@@ -129,11 +135,50 @@ impl Mount {
         }
     }
 
+    /// Serves marimo's editor for the notebook at `root`, as `marimo edit root` would (without
+    /// marimo's own token: put [`AppBuilder::token`] or your own auth in front of it).
+    ///
+    /// Whoever reaches this mount can change the notebook, save it and run any code as the
+    /// user of this process. The backend is private like a [`Mount::app`] one (a Unix socket
+    /// in a 0700 directory); the code runs in kernel subprocesses that stop with it. `root`
+    /// must exist (an empty file is a new notebook, as with `marimo edit new.py`). Editor
+    /// mounts always show the code and send `print` output to the browser; marimo's language
+    /// servers (pylsp, Copilot) are off.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use marimo_rs::{create_app, Mount, Token};
+    ///
+    /// let token = Token::random();
+    /// let app = create_app()
+    ///     .mount("/", Mount::edit("notebook.py"))
+    ///     .token(token.clone())
+    ///     .build()?;
+    /// println!("http://127.0.0.1:2718/?access_token={}", token.expose_secret());
+    /// # Ok(()) }
+    /// ```
+    pub fn edit(root: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: MountKind::Edit(root.into()),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Serves every marimo notebook in `directory` (and its subdirectories), found at request
+    /// time, like marimo's `with_dynamic_directory`: mounted at `/apps`, `/apps/team/q3/` is
+    /// `directory/team/q3.py`. See [`DirectoryMount`] for the options (validate callback,
+    /// per-notebook layers, how many backends run at once) and what is served.
+    pub fn directory(directory: impl Into<PathBuf>) -> DirectoryMount {
+        DirectoryMount::new(directory.into())
+    }
+
     /// Wraps this mount, and only this mount, in `layer`.
     ///
     /// Layers apply in the order given: the first one is the outermost (it sees the request
     /// first and the response last), as with `tower::ServiceBuilder` and marimo's
-    /// `middleware=[...]` list.
+    /// `middleware=[...]` list. On a notebook directory ([`Mount::directory`]) the layers wrap
+    /// each notebook, as [`DirectoryMount::layer`] does. Layers of notebook mounts see the
+    /// [`NotebookFile`](crate::NotebookFile) request extension.
     pub fn layer<L, B>(mut self, layer: L) -> Self
     where
         L: Layer<MountService> + Send + Sync + 'static,
@@ -154,10 +199,38 @@ impl Mount {
     fn into_service(self, path: &MountPath, ctx: &mut BuildContext) -> Result<MountService, BuildError> {
         let service = match self.kind {
             MountKind::Service(service) => service,
-            MountKind::Notebook(root) => ctx.notebook(path, root)?,
+            MountKind::Notebook(root) => {
+                let file = NotebookFile(std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()));
+                let service = ctx.notebook(path, root, Mode::Run)?;
+                return Ok(with_notebook_file(file, apply_layers(&self.layers, service)));
+            }
+            MountKind::Edit(root) => {
+                let file = NotebookFile(std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()));
+                let service = ctx.notebook(path, root, Mode::Edit)?;
+                return Ok(with_notebook_file(file, apply_layers(&self.layers, service)));
+            }
+            MountKind::Directory(directory) => return ctx.directory(path, directory, self.layers),
         };
         Ok(apply_layers(&self.layers, service))
     }
+}
+
+impl From<DirectoryMount> for Mount {
+    fn from(mut directory: DirectoryMount) -> Self {
+        let layers = std::mem::take(&mut directory.layers);
+        Self {
+            kind: MountKind::Directory(directory),
+            layers,
+        }
+    }
+}
+
+/// Inserts the [`NotebookFile`] extension before `service` (a notebook in its layers) runs.
+fn with_notebook_file(file: NotebookFile, service: MountService) -> MountService {
+    box_service(service.map_request(move |mut req: Request<Body>| {
+        req.extensions_mut().insert(file.clone());
+        req
+    }))
 }
 
 /// State that exists while `build()` runs.
@@ -168,7 +241,12 @@ struct BuildContext {
 
 impl BuildContext {
     /// A service for the notebook file `root`, with its backend registered.
-    fn notebook(&mut self, path: &MountPath, root: PathBuf) -> Result<MountService, BuildError> {
+    fn notebook(
+        &mut self,
+        path: &MountPath,
+        root: PathBuf,
+        mode: Mode,
+    ) -> Result<MountService, BuildError> {
         let notebook = std::fs::canonicalize(&root)
             .ok()
             .filter(|p| p.is_file())
@@ -182,14 +260,56 @@ impl BuildContext {
                 backends
             }
         };
-        let backend = backends.add(&path.to_string(), notebook.clone());
+        let backend = backends.add(&path.to_string(), notebook.clone(), mode);
         let api_wait = backends.options().api_wait;
-        Ok(box_service(NotebookService::new(backend, notebook, api_wait)))
+        Ok(NotebookService::new(backend, notebook, api_wait).into_mount_service())
+    }
+}
+
+impl BuildContext {
+    /// The backends registry, created with the first notebook mount.
+    fn backends(&mut self) -> Result<Arc<Backends>, BuildError> {
+        if let Some(backends) = &self.backends {
+            return Ok(backends.clone());
+        }
+        let backends = Backends::new(self.options.take().unwrap_or_default())?;
+        self.backends = Some(backends.clone());
+        Ok(backends)
+    }
+
+    /// A service for the notebook directory `mount`, whose notebooks are wrapped in `layers`.
+    fn directory(
+        &mut self,
+        path: &MountPath,
+        mount: DirectoryMount,
+        layers: Vec<LayerFn>,
+    ) -> Result<MountService, BuildError> {
+        if path.is_root() {
+            return Err(BuildError::InvalidMountPath {
+                path: path.to_string(),
+                reason: "a notebook directory needs its own path, such as \"/apps\" (not \"\" or \"/\")",
+            });
+        }
+        let is_dir = std::fs::metadata(&mount.directory).is_ok_and(|m| m.is_dir());
+        let directory = std::path::absolute(&mount.directory)
+            .ok()
+            .filter(|_| is_dir)
+            .ok_or_else(|| BuildError::DirectoryNotFound {
+                path: mount.directory.clone(),
+            })?;
+        let backends = self.backends()?;
+        Ok(box_service(DirectoryService::new(
+            path.to_string(),
+            directory,
+            mount,
+            layers,
+            backends,
+        )))
     }
 }
 
 /// Wraps `service` so that `layers[0]` is outermost.
-fn apply_layers(layers: &[LayerFn], service: MountService) -> MountService {
+pub(crate) fn apply_layers(layers: &[LayerFn], service: MountService) -> MountService {
     layers
         .iter()
         .rev()
@@ -238,9 +358,43 @@ impl AppBuilder {
     /// (`307`) to `/a/`, keeping the query string; `/a/` and `/a/rest…` reach the mount as `/`
     /// and `/rest…`. The longest matching prefix wins, and the root mount only gets what no
     /// other mount matches, whatever the order of the calls.
-    pub fn mount(mut self, path: &str, mount: Mount) -> Self {
-        self.mounts.push((path.to_owned(), mount));
+    ///
+    /// `mount` is a [`Mount`] or a [`DirectoryMount`].
+    pub fn mount(mut self, path: &str, mount: impl Into<Mount>) -> Self {
+        self.mounts.push((path.to_owned(), mount.into()));
         self
+    }
+
+    /// Serves every marimo notebook in `directory` under `path`, found at request time, like
+    /// marimo's `create_asgi_app().with_dynamic_directory(path=…, directory=…)`: shorthand for
+    /// `mount(path, Mount::directory(directory))`; use that form for a validate callback,
+    /// per-notebook layers or the backend limit (see [`DirectoryMount`]).
+    ///
+    /// With `path` `/apps`, `/apps/sales/` serves `directory/sales.py`, `/apps/team/q3/`
+    /// serves `directory/team/q3.py` (the longest match wins), `/apps/sales` redirects to
+    /// `sales/` and `/apps/` lists the notebooks. Files added later are served without a
+    /// restart; a deleted file answers `404` and its backend stops. Each notebook gets its own
+    /// backend on its first request; at most 16 run at once (the least recently used one
+    /// without an open WebSocket is stopped to make room).
+    ///
+    /// Never served: anything outside `directory` (`..` in any spelling, absolute paths,
+    /// symlinks leading out), names starting with `_` or `.` anywhere in the path, files that
+    /// are not marimo notebooks (`.py` with `import marimo` and `marimo.App`).
+    ///
+    /// [`build`](AppBuilder::build) fails if `path` is the root (`""` or `"/"`) or
+    /// `directory` is not an existing directory.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_dynamic_directory("/apps", "examples/notebooks")
+    ///     .build()?;
+    /// // GET /apps/intro/ serves examples/notebooks/intro.py; GET /apps/ lists it.
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_dynamic_directory(self, path: &str, directory: impl Into<PathBuf>) -> Self {
+        self.mount(path, Mount::directory(directory))
     }
 
     /// Mounts any tower service at `path`: shorthand for `mount(path, Mount::service(service))`.

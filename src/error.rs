@@ -28,6 +28,16 @@ pub enum BuildError {
         /// The path as given.
         path: PathBuf,
     },
+    /// A directory given to `with_dynamic_directory` / `Mount::directory` does not exist or
+    /// is not a directory.
+    #[error(
+        "notebook directory {path} does not exist or is not a directory: check the path given \
+         to with_dynamic_directory"
+    )]
+    DirectoryNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
     /// A file system operation needed to set up notebook backends failed.
     #[error("cannot {action}: {source}")]
     Io {

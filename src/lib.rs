@@ -25,6 +25,7 @@
 mod auth;
 mod body;
 mod builder;
+mod directory;
 mod error;
 mod health;
 mod notebook;
@@ -36,6 +37,7 @@ mod user;
 pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, Token};
 pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount};
+pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
 pub use notebook::NotebookError;
 pub use notebook::python::MARIMO_VERSION;

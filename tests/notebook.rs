@@ -441,3 +441,92 @@ async fn idle_backends_are_stopped_and_start_again_on_demand() {
     server.stop().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn frontend_files_are_served_by_the_gateway_with_etags_and_compression() {
+    let app = create_app()
+        .with_app("/nb", example_notebook("intro.py"))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+
+    // Root files come from marimo's installed _static directory, without starting a backend.
+    let favicon = get(&server.url("/nb/favicon.ico")).await;
+    assert_eq!(favicon.status, StatusCode::OK);
+    assert_eq!(
+        favicon.header("content-type"),
+        Some("image/vnd.microsoft.icon")
+    );
+    let etag = favicon.header("etag").unwrap().to_owned();
+    assert!(
+        etag.starts_with('"') && etag.len() > 10,
+        "strong ETag: {etag}"
+    );
+    let again = send(
+        Method::GET,
+        &server.url("/nb/favicon.ico"),
+        &[("if-none-match", &etag)],
+        "",
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        get(&server.url("/nb/assets/no-such-file.js")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        app.backend_pids().is_empty(),
+        "static files never start Python"
+    );
+
+    // A hashed asset from the real page: immutable, compressed once by what the client accepts.
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
+    let page = send(
+        Method::GET,
+        &server.url("/nb/"),
+        &[("accept", "text/html"), ("accept-encoding", "gzip")],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.header("content-encoding"),
+        Some("gzip"),
+        "proxied HTML is compressed"
+    );
+    let plain = send(Method::GET, &server.url("/nb/"), &html(), "").await;
+    let asset = plain
+        .body
+        .split("src=\"./")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let url = server.url(&format!("/nb/{asset}"));
+    let identity = get(&url).await;
+    assert_eq!(identity.status, StatusCode::OK);
+    assert_eq!(
+        identity.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(identity.header("content-encoding"), None);
+    for coding in ["br", "gzip"] {
+        let compressed = send(Method::GET, &url, &[("accept-encoding", coding)], "").await;
+        assert_eq!(compressed.header("content-encoding"), Some(coding));
+        assert_eq!(compressed.header("etag"), identity.header("etag"));
+        let size: usize = compressed
+            .header("content-length")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            size < identity.body.len() / 2,
+            "{coding}: {size} vs {}",
+            identity.body.len()
+        );
+    }
+    app.shutdown().await;
+}

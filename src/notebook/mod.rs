@@ -1,11 +1,13 @@
 //! Notebook mounts: a [`NotebookService`] per `with_app`, each backed by one supervised
 //! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
 
+mod assets;
 pub(crate) mod process;
 pub(crate) mod python;
 mod service;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +58,16 @@ pub enum NotebookError {
     },
 }
 
+/// How a notebook backend serves its notebook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// `marimo run`: marimo's `create_asgi_app`, read-only app view.
+    Run,
+    /// `marimo edit`: marimo's editor (code, kernel subprocess, saving to the file).
+    Edit,
+}
+
 /// The options marimo's `create_asgi_app(...)` takes, passed through to every backend.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct MarimoOptions {
@@ -96,6 +108,8 @@ pub(crate) struct NotebookOptions {
     pub(crate) startup_timeout: Duration,
     pub(crate) api_wait: Duration,
     pub(crate) response_timeout: Duration,
+    /// marimo's frontend files, served by the gateway (shared by every backend).
+    pub(crate) assets: Arc<assets::StaticAssets>,
 }
 
 impl Default for NotebookOptions {
@@ -108,6 +122,7 @@ impl Default for NotebookOptions {
             startup_timeout: Duration::from_secs(60),
             api_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(120),
+            assets: Arc::default(),
         }
     }
 }
@@ -120,6 +135,8 @@ pub(crate) struct Backends {
     launcher: PathBuf,
     options: Arc<NotebookOptions>,
     all: Mutex<Vec<Backend>>,
+    /// Numbers socket names: never reused, even after a backend is removed.
+    next_socket: AtomicUsize,
 }
 
 impl Backends {
@@ -153,13 +170,14 @@ impl Backends {
             launcher,
             options: Arc::new(options),
             all: Mutex::new(Vec::new()),
+            next_socket: AtomicUsize::new(0),
         }))
     }
 
-    /// A backend for `notebook`, served at `mount` (for logs).
-    pub(crate) fn add(&self, mount: &str, notebook: PathBuf) -> Backend {
-        let mut all = self.all.lock().expect("backends lock");
-        let socket = self.dir.path().join(format!("nb{}.sock", all.len()));
+    /// A backend for `notebook` in `mode`, served at `mount` (for logs).
+    pub(crate) fn add(&self, mount: &str, notebook: PathBuf, mode: Mode) -> Backend {
+        let number = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let socket = self.dir.path().join(format!("nb{number}.sock"));
         let file_name = notebook
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -167,12 +185,22 @@ impl Backends {
         let backend = Backend::new(
             format!("{mount} ({file_name})"),
             notebook,
+            mode,
             socket,
             self.launcher.clone(),
             self.options.clone(),
         );
-        all.push(backend.clone());
+        self.all.lock().expect("backends lock").push(backend.clone());
         backend
+    }
+
+    /// Forgets `backend` (after it was stopped): it no longer counts for `pids`, `start_all`
+    /// or `shutdown`.
+    pub(crate) fn remove(&self, backend: &Backend) {
+        self.all
+            .lock()
+            .expect("backends lock")
+            .retain(|kept| !Arc::ptr_eq(kept.core(), backend.core()));
     }
 
     pub(crate) fn options(&self) -> &NotebookOptions {

@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::{python, NotebookOptions};
+use super::{python, Mode, NotebookOptions};
 use crate::proxy::{Upstream, BACKEND_KEEP_ALIVE_SECS};
 
 /// The launcher, shipped inside the crate and written next to the sockets.
@@ -71,6 +71,7 @@ pub(crate) struct Core {
     /// For log lines: `/dashboard (dashboard.py)`.
     pub(crate) label: String,
     notebook: PathBuf,
+    pub(crate) mode: Mode,
     socket: PathBuf,
     launcher: PathBuf,
     options: Arc<NotebookOptions>,
@@ -124,6 +125,7 @@ impl Backend {
     pub(crate) fn new(
         label: String,
         notebook: PathBuf,
+        mode: Mode,
         socket: PathBuf,
         launcher: PathBuf,
         options: Arc<NotebookOptions>,
@@ -132,6 +134,7 @@ impl Backend {
         let core = Arc::new(Core {
             label,
             notebook,
+            mode,
             socket,
             launcher,
             options,
@@ -154,6 +157,11 @@ impl Backend {
 
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// The options this backend runs with.
+    pub(crate) fn options(&self) -> &NotebookOptions {
+        &self.core.options
     }
 
     /// The status right now.
@@ -213,12 +221,30 @@ impl Backend {
         TunnelGuard(self.core.clone())
     }
 
+    /// How many WebSocket tunnels to this backend are open now.
+    pub(crate) fn open_tunnels(&self) -> usize {
+        self.core.tunnels.load(Ordering::Relaxed)
+    }
+
+    /// Time since the last request or WebSocket close (for least-recently-used eviction).
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.core.idle_for()
+    }
+
     /// Stops the process and waits until it is gone. The backend stays stopped.
+    ///
+    /// Concurrent calls all wait: the first one joins the supervisor, the others wait for it
+    /// to report that no process is running.
     pub(crate) async fn shutdown(&self) {
         self.core.stop.send_replace(true);
         let task = self.core.task.lock().expect("task lock").take();
         if let Some(task) = task {
             let _ = task.await;
+        } else {
+            let mut status = self.core.status.subscribe();
+            let _ = status
+                .wait_for(|status| !matches!(status, Status::Starting | Status::Ready))
+                .await;
         }
     }
 }
@@ -352,6 +378,7 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
     let config = serde_json::json!({
         "parent_pid": std::process::id(),
         "notebook": core.notebook,
+        "mode": core.mode,
         "socket": core.socket,
         "keep_alive_secs": BACKEND_KEEP_ALIVE_SECS,
         "marimo": core.options.marimo,

@@ -12,8 +12,12 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::process::{Backend, Status};
+use super::Mode;
+use crate::builder::box_service;
 use crate::proxy::{is_upgrade_request, ProxyError};
+use crate::router::MountService;
 use crate::Body;
+use tower_layer::Layer as _;
 
 /// The largest notebook page the gateway rewrites (to hide absolute paths); larger pages are
 /// passed through untouched.
@@ -36,7 +40,23 @@ impl NotebookService {
         }
     }
 
+    /// The mount service: this one behind response compression (gzip/brotli by
+    /// `Accept-Encoding`, only when the backend did not compress).
+    pub(crate) fn into_mount_service(self) -> MountService {
+        box_service(tower_http::compression::CompressionLayer::new().layer(self))
+    }
+
     async fn handle(self, mut req: Request<Body>) -> Response<Body> {
+        let options = self.backend.options();
+        let offloaded = options.assets.serve(
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+            options.python.as_deref(),
+        );
+        if let Some(response) = offloaded.await {
+            return response;
+        }
         let page = is_page_request(&req);
         let wait = if page { Duration::ZERO } else { self.api_wait };
         match self.backend.ready_within(wait).await {
@@ -55,7 +75,11 @@ impl NotebookService {
                 .await
                 .unwrap_or_else(|error| self.proxy_failed(error));
         }
-        let rewrite = page && req.method() == Method::GET && req.uri().path() == "/";
+        // The editor needs the real path: it sends it back when saving.
+        let rewrite = page
+            && req.method() == Method::GET
+            && req.uri().path() == "/"
+            && self.backend.core().mode == Mode::Run;
         if rewrite {
             // The page is rewritten as text below: ask the backend not to compress it.
             req.headers_mut().remove(header::ACCEPT_ENCODING);

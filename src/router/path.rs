@@ -111,7 +111,10 @@ mod tests {
         ] {
             let err = MountPath::parse(bad).expect_err(bad);
             let message = err.to_string();
-            assert!(message.contains(bad), "{message} should name {bad}");
+            assert!(
+                message.contains(&format!("{bad:?}")),
+                "{message} should name {bad}"
+            );
         }
     }
 }

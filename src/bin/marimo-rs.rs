@@ -1,2 +1,0 @@
-//! The `marimo-rs` command line tool.
-fn main() {}

@@ -1,0 +1,62 @@
+//! The `marimo-rs` command: `marimo run/edit/new` served through the marimo_rs gateway.
+//!
+//! ```text
+//! marimo-rs run my_notebook.py --auth --token="sup3rs3cr3t"
+//! marimo-rs serve --app /=index.py --app /dashboard=dashboard.py --dir /apps=notebooks
+//! marimo-rs edit my_notebook.py
+//! marimo-rs new
+//! ```
+//!
+//! Standard output gets exactly one line, the URL to open, once the server is listening.
+//! Logs go to standard error and never contain the token. Errors are one `error: …` line and
+//! exit status 1 (2 for usage errors).
+#![forbid(unsafe_code)]
+
+mod auth;
+mod cli;
+mod error;
+mod files;
+mod server;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::Cli;
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::validate(&cli);
+    init_logging(cli.command.server().log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(server::run(cli.command))
+}
+
+/// Logs to standard error: `--log-level` if given, else `RUST_LOG`, else `info`.
+fn init_logging(level: Option<cli::LogLevel>) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level.as_str()),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,501 @@
+//! The `marimo-rs` command, end to end: the real binary, real marimo backends (the managed
+//! virtualenv), real HTTP and WebSockets. Each server is started on `--port 0 --headless`
+//! and found through the URL line it prints.
+
+mod common;
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{example_notebook, send, wait_gone, ws_connect, ws_until};
+use http::{Method, StatusCode};
+use marimo_rs::Token;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_marimo-rs");
+/// Generous: the first start may install marimo.
+const START: Duration = Duration::from_secs(180);
+const STOP: Duration = Duration::from_secs(20);
+const WS: Duration = Duration::from_secs(30);
+
+const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
+
+/// A running `marimo-rs` process; killed when dropped.
+struct Server {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    stderr: Arc<Mutex<String>>,
+    /// The line it printed.
+    url: String,
+}
+
+impl Server {
+    /// `http://127.0.0.1:PORT`, without path or query.
+    fn origin(&self) -> &str {
+        let after_scheme = "http://".len();
+        let end = self.url[after_scheme..]
+            .find('/')
+            .map_or(self.url.len(), |i| i + after_scheme);
+        &self.url[..end]
+    }
+
+    /// The URL without its query string.
+    fn page(&self) -> &str {
+        self.url.split('?').next().unwrap()
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.url.split_once("?access_token=").map(|(_, token)| token)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for the exit; returns the status and what else went to stdout.
+    async fn terminate(mut self) -> (ExitStatus, String, String) {
+        signal(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        let status = tokio::time::timeout(STOP, self.child.wait())
+            .await
+            .expect("the server exits within 20 s of SIGTERM")
+            .unwrap();
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).await.unwrap();
+        // Let the stderr reader see the end of the stream.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status, rest, self.stderr())
+    }
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("MARIMO_RS_SECRET")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `marimo-rs ARGS --port 0 --headless` and waits for its URL line.
+async fn start(args: &[&str]) -> Server {
+    start_with(command(&[args, &["--port", "0", "--headless"]].concat()), None).await
+}
+
+/// Starts `command`, writes `stdin` to it if given, and waits for the URL line.
+async fn start_with(mut command: Command, stdin: Option<&str>) -> Server {
+    if stdin.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    let mut child = command.spawn().expect("the marimo-rs binary starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = stderr.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    let read = tokio::time::timeout(START, stdout.read_line(&mut url)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        let _ = child.kill().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        panic!(
+            "no URL line from marimo-rs ({read:?}); stderr:\n{}",
+            stderr.lock().unwrap()
+        );
+    }
+    let url = url.trim_end().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    Server {
+        child,
+        stdout,
+        stderr,
+        url,
+    }
+}
+
+/// Runs `marimo-rs ARGS` to completion (it must not start a server).
+async fn fail(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = tokio::time::timeout(STOP, command(args).output())
+        .await
+        .expect("marimo-rs exits by itself")
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// Every process below `pid` (backends and the kernels they started), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // `pid (comm) state ppid …`: the command name may contain spaces.
+            let after = stat.rsplit_once(')')?.1;
+            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+            Some((child, ppid))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut pending = vec![pid];
+    while let Some(parent) = pending.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                pending.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// SIGTERM: exit status 0, nothing more on stdout, every descendant gone, no panic.
+async fn assert_clean_stop(server: Server) -> String {
+    let children = descendants(server.pid());
+    assert!(!children.is_empty(), "the notebook backend runs below marimo-rs");
+    let (status, rest, stderr) = server.terminate().await;
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert_eq!(rest, "", "only the URL line goes to standard output");
+    for pid in children {
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)).await,
+            "process {pid} outlived marimo-rs"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+async fn kernel_ready(url: &str) -> (common::Ws, serde_json::Value) {
+    let mut ws = ws_connect(url, &[]).await.expect("WebSocket accepted");
+    let ready = ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
+    (ws, ready)
+}
+
+/// A copy of the example notebook in `dir`, with `Hello` replaced by `greeting`.
+fn notebook_copy(dir: &Path, name: &str, greeting: &str) -> (std::path::PathBuf, String) {
+    let code = std::fs::read_to_string(example_notebook("intro.py"))
+        .unwrap()
+        .replace("Hello", greeting);
+    let path = dir.join(name);
+    std::fs::write(&path, &code).unwrap();
+    (path, code)
+}
+
+#[tokio::test]
+async fn run_serves_page_and_websocket_and_sigterm_stops_everything() {
+    let notebook = example_notebook("intro.py");
+    let server = start(&["run", notebook.to_str().unwrap(), "--no-token"]).await;
+    assert_eq!(server.token(), None, "{}", server.url);
+    assert!(server.url.ends_with('/'), "{}", server.url);
+
+    let page = send(Method::GET, &server.url, &[HTML], "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "marimo's page");
+    assert!(page.body.contains(r#""mode": "read""#), "run mode");
+    let ws_url = format!("{}/ws?session_id=cli-run", server.origin()).replace("http", "ws");
+    let (mut ws, _) = kernel_ready(&ws_url).await;
+    ws_until(&mut ws, WS, |m| {
+        m["data"]["output"]["data"]
+            .as_str()
+            .is_some_and(|html| html.contains("Hello from marimo_rs"))
+    })
+    .await;
+    drop(ws);
+
+    let stderr = assert_clean_stop(server).await;
+    assert!(stderr.contains("marimo-rs is listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    let (a, code_a) = notebook_copy(dir.path(), "nb.py", "Hello");
+    let (b, code_b) = notebook_copy(&dir.path().join("b"), "nb.py", "Goodbye");
+    let secret = "a-server-secret";
+
+    let mut keyed = command(&["run", a.to_str().unwrap(), "--token", "--port", "0", "--headless"]);
+    keyed.env("MARIMO_RS_SECRET", secret);
+    let (first, changed, keyed) = tokio::join!(
+        start(&["run", a.to_str().unwrap(), "--token"]),
+        start(&["run", b.to_str().unwrap(), "--auth"]),
+        start_with(keyed, None),
+    );
+    let first_token = first.token().expect("--token turns auth on").to_owned();
+    assert_eq!(first_token, Token::from_code(&code_a).expose_secret());
+    assert_eq!(
+        changed.token(),
+        Some(Token::from_code(&code_b).expose_secret()),
+        "other code, other token"
+    );
+    assert_ne!(changed.token(), Some(first_token.as_str()));
+    assert_eq!(
+        keyed.token(),
+        Some(Token::from_code_with_secret(&code_a, secret.as_bytes()).expose_secret()),
+        "MARIMO_RS_SECRET keys the derivation"
+    );
+
+    // The printed URL signs the browser in; without it, the page asks to log in.
+    let signed_in = send(Method::GET, &first.url, &[HTML], "").await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    assert!(signed_in.header("set-cookie").is_some());
+    let anonymous = send(Method::GET, first.page(), &[HTML], "").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert!(anonymous.header("location").unwrap().contains("auth/login"));
+
+    let (status, _, stderr) = first.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(&first_token), "the token is never logged");
+
+    let restarted = start(&["run", a.to_str().unwrap(), "--token"]).await;
+    assert_eq!(restarted.token(), Some(first_token.as_str()), "same code, same token");
+    for server in [restarted, changed, keyed] {
+        let token = server.token().unwrap().to_owned();
+        let (status, _, stderr) = server.terminate().await;
+        assert!(status.success(), "{stderr}");
+        assert!(!stderr.contains(&token), "the token is never logged");
+    }
+}
+
+#[tokio::test]
+async fn token_password_file_dash_reads_standard_input() {
+    let secret = "from-stdin-s3cret";
+    let notebook = example_notebook("intro.py");
+    let command = command(&[
+        "run",
+        notebook.to_str().unwrap(),
+        "--token-password-file",
+        "-",
+        "--port",
+        "0",
+        "--headless",
+    ]);
+    let server = start_with(command, Some(&format!("{secret}\n"))).await;
+    assert_eq!(server.token(), Some(secret), "the trailing newline is not part of it");
+
+    let api = format!("{}/api/version", server.origin());
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("anyone:{secret}"))
+    );
+    let with = send(Method::GET, &api, &[("authorization", &basic)], "").await;
+    assert_eq!(with.status, StatusCode::OK, "{with:?}");
+    assert_eq!(with.body.trim_matches('"'), marimo_rs::MARIMO_VERSION);
+    let without = send(Method::GET, &api, &[], "").await;
+    assert_eq!(without.status, StatusCode::UNAUTHORIZED);
+    let wrong = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("anyone:wrong")
+    );
+    let wrong = send(Method::GET, &api, &[("authorization", &wrong)], "").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let page = send(Method::GET, server.page(), &[HTML], "").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "browsers go to the login form");
+
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(secret), "the password is never logged");
+}
+
+#[tokio::test]
+async fn serve_composes_apps_and_a_directory_under_a_base_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (second, _) = notebook_copy(dir.path(), "second.py", "Second");
+    let more = dir.path().join("more");
+    std::fs::create_dir(&more).unwrap();
+    notebook_copy(&more, "extra.py", "Extra");
+    let root = example_notebook("intro.py");
+    let server = start(&[
+        "serve",
+        "--app",
+        &format!("/={}", root.display()),
+        "--app",
+        &format!("/second={}", second.display()),
+        "--dir",
+        &format!("/more={}", more.display()),
+        "--base-url",
+        "/base/",
+    ])
+    .await;
+    assert_eq!(server.token(), None, "serve is open by default");
+    assert_eq!(server.url, format!("{}/base/", server.origin()));
+
+    for path in ["/base/", "/base/second/"] {
+        let page = send(Method::GET, &format!("{}{path}", server.origin()), &[HTML], "").await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "{path}");
+    }
+    // A directory notebook starts on its first request: a "starting" page, then marimo's.
+    let extra = format!("{}/base/more/extra/", server.origin());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = send(Method::GET, &extra, &[HTML], "").await;
+        if page.status == StatusCode::OK {
+            assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"));
+            break;
+        }
+        assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{page:?}");
+        assert!(tokio::time::Instant::now() < deadline, "{page:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let outside = send(Method::GET, &format!("{}/second/", server.origin()), &[HTML], "").await;
+    assert_eq!(outside.status, StatusCode::NOT_FOUND, "nothing outside the base URL");
+
+    let ws_url = format!("{}/base/second/ws?session_id=cli-serve", server.origin())
+        .replace("http", "ws");
+    let (mut ws, _) = kernel_ready(&ws_url).await;
+    ws_until(&mut ws, WS, |m| {
+        m["data"]["output"]["data"]
+            .as_str()
+            .is_some_and(|html| html.contains("Second from marimo_rs"))
+    })
+    .await;
+    drop(ws);
+    assert_clean_stop(server).await;
+}
+
+#[tokio::test]
+async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebook = dir.path().join("fresh.py");
+    let server = start(&["edit", notebook.to_str().unwrap()]).await;
+    assert!(notebook.is_file(), "edit creates the notebook");
+    let token = server.token().expect("the editor requires a token by default").to_owned();
+    assert_eq!(token.len(), 32, "a random token");
+    let bearer = format!("Bearer {token}");
+    let auth = ("authorization", bearer.as_str());
+
+    let page = send(Method::GET, server.page(), &[HTML, auth], "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(r#""mode": "edit""#), "marimo's editor");
+    let anonymous = send(Method::GET, server.page(), &[HTML], "").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER, "the editor is not open");
+
+    let ws_url = format!("{}/ws?session_id=cli-edit&access_token={token}", server.origin())
+        .replace("http", "ws");
+    let (mut ws, ready) = kernel_ready(&ws_url).await;
+    let cell = ready["data"]["cell_ids"][0].as_str().expect("a cell").to_owned();
+    let headers = [
+        auth,
+        ("content-type", "application/json"),
+        ("marimo-session-id", "cli-edit"),
+    ];
+    let api = |path: &str| format!("{}/api/kernel/{path}", server.origin());
+    let code = "6 * 7";
+    let run = serde_json::json!({ "cellIds": [&cell], "codes": [code] }).to_string();
+    let ran = send(Method::POST, &api("run"), &headers, &run).await;
+    assert_eq!(ran.status, StatusCode::OK, "{ran:?}");
+    ws_until(&mut ws, WS, |m| {
+        m["op"] == "cell-op"
+            && m["data"]["output"]["data"]
+                .as_str()
+                .is_some_and(|out| out.contains(">42<"))
+    })
+    .await;
+    let save = serde_json::json!({
+        "cellIds": [&cell],
+        "codes": [code],
+        "names": ["_"],
+        "configs": [{}],
+        "filename": notebook.canonicalize().unwrap(),
+    })
+    .to_string();
+    let saved = send(Method::POST, &api("save"), &headers, &save).await;
+    assert_eq!(saved.status, StatusCode::OK, "{saved:?}");
+    let written = std::fs::read_to_string(&notebook).unwrap();
+    assert!(written.contains("marimo.App(") && written.contains(code), "{written}");
+    drop(ws);
+
+    // The kernel is a subprocess of the backend: it goes too.
+    assert!(descendants(server.pid()).len() >= 2, "backend and kernel");
+    let stderr = assert_clean_stop(server).await;
+    assert!(!stderr.contains(&token), "the token is never logged");
+}
+
+#[tokio::test]
+async fn new_picks_a_fresh_name_and_no_token_opens_the_editor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("new_notebook.py"), "taken").unwrap();
+    let mut new = command(&["new", "--no-token", "--port", "0", "--headless"]);
+    new.current_dir(dir.path());
+    let server = start_with(new, None).await;
+    assert_eq!(server.token(), None, "--no-token");
+    let created = dir.path().join("new_notebook_1.py");
+    assert!(created.is_file(), "the next free name");
+    assert_eq!(std::fs::read_to_string(dir.path().join("new_notebook.py")).unwrap(), "taken");
+    let page = send(Method::GET, server.page(), &[HTML], "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(r#""mode": "edit""#));
+    assert!(page.body.contains("new_notebook_1.py"));
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn errors_are_one_line_and_a_non_zero_exit() {
+    let notebook = example_notebook("intro.py");
+    let notebook = notebook.to_str().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (&["serve", "--app", "intro.py"], "invalid --app"),
+        (&["serve", "--app", "/x="], "invalid --app"),
+        (&["run", "no/such/notebook.py"], "no/such/notebook.py does not exist"),
+        (&["run", notebook, "--headless", "--port", &port], "already in use"),
+        (
+            &["run", notebook, "--headless", "--port", "0", "--python", "/no/such/python"],
+            "/no/such/python",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (status, stdout, stderr) = fail(args).await;
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}: no URL");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    drop(taken);
+
+    // Usage errors are clap's, with status 2.
+    for args in [
+        &["run", notebook, "--no-token", "--auth"][..],
+        &["run", notebook, "--token=a", "--token-password", "b"],
+    ] {
+        let (status, _, stderr) = fail(args).await;
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,611 @@
+//! `with_dynamic_directory`: every notebook of a folder, found at request time, with real
+//! marimo backends over real HTTP and WebSockets. marimo's DynamicDirectoryMiddleware cases
+//! (tests/_server/test_asgi.py) plus the safety, caching, LRU, validate, per-notebook layer
+//! and identity behaviour marimo_rs adds.
+
+mod common;
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{example_notebook, get, raw, send, wait_gone, ws_connect, ws_until, TestServer, Ws};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use marimo_rs::{
+    create_app, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile, User,
+    Validation,
+};
+use tower::layer::layer_fn;
+use tower::util::{BoxCloneSyncService, MapRequestLayer};
+use tower::ServiceExt;
+
+const START: Duration = Duration::from_secs(120);
+const MESSAGES: Duration = Duration::from_secs(60);
+
+type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+fn html() -> [(&'static str, &'static str); 1] {
+    [("accept", "text/html,application/xhtml+xml")]
+}
+
+/// The example notebook (title cell, slider, signed-in user cell) with its title replaced.
+fn notebook(title: &str) -> String {
+    let intro = std::fs::read_to_string(example_notebook("intro.py")).unwrap();
+    assert!(intro.contains("# Hello from marimo_rs"));
+    intro.replace("# Hello from marimo_rs", &format!("# {title}"))
+}
+
+fn put(dir: &Path, relative: &str, content: &str) {
+    let path = dir.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+/// Finds Python with marimo (the managed virtualenv) before any timing-sensitive step.
+async fn provision(app: &MarimoService) {
+    tokio::time::timeout(START, app.start())
+        .await
+        .expect("provisioning Python timed out")
+        .expect("no Python with marimo");
+}
+
+fn output_contains(message: &serde_json::Value, text: &str) -> bool {
+    message["op"] == "cell-op"
+        && message["data"]["output"]["data"]
+            .as_str()
+            .is_some_and(|data| data.contains(text))
+}
+
+async fn open_session(server: &TestServer, notebook: &str, session: &str, headers: &[(&str, &str)]) -> Ws {
+    let url = format!("ws://{}/apps/{notebook}/ws?session_id={session}", server.addr);
+    let mut ws = ws_connect(&url, headers).await.expect("WebSocket accepted");
+    ws_until(&mut ws, MESSAGES, |m| m["op"] == "kernel-ready").await;
+    ws
+}
+
+/// `GET {path}api/version` (waits for the backend): the notebook's backend answers.
+async fn version(server: &TestServer, notebook_path: &str) -> common::Reply {
+    get(&server.url(&format!("{notebook_path}api/version"))).await
+}
+
+fn one_pid(app: &MarimoService) -> u32 {
+    let pids = app.backend_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    pids[0]
+}
+
+/// A directory with notebooks to serve and everything that must never be served.
+struct Fixture {
+    _base: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("notebooks");
+    let nb = notebook("Sales");
+    put(&dir, "sales.py", &nb);
+    put(&dir, "team/q3.py", &nb);
+    put(&dir, "a&b.py", &nb);
+    put(&dir, "_private.py", &nb);
+    put(&dir, ".hidden.py", &nb);
+    put(&dir, "sub/_x.py", &nb);
+    put(&dir, "_dir/y.py", &nb);
+    put(&dir, ".git/z.py", &nb);
+    put(&dir, "notes.txt", &nb);
+    put(&dir, "helper.py", "def helper():\n    return 42\n");
+    // Outside the directory: reachable only by escaping it.
+    put(base.path(), "secret.py", &notebook("Secret"));
+    std::os::unix::fs::symlink(base.path().join("secret.py"), dir.join("escape.py")).unwrap();
+    std::os::unix::fs::symlink(base.path(), dir.join("linked")).unwrap();
+    Fixture { _base: base, dir }
+}
+
+#[test]
+fn the_mount_path_and_the_directory_are_checked_at_build() {
+    let fixture = fixture();
+    for root in ["", "/"] {
+        let error = create_app()
+            .with_dynamic_directory(root, &fixture.dir)
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, BuildError::InvalidMountPath { .. }), "{error}");
+        assert!(error.to_string().contains("/apps"), "the message suggests a path: {error}");
+    }
+    let error = create_app()
+        .with_dynamic_directory("/apps", fixture.dir.join("missing"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::DirectoryNotFound { .. }), "{error}");
+    assert!(error.to_string().contains("missing"), "{error}");
+    let error = create_app()
+        .with_dynamic_directory("/apps", fixture.dir.join("sales.py"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::DirectoryNotFound { .. }), "{error}");
+    assert!(create_app()
+        .with_dynamic_directory("/apps/", &fixture.dir)
+        .build()
+        .is_ok());
+}
+
+#[tokio::test]
+async fn unsafe_missing_and_hidden_paths_are_404_and_start_nothing() {
+    let fixture = fixture();
+    let app = create_app()
+        .with_dynamic_directory("/apps", &fixture.dir)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+
+    // The control case: the same requests can reach a notebook.
+    let valid = get(&server.url("/apps/sales")).await;
+    assert_eq!(valid.status, StatusCode::TEMPORARY_REDIRECT);
+
+    for path in [
+        // not under the mount, missing files
+        "/other/",
+        "/apps/missing/",
+        "/apps/missing",
+        "/apps/team/missing/",
+        // hidden and underscore names, in any segment
+        "/apps/_private/",
+        "/apps/_private",
+        "/apps/.hidden/",
+        "/apps/sub/_x/",
+        "/apps/_dir/y/",
+        "/apps/.git/z/",
+        // traversal in every spelling
+        "/apps/../secret/",
+        "/apps/team/../../secret/",
+        "/apps/%2e%2e/secret/",
+        "/apps/%2E%2E/secret/",
+        "/apps/%252e%252e/secret/",
+        "/apps/..%2fsecret/",
+        "/apps/..%2Fsecret",
+        "/apps/..%5csecret/",
+        "/apps/sales/..%2f..%2fsecret/",
+        "/apps/sales/%2e%2e/%2e%2e/secret/",
+        // NUL
+        "/apps/sales%00/",
+        "/apps/sales/%00",
+        // absolute paths
+        "/apps//etc/passwd",
+        "/apps/%2fetc%2fpasswd/",
+        // not a .py notebook
+        "/apps/notes.txt/",
+        "/apps/notes/",
+        "/apps/sales.py/",
+        "/apps/helper/",
+        "/apps/helper",
+        // symlinks that lead out of the directory
+        "/apps/escape/",
+        "/apps/escape",
+        "/apps/linked/secret/",
+        "/apps/linked/notebooks/sales/",
+    ] {
+        let reply = get(&server.url(path)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {reply:?}");
+        assert_eq!(reply.body, "Not Found", "{path}");
+    }
+    // A raw backslash: refused by the HTTP parser or not found, never served.
+    for request in [
+        "GET /apps/..\\secret/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /apps/team\\..\\..\\secret/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = raw(server.addr, request.as_bytes()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 404") || response.starts_with("HTTP/1.1 400"),
+            "{request:?}: {response}"
+        );
+    }
+    assert!(app.backend_pids().is_empty(), "nothing was started");
+    server.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_index_lists_visible_notebooks_with_relative_escaped_links() {
+    let fixture = fixture();
+    let app = create_app()
+        .with_dynamic_directory("/apps", &fixture.dir)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+
+    let redirect = get(&server.url("/apps?x=1")).await;
+    assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(redirect.header("location"), Some("apps/?x=1"));
+
+    let index = get(&server.url("/apps/")).await;
+    assert_eq!(index.status, StatusCode::OK);
+    assert!(index.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(index.header("cache-control"), Some("no-store"));
+    let body = &index.body;
+    assert!(body.contains(r#"<a href="./sales/">sales</a>"#), "{body}");
+    assert!(body.contains(r#"<a href="./team/q3/">team/q3</a>"#), "{body}");
+    assert!(body.contains(r#"<a href="./a%26b/">a&amp;b</a>"#), "{body}");
+    for hidden in ["_private", ".hidden", "_x", "_dir", ".git", "notes", "helper", "escape", "secret", "linked"] {
+        assert!(!body.contains(hidden), "{hidden} is listed: {body}");
+    }
+    // The listed links work: a relative link from /apps/ reaches the notebook.
+    let linked = get(&server.url("/apps/a%26b")).await;
+    assert_eq!(linked.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(linked.header("location"), Some("a%26b/"));
+
+    let post = send(Method::POST, &server.url("/apps/"), &[], "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(app.backend_pids().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path();
+    put(dir, "sales.py", &notebook("Sales report"));
+    put(dir, "team/q3.py", &notebook("Team Q3 numbers"));
+    put(dir, "a/b/c/d/deep.py", &notebook("Deep down"));
+    let app = create_app()
+        .with_dynamic_directory("/apps", dir)
+        .startup_wait(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    provision(&app).await;
+    assert!(app.backend_pids().is_empty(), "directory notebooks start on demand");
+    let server = TestServer::start(app.clone()).await;
+
+    for (path, location) in [
+        ("/apps/sales?x=1&y=two", "sales/?x=1&y=two"),
+        ("/apps/team/q3", "q3/"),
+        ("/apps/team/q3?tab=2", "q3/?tab=2"),
+        ("/apps/a/b/c/d/deep?k=v", "deep/?k=v"),
+    ] {
+        let redirect = get(&server.url(path)).await;
+        assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
+        assert_eq!(redirect.header("location"), Some(location), "{path}");
+    }
+    assert!(app.backend_pids().is_empty(), "redirects start nothing");
+
+    let reply = version(&server, "/apps/team/q3/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body.trim_matches('"'), marimo_rs::MARIMO_VERSION);
+    let q3 = one_pid(&app);
+
+    let page = send(Method::GET, &server.url("/apps/team/q3/"), &html(), "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "marimo's page");
+    assert!(page.body.contains(r#""filename": "q3.py""#));
+    assert!(!page.body.contains(dir.to_str().unwrap()), "the directory is not leaked");
+    let asset = page
+        .body
+        .split("src=\"./")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page loads a script from ./assets");
+    let script = get(&server.url(&format!("/apps/team/q3/{asset}"))).await;
+    assert_eq!(script.status, StatusCode::OK, "{asset}");
+    assert!(script.header("content-type").unwrap().contains("javascript"));
+
+    let mut ws = open_session(&server, "team/q3", "nested-1", &[]).await;
+    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Team Q3 numbers")).await;
+    drop(ws);
+
+    // Every request for the same file used the same backend.
+    assert_eq!(version(&server, "/apps/team/q3/").await.status, StatusCode::OK);
+    assert_eq!(one_pid(&app), q3, "one backend per file");
+
+    let deep = version(&server, "/apps/a/b/c/d/deep/").await;
+    assert_eq!(deep.status, StatusCode::OK, "{deep:?}");
+    let pids = app.backend_pids();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&q3));
+    let mut ws = open_session(&server, "a/b/c/d/deep", "deep-1", &[]).await;
+    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Deep down")).await;
+    drop(ws);
+
+    server.stop().await;
+    app.shutdown().await;
+    for pid in pids {
+        assert!(wait_gone(pid, Duration::from_secs(10)).await, "backend {pid} still running");
+    }
+}
+
+#[tokio::test]
+async fn files_added_and_deleted_at_runtime_are_picked_up() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path();
+    let app = create_app()
+        .with_dynamic_directory("/apps", dir)
+        .startup_wait(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    provision(&app).await;
+    let server = TestServer::start(app.clone()).await;
+
+    assert_eq!(get(&server.url("/apps/late/")).await.status, StatusCode::NOT_FOUND);
+    assert!(get(&server.url("/apps/")).await.body.contains("No notebooks."));
+
+    put(dir, "late.py", &notebook("Added later"));
+    let reply = version(&server, "/apps/late/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let pid = one_pid(&app);
+    assert!(get(&server.url("/apps/")).await.body.contains(r#"href="./late/""#));
+
+    std::fs::remove_file(dir.join("late.py")).unwrap();
+    let gone = send(Method::GET, &server.url("/apps/late/"), &html(), "").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(version(&server, "/apps/late/").await.status, StatusCode::NOT_FOUND);
+    assert!(wait_gone(pid, Duration::from_secs(15)).await, "the deleted notebook's backend stopped");
+    assert!(app.backend_pids().is_empty(), "{:?}", app.backend_pids());
+    assert!(!get(&server.url("/apps/")).await.body.contains("late"));
+
+    // Put back, it is served again (by a new backend).
+    put(dir, "late.py", &notebook("Added later"));
+    assert_eq!(version(&server, "/apps/late/").await.status, StatusCode::OK);
+    assert_ne!(one_pid(&app), pid);
+    server.stop().await;
+    app.shutdown().await;
+}
+
+/// A per-notebook layer that reports what it saw on response headers.
+fn reporting_layer() -> impl tower::Layer<
+    Inner,
+    Service = impl tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+                  + Send
+                  + Sync
+                  + 'static,
+> + Send
+       + Sync
+       + 'static {
+    layer_fn(|inner: Inner| {
+        tower::service_fn(move |req: Request<Body>| {
+            let file = req
+                .extensions()
+                .get::<NotebookFile>()
+                .map(|file| file.as_path().display().to_string())
+                .unwrap_or_else(|| "-".into());
+            let prefix = req
+                .extensions()
+                .get::<MountPrefix>()
+                .map(|prefix| prefix.as_str().to_owned())
+                .unwrap_or_else(|| "-".into());
+            let inner = inner.clone();
+            async move {
+                let mut response = inner.oneshot(req).await?;
+                let headers = response.headers_mut();
+                headers.insert("x-notebook-file", HeaderValue::try_from(file).unwrap());
+                headers.insert("x-mount-prefix", HeaderValue::try_from(prefix).unwrap());
+                Ok::<_, Infallible>(response)
+            }
+        })
+    })
+}
+
+/// Sets `User` from a test header, standing in for the host's own auth middleware.
+fn test_login() -> MapRequestLayer<impl Fn(Request<Body>) -> Request<Body> + Clone> {
+    MapRequestLayer::new(|mut req: Request<Body>| {
+        let name = req
+            .headers()
+            .get("x-test-login")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(name) = name {
+            req.extensions_mut().insert(User::new(name));
+        }
+        req
+    })
+}
+
+#[tokio::test]
+async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path();
+    for name in ["open", "secret", "forbidden"] {
+        put(dir, &format!("{name}.py"), &notebook(name));
+    }
+    let app = create_app()
+        .layer(test_login())
+        .mount(
+            "/apps",
+            Mount::directory(dir)
+                .validate(|notebook, request| {
+                    let user = request.extensions.get::<User>().map(|u| u.name().to_owned());
+                    let notebook = notebook.to_owned();
+                    async move {
+                        tokio::task::yield_now().await;
+                        match notebook.to_str().unwrap() {
+                            "secret.py" => Validation::Deny,
+                            "forbidden.py" => Validation::Respond(
+                                Response::builder()
+                                    .status(StatusCode::FORBIDDEN)
+                                    .body(Body::from(format!(
+                                        "forbidden for {}",
+                                        user.as_deref().unwrap_or("anonymous")
+                                    )))
+                                    .unwrap(),
+                            ),
+                            _ => Validation::Allow,
+                        }
+                    }
+                })
+                .layer(reporting_layer()),
+        )
+        .startup_wait(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    provision(&app).await;
+    let server = TestServer::start(app.clone()).await;
+
+    for path in ["/apps/secret/", "/apps/secret", "/apps/secret/api/version"] {
+        let denied = get(&server.url(path)).await;
+        assert_eq!(denied.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(denied.header("x-notebook-file").is_none(), "denied before the layers");
+    }
+    let forbidden = send(
+        Method::GET,
+        &server.url("/apps/forbidden/"),
+        &[("x-test-login", "bob")],
+        "",
+    )
+    .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(forbidden.body, "forbidden for bob");
+    assert_eq!(get(&server.url("/apps/open")).await.status, StatusCode::TEMPORARY_REDIRECT);
+
+    let index = get(&server.url("/apps/")).await;
+    assert!(index.body.contains(r#"href="./open/""#), "{}", index.body);
+    assert!(!index.body.contains("secret") && !index.body.contains("forbidden"), "{}", index.body);
+
+    let allowed = version(&server, "/apps/open/").await;
+    assert_eq!(allowed.status, StatusCode::OK, "{allowed:?}");
+    let expected = std::path::absolute(dir.join("open.py")).unwrap();
+    assert_eq!(allowed.header("x-notebook-file"), Some(expected.to_str().unwrap()));
+    assert_eq!(allowed.header("x-mount-prefix"), Some("/apps/open"));
+    assert_eq!(one_pid(&app), app.backend_pids()[0], "only the allowed notebook started");
+    server.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
+    use base64::Engine;
+    let base = tempfile::tempdir().unwrap();
+    put(base.path(), "whoami.py", &notebook("Who am I"));
+    let app = create_app()
+        .layer(test_login())
+        .mount(
+            "/apps",
+            Mount::directory(base.path())
+                // A sync callback that reads the host's `User`: the anonymous get nothing.
+                .validate_sync(|_, request| {
+                    let signed_in = request.extensions.get::<User>().is_some();
+                    let forging = request.headers.contains_key("x-forging");
+                    (signed_in || forging).into()
+                }),
+        )
+        .startup_wait(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    provision(&app).await;
+    let server = TestServer::start(app.clone()).await;
+    assert_eq!(get(&server.url("/apps/whoami/")).await.status, StatusCode::NOT_FOUND);
+
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"name":"mallory","meta":{}}"#);
+    let mut ada = open_session(&server, "whoami", "as-ada", &[("x-test-login", "ada")]).await;
+    ws_until(&mut ada, MESSAGES, |m| output_contains(m, "Signed in as: <strong>ada</strong>")).await;
+    drop(ada);
+
+    let mut ada_forging = open_session(
+        &server,
+        "whoami",
+        "ada-forging",
+        &[("x-test-login", "ada"), ("x-marimo-rs-user", &forged)],
+    )
+    .await;
+    ws_until(&mut ada_forging, MESSAGES, |m| {
+        assert!(!output_contains(m, "mallory"), "the forged identity reached the notebook");
+        output_contains(m, "Signed in as: <strong>ada</strong>")
+    })
+    .await;
+    drop(ada_forging);
+
+    let mut forger = open_session(
+        &server,
+        "whoami",
+        "forger",
+        &[("x-forging", "1"), ("x-marimo-rs-user", &forged)],
+    )
+    .await;
+    ws_until(&mut forger, MESSAGES, |m| {
+        assert!(!output_contains(m, "mallory"), "the forged identity reached the notebook");
+        output_contains(m, "Not signed in.")
+    })
+    .await;
+    drop(forger);
+    server.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_re_pointed_directory_symlink_serves_the_new_version() {
+    let base = tempfile::tempdir().unwrap();
+    put(base.path(), "v1/report.py", &notebook("Version one"));
+    put(base.path(), "v2/report.py", &notebook("Version two"));
+    let current = base.path().join("current");
+    std::os::unix::fs::symlink("v1", &current).unwrap();
+    let app = create_app()
+        .with_dynamic_directory("/apps", &current)
+        .startup_wait(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    provision(&app).await;
+    let server = TestServer::start(app.clone()).await;
+
+    let mut ws = open_session(&server, "report", "before", &[]).await;
+    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Version one")).await;
+    drop(ws);
+    let old = one_pid(&app);
+
+    // An atomic deploy: a new symlink renamed over the old one.
+    let next = base.path().join("next");
+    std::os::unix::fs::symlink("v2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+
+    let mut ws = open_session(&server, "report", "after", &[]).await;
+    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Version two")).await;
+    drop(ws);
+    assert!(wait_gone(old, Duration::from_secs(15)).await, "the old version's backend stopped");
+    assert_ne!(one_pid(&app), old);
+    server.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn beyond_max_backends_the_least_recently_used_idle_one_stops() {
+    let base = tempfile::tempdir().unwrap();
+    put(base.path(), "a.py", &notebook("Notebook A"));
+    put(base.path(), "b.py", &notebook("Notebook B"));
+    let app = create_app()
+        .mount("/apps", Mount::directory(base.path()).max_backends(1))
+        .startup_wait(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    provision(&app).await;
+    let server = TestServer::start(app.clone()).await;
+
+    assert_eq!(version(&server, "/apps/a/").await.status, StatusCode::OK);
+    let a = one_pid(&app);
+    assert_eq!(version(&server, "/apps/b/").await.status, StatusCode::OK);
+    assert!(wait_gone(a, Duration::from_secs(15)).await, "a was stopped to make room for b");
+    let b = one_pid(&app);
+    assert_ne!(a, b);
+
+    // A backend with an open WebSocket is never stopped for another one.
+    let ws = open_session(&server, "b", "keep-b", &[]).await;
+    let busy = get(&server.url("/apps/a/api/version")).await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE, "{busy:?}");
+    assert!(busy.header("retry-after").is_some());
+    assert_eq!(one_pid(&app), b);
+
+    // Once it closes, the next notebook can take its place.
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = version(&server, "/apps/a/").await;
+        if reply.status == StatusCode::OK {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(wait_gone(b, Duration::from_secs(15)).await);
+    server.stop().await;
+    app.shutdown().await;
+}
