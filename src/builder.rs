@@ -448,9 +448,10 @@ impl AppBuilder {
     }
 
     /// marimo's `session_ttl`: how long a browser session's kernel survives after its
-    /// WebSocket closes (default 120 s; whole seconds).
+    /// WebSocket closes (whole seconds). By default 120 s for apps and forever for
+    /// [editors](Mount::edit), as in marimo.
     pub fn session_ttl(mut self, ttl: Duration) -> Self {
-        self.notebook.marimo.session_ttl = ttl.as_secs();
+        self.notebook.marimo.session_ttl = Some(ttl.as_secs());
         self
     }
 
@@ -508,6 +509,14 @@ impl AppBuilder {
     /// (default 30 s). Page loads never wait: they get a self-refreshing "starting" page.
     pub fn startup_wait(mut self, wait: Duration) -> Self {
         self.notebook.api_wait = wait;
+        self
+    }
+
+    /// How long the gateway waits for a notebook backend's response headers before answering
+    /// `504` (default 30 s). Bodies (event streams, downloads) are not limited; a backend that
+    /// stops answering altogether is also detected by a health watchdog and restarted.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.notebook.response_timeout = timeout;
         self
     }
 

@@ -49,7 +49,9 @@ impl Server {
     }
 
     fn token(&self) -> Option<&str> {
-        self.url.split_once("?access_token=").map(|(_, token)| token)
+        self.url
+            .split_once("?access_token=")
+            .map(|(_, token)| token)
     }
 
     fn pid(&self) -> u32 {
@@ -90,7 +92,11 @@ fn command(args: &[&str]) -> Command {
 
 /// Starts `marimo-rs ARGS --port 0 --headless` and waits for its URL line.
 async fn start(args: &[&str]) -> Server {
-    start_with(command(&[args, &["--port", "0", "--headless"]].concat()), None).await
+    start_with(
+        command(&[args, &["--port", "0", "--headless"]].concat()),
+        None,
+    )
+    .await
 }
 
 /// Starts `command`, writes `stdin` to it if given, and waits for the URL line.
@@ -182,7 +188,10 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// SIGTERM: exit status 0, nothing more on stdout, every descendant gone, no panic.
 async fn assert_clean_stop(server: Server) -> String {
     let children = descendants(server.pid());
-    assert!(!children.is_empty(), "the notebook backend runs below marimo-rs");
+    assert!(
+        !children.is_empty(),
+        "the notebook backend runs below marimo-rs"
+    );
     let (status, rest, stderr) = server.terminate().await;
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert_eq!(rest, "", "only the URL line goes to standard output");
@@ -221,7 +230,10 @@ async fn run_serves_page_and_websocket_and_sigterm_stops_everything() {
 
     let page = send(Method::GET, &server.url, &[HTML], "").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "marimo's page");
+    assert!(
+        page.body.contains("__MARIMO_MOUNT_CONFIG__"),
+        "marimo's page"
+    );
     assert!(page.body.contains(r#""mode": "read""#), "run mode");
     let ws_url = format!("{}/ws?session_id=cli-run", server.origin()).replace("http", "ws");
     let (mut ws, _) = kernel_ready(&ws_url).await;
@@ -245,11 +257,20 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     let (b, code_b) = notebook_copy(&dir.path().join("b"), "nb.py", "Goodbye");
     let secret = "a-server-secret";
 
-    let mut keyed = command(&["run", a.to_str().unwrap(), "--token", "--port", "0", "--headless"]);
+    let mut keyed = command(&[
+        "run",
+        a.to_str().unwrap(),
+        "--token",
+        "--port",
+        "0",
+        "--headless",
+    ]);
     keyed.env("MARIMO_RS_SECRET", secret);
+    let first_args = ["run", a.to_str().unwrap(), "--token"];
+    let changed_args = ["run", b.to_str().unwrap(), "--auth"];
     let (first, changed, keyed) = tokio::join!(
-        start(&["run", a.to_str().unwrap(), "--token"]),
-        start(&["run", b.to_str().unwrap(), "--auth"]),
+        start(&first_args),
+        start(&changed_args),
         start_with(keyed, None),
     );
     let first_token = first.token().expect("--token turns auth on").to_owned();
@@ -279,7 +300,11 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     assert!(!stderr.contains(&first_token), "the token is never logged");
 
     let restarted = start(&["run", a.to_str().unwrap(), "--token"]).await;
-    assert_eq!(restarted.token(), Some(first_token.as_str()), "same code, same token");
+    assert_eq!(
+        restarted.token(),
+        Some(first_token.as_str()),
+        "same code, same token"
+    );
     for server in [restarted, changed, keyed] {
         let token = server.token().unwrap().to_owned();
         let (status, _, stderr) = server.terminate().await;
@@ -302,7 +327,11 @@ async fn token_password_file_dash_reads_standard_input() {
         "--headless",
     ]);
     let server = start_with(command, Some(&format!("{secret}\n"))).await;
-    assert_eq!(server.token(), Some(secret), "the trailing newline is not part of it");
+    assert_eq!(
+        server.token(),
+        Some(secret),
+        "the trailing newline is not part of it"
+    );
 
     let api = format!("{}/api/version", server.origin());
     let basic = format!(
@@ -321,7 +350,11 @@ async fn token_password_file_dash_reads_standard_input() {
     let wrong = send(Method::GET, &api, &[("authorization", &wrong)], "").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let page = send(Method::GET, server.page(), &[HTML], "").await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER, "browsers go to the login form");
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "browsers go to the login form"
+    );
 
     let (status, _, stderr) = server.terminate().await;
     assert!(status.success(), "{stderr}");
@@ -352,7 +385,13 @@ async fn serve_composes_apps_and_a_directory_under_a_base_url() {
     assert_eq!(server.url, format!("{}/base/", server.origin()));
 
     for path in ["/base/", "/base/second/"] {
-        let page = send(Method::GET, &format!("{}{path}", server.origin()), &[HTML], "").await;
+        let page = send(
+            Method::GET,
+            &format!("{}{path}", server.origin()),
+            &[HTML],
+            "",
+        )
+        .await;
         assert_eq!(page.status, StatusCode::OK, "{path}");
         assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "{path}");
     }
@@ -369,11 +408,21 @@ async fn serve_composes_apps_and_a_directory_under_a_base_url() {
         assert!(tokio::time::Instant::now() < deadline, "{page:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let outside = send(Method::GET, &format!("{}/second/", server.origin()), &[HTML], "").await;
-    assert_eq!(outside.status, StatusCode::NOT_FOUND, "nothing outside the base URL");
+    let outside = send(
+        Method::GET,
+        &format!("{}/second/", server.origin()),
+        &[HTML],
+        "",
+    )
+    .await;
+    assert_eq!(
+        outside.status,
+        StatusCode::NOT_FOUND,
+        "nothing outside the base URL"
+    );
 
-    let ws_url = format!("{}/base/second/ws?session_id=cli-serve", server.origin())
-        .replace("http", "ws");
+    let ws_url =
+        format!("{}/base/second/ws?session_id=cli-serve", server.origin()).replace("http", "ws");
     let (mut ws, _) = kernel_ready(&ws_url).await;
     ws_until(&mut ws, WS, |m| {
         m["data"]["output"]["data"]
@@ -391,7 +440,10 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
     let notebook = dir.path().join("fresh.py");
     let server = start(&["edit", notebook.to_str().unwrap()]).await;
     assert!(notebook.is_file(), "edit creates the notebook");
-    let token = server.token().expect("the editor requires a token by default").to_owned();
+    let token = server
+        .token()
+        .expect("the editor requires a token by default")
+        .to_owned();
     assert_eq!(token.len(), 32, "a random token");
     let bearer = format!("Bearer {token}");
     let auth = ("authorization", bearer.as_str());
@@ -400,12 +452,22 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(r#""mode": "edit""#), "marimo's editor");
     let anonymous = send(Method::GET, server.page(), &[HTML], "").await;
-    assert_eq!(anonymous.status, StatusCode::SEE_OTHER, "the editor is not open");
+    assert_eq!(
+        anonymous.status,
+        StatusCode::SEE_OTHER,
+        "the editor is not open"
+    );
 
-    let ws_url = format!("{}/ws?session_id=cli-edit&access_token={token}", server.origin())
-        .replace("http", "ws");
+    let ws_url = format!(
+        "{}/ws?session_id=cli-edit&access_token={token}",
+        server.origin()
+    )
+    .replace("http", "ws");
     let (mut ws, ready) = kernel_ready(&ws_url).await;
-    let cell = ready["data"]["cell_ids"][0].as_str().expect("a cell").to_owned();
+    let cell = ready["data"]["cell_ids"][0]
+        .as_str()
+        .expect("a cell")
+        .to_owned();
     let headers = [
         auth,
         ("content-type", "application/json"),
@@ -434,7 +496,10 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
     let saved = send(Method::POST, &api("save"), &headers, &save).await;
     assert_eq!(saved.status, StatusCode::OK, "{saved:?}");
     let written = std::fs::read_to_string(&notebook).unwrap();
-    assert!(written.contains("marimo.App(") && written.contains(code), "{written}");
+    assert!(
+        written.contains("marimo.App(") && written.contains(code),
+        "{written}"
+    );
     drop(ws);
 
     // The kernel is a subprocess of the backend: it goes too.
@@ -453,7 +518,10 @@ async fn new_picks_a_fresh_name_and_no_token_opens_the_editor() {
     assert_eq!(server.token(), None, "--no-token");
     let created = dir.path().join("new_notebook_1.py");
     assert!(created.is_file(), "the next free name");
-    assert_eq!(std::fs::read_to_string(dir.path().join("new_notebook.py")).unwrap(), "taken");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new_notebook.py")).unwrap(),
+        "taken"
+    );
     let page = send(Method::GET, server.page(), &[HTML], "").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(r#""mode": "edit""#));
@@ -471,10 +539,24 @@ async fn errors_are_one_line_and_a_non_zero_exit() {
     let cases: [(&[&str], &str); 5] = [
         (&["serve", "--app", "intro.py"], "invalid --app"),
         (&["serve", "--app", "/x="], "invalid --app"),
-        (&["run", "no/such/notebook.py"], "no/such/notebook.py does not exist"),
-        (&["run", notebook, "--headless", "--port", &port], "already in use"),
         (
-            &["run", notebook, "--headless", "--port", "0", "--python", "/no/such/python"],
+            &["run", "no/such/notebook.py"],
+            "no/such/notebook.py does not exist",
+        ),
+        (
+            &["run", notebook, "--headless", "--port", &port],
+            "already in use",
+        ),
+        (
+            &[
+                "run",
+                notebook,
+                "--headless",
+                "--port",
+                "0",
+                "--python",
+                "/no/such/python",
+            ],
             "/no/such/python",
         ),
     ];

@@ -110,10 +110,15 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     if password.is_empty() {
         return page(next, Some("Password is required"));
     }
+    let permit = match config.take_attempt(&parts.extensions, &parts.headers) {
+        Ok(permit) => permit,
+        Err(wait) => return limited(next, wait),
+    };
     if !config.token.matches(password.as_bytes()) {
         tracing::debug!("login with a wrong password");
         return page(next, Some("Invalid password"));
     }
+    config.refund_attempt(permit);
     let location = match &config.base_path {
         Some(base) => format!("{base}{next}"),
         None => format!("..{next}"),
@@ -130,6 +135,18 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         config.session_cookie(&parts.uri, &parts.headers, &parts.extensions, DEFAULT_USER),
     );
     no_store(headers);
+    response
+}
+
+/// The login page with `429` and `Retry-After`: too many wrong passwords from this client.
+fn limited(next: &str, wait: std::time::Duration) -> Response<Body> {
+    let seconds = super::limit::retry_after_secs(wait);
+    let message = format!("Too many failed sign-in attempts. Try again in {seconds} s.");
+    let mut response = page(next, Some(&message));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 

@@ -14,9 +14,14 @@
 //!
 //! Every `Location` header is relative to the request path unless a base path is configured,
 //! so redirects stay right when the service is mounted under a prefix it does not know about.
+//!
+//! Failed credential checks are limited per client address (`limit`, on by default): once an
+//! address has used up its allowance, its credential attempts get `429` unchecked, while
+//! requests with a valid session cookie still pass.
 
 mod cookie;
 mod credentials;
+mod limit;
 mod login;
 mod origin;
 mod token;
@@ -37,12 +42,13 @@ use tower_service::Service;
 
 use self::cookie::{unix_now, CookieKeys};
 use self::credentials::{access_token, from_authorization, strip_access_token, DEFAULT_USER};
+use self::limit::{client_key, retry_after_secs, IpNet, Limiter, Permit};
 use self::login::{LoginFuture, LOGIN_PATH};
 use self::origin::Origin;
 pub use self::token::Token;
 use crate::health::is_health_path;
 use crate::router::MountPath;
-use crate::{Body, MountPrefix, OriginalUri, User};
+use crate::{Body, MountPrefix, OriginalUri, RemoteAddr, User};
 
 /// How long a session cookie lasts unless [`AuthLayer::cookie_max_age`] says otherwise.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
@@ -110,6 +116,9 @@ pub(crate) struct Config {
     trust_forwarded: bool,
     basic_challenge: bool,
     allowed_origins: Vec<Origin>,
+    /// The failed-login limiter, shared by every service made from this layer.
+    limiter: Option<Arc<Limiter>>,
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl AuthLayer {
@@ -129,6 +138,12 @@ impl AuthLayer {
                 trust_forwarded: false,
                 basic_challenge: false,
                 allowed_origins: Vec::new(),
+                limiter: Some(Arc::new(Limiter::new(
+                    limit::DEFAULT_BURST,
+                    limit::DEFAULT_PER,
+                    limit::DEFAULT_MAX_TRACKED,
+                ))),
+                trusted_proxies: Vec::new(),
             }),
         }
     }
@@ -234,6 +249,78 @@ impl AuthLayer {
         self
     }
 
+    /// Limits failed credential checks per client address: `burst` failures in a row, then the
+    /// allowance refills at `burst` per `per` (`login_limit(10, Duration::from_secs(60))`, the
+    /// default, is 10 failures a minute: one more every 6 s).
+    ///
+    /// Every wrong credential counts: a login form `POST` with a wrong password, a wrong
+    /// `Bearer` token, a `Basic` password or an `Authorization` header that does not parse, a
+    /// wrong `?access_token=`. A session cookie never counts and is checked first: a browser
+    /// that is signed in is never slowed or refused, even from a limited address. Once the
+    /// allowance is used up, credential attempts from that address get `429 Too Many
+    /// Requests` with `Retry-After` (seconds) *without the credential being checked*, right
+    /// or wrong, until it refills (the login form shows the same as a page). `GET`/`HEAD`
+    /// `/health` and `/healthz` are never refused.
+    ///
+    /// The address is the connection's peer, from the [`RemoteAddr`] extension that
+    /// [`serve`](crate::serve()) inserts, keyed by the whole IPv4 address or the IPv6 `/64`
+    /// prefix; behind a reverse proxy, see [`trusted_proxies`](Self::trusted_proxies). A host
+    /// that serves the service itself without inserting [`RemoteAddr`] puts every client in
+    /// one shared bucket (insert `RemoteAddr` with a layer to avoid that). At most 100,000
+    /// addresses are tracked (about 3 MiB); beyond that, new addresses share one bucket
+    /// until the least active ones refill and are forgotten.
+    ///
+    /// # Panics
+    ///
+    /// If `burst` is 0 or `per` is zero.
+    pub fn login_limit(mut self, burst: u32, per: Duration) -> Self {
+        assert!(burst > 0, "AuthLayer::login_limit: the burst must be at least 1");
+        assert!(!per.is_zero(), "AuthLayer::login_limit: the period must not be zero");
+        self.config_mut().limiter = Some(Arc::new(Limiter::new(
+            burst,
+            per,
+            limit::DEFAULT_MAX_TRACKED,
+        )));
+        self
+    }
+
+    /// Turns the failed-login limit off (see [`login_limit`](Self::login_limit)): every
+    /// credential is checked, however many wrong ones came before.
+    pub fn no_login_limit(mut self) -> Self {
+        self.config_mut().limiter = None;
+        self
+    }
+
+    /// Reverse proxies (IP addresses or CIDR networks such as `"10.0.0.0/8"`, `"::1"`) whose
+    /// `X-Forwarded-For` header is believed by the [login limit](Self::login_limit).
+    ///
+    /// For a request whose peer address is in the list, the client is the right-most
+    /// `X-Forwarded-For` entry that is not in the list (a proxy appends the address it got the
+    /// request from, so everything left of that may be forged). From any other peer the
+    /// header is ignored. None by default: without it, every client behind a proxy shares the
+    /// proxy's bucket.
+    ///
+    /// # Panics
+    ///
+    /// If an entry is not an IP address or `address/prefix-length`.
+    pub fn trusted_proxies<I, T>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let parsed = proxies
+            .into_iter()
+            .map(|proxy| {
+                let proxy = proxy.as_ref();
+                IpNet::parse(proxy).unwrap_or_else(|| {
+                    panic!("AuthLayer::trusted_proxies: {proxy:?} is not an IP address or CIDR network")
+                })
+            })
+            .collect();
+        self.config_mut().trusted_proxies = parsed;
+        self
+    }
+
     /// The name of the session cookie: `marimo_rs_session_` and 8 hex digits derived from the
     /// signing key (not from the token), so that gateways with different keys on one host keep
     /// their cookies apart.
@@ -272,6 +359,8 @@ impl fmt::Debug for Config {
             .field("trust_forwarded_headers", &self.trust_forwarded)
             .field("basic_challenge", &self.basic_challenge)
             .field("allowed_origins", &self.allowed_origins)
+            .field("login_limit", &self.limiter)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -296,6 +385,9 @@ impl<S> Layer<S> for AuthLayer {
 ///   password is the token, other methods get `405`.
 /// - A WebSocket upgrade whose `Origin` is neither the request's host nor an
 ///   [allowed origin](AuthLayer::allowed_origins) gets `403`, whatever its credentials.
+/// - A request whose client has used up its [login limit](AuthLayer::login_limit) and that
+///   carries a credential other than a valid session cookie gets `429 Too Many Requests` with
+///   `Retry-After`, without the credential being checked (so does a login `POST`).
 /// - A request with valid credentials goes to the inner service with a [`User`] extension
 ///   (the Basic username, the name stored in the cookie, otherwise `"user"`) and without its
 ///   credentials. A browser page load authenticated by `?access_token=` is instead redirected
@@ -430,8 +522,11 @@ impl Config {
             tracing::debug!("WebSocket upgrade from a foreign origin refused");
             return Some(forbidden());
         }
-        let Some((user, by_query)) = self.authenticate(req) else {
-            return self.unauthenticated(req, upgrade);
+        let (user, by_query) = match self.authenticate(req) {
+            Ok(Some(found)) => found,
+            Ok(None) => return self.unauthenticated(req, upgrade),
+            Err(wait) if !is_health_check(req) => return Some(too_many_requests(wait)),
+            Err(_) => return self.unauthenticated(req, upgrade),
         };
         if by_query && !upgrade && is_navigation(req) {
             return Some(self.drop_token_redirect(req));
@@ -443,28 +538,64 @@ impl Config {
         None
     }
 
-    /// The identity proven by the request's credentials, and whether it was `access_token`.
-    fn authenticate(&self, req: &Request<Body>) -> Option<(String, bool)> {
+    /// The identity proven by the request's credentials, and whether it was `access_token`;
+    /// `Err(wait)` when the client's login limit is used up (the credential was not checked).
+    fn authenticate(&self, req: &Request<Body>) -> Result<Option<(String, bool)>, Duration> {
         let headers = req.headers();
         let digest = self.token.digest();
         if headers.contains_key(header::COOKIE) {
             if let Some(user) = self.keys.find_valid(headers, digest, unix_now()) {
-                return Some((user, false));
+                return Ok(Some((user, false)));
             }
         }
-        let by_query = req
-            .uri()
-            .query()
-            .and_then(access_token)
-            .is_some_and(|candidate| self.token.matches(candidate.as_bytes()));
-        if by_query {
-            return Some((DEFAULT_USER.to_owned(), true));
+        let query_token = req.uri().query().and_then(access_token);
+        if query_token.is_none() && !headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
         }
-        from_authorization(headers, &self.token).map(|user| (user, false))
+        let permit = self.take_attempt(req.extensions(), headers)?;
+        let by_query =
+            query_token.is_some_and(|candidate| self.token.matches(candidate.as_bytes()));
+        let found = if by_query {
+            Some((DEFAULT_USER.to_owned(), true))
+        } else {
+            from_authorization(headers, &self.token).map(|user| (user, false))
+        };
+        if found.is_some() {
+            self.refund_attempt(permit);
+        }
+        Ok(found)
+    }
+
+    /// Takes one credential check from the client's login allowance; `Err(wait)` when it is
+    /// used up. `Ok(None)` when there is no limit.
+    pub(crate) fn take_attempt(
+        &self,
+        extensions: &Extensions,
+        headers: &HeaderMap,
+    ) -> Result<Option<Permit>, Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(None);
+        };
+        let peer = extensions.get::<RemoteAddr>().map(|addr| addr.0.ip());
+        let key = client_key(peer, headers, &self.trusted_proxies);
+        match limiter.acquire(key, limiter.now()) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(wait) => {
+                tracing::debug!(client = ?key, ?wait, "credential attempt refused: login limit reached");
+                Err(wait)
+            }
+        }
+    }
+
+    /// Gives back the allowance taken by a credential that turned out right.
+    pub(crate) fn refund_attempt(&self, permit: Option<Permit>) {
+        if let (Some(limiter), Some(permit)) = (&self.limiter, permit) {
+            limiter.refund(permit);
+        }
     }
 
     fn unauthenticated(&self, req: &mut Request<Body>, upgrade: bool) -> Option<Response<Body>> {
-        if matches!(*req.method(), Method::GET | Method::HEAD) && is_health_path(req.uri().path()) {
+        if is_health_check(req) {
             return strip_credentials(&self.keys, req)
                 .err()
                 .map(|_| plain(StatusCode::BAD_REQUEST, "Bad Request"));
@@ -616,6 +747,11 @@ fn to_root(path: &str) -> String {
     }
 }
 
+/// `GET`/`HEAD` of `/health` or `/healthz`: open to everyone.
+fn is_health_check(req: &Request<Body>) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD) && is_health_path(req.uri().path())
+}
+
 fn is_websocket(headers: &HeaderMap) -> bool {
     headers.get_all(header::UPGRADE).iter().any(|value| {
         value
@@ -654,6 +790,15 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 
 fn forbidden() -> Response<Body> {
     plain(StatusCode::FORBIDDEN, "Forbidden")
+}
+
+/// `429` with `Retry-After`: the client's login limit is used up.
+pub(crate) fn too_many_requests(wait: Duration) -> Response<Body> {
+    let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    response
 }
 
 fn unauthorized() -> Response<Body> {

@@ -106,7 +106,8 @@ def edit_app(notebook, options):
         # An empty token turns marimo's auth off: the gateway authenticates.
         auth_token=AuthToken(""),
         redirect_console_to_browser=True,
-        ttl_seconds=options["session_ttl"],
+        # None (the default): the kernel lives on when the browser tab closes, as in marimo edit.
+        ttl_seconds=options.get("session_ttl"),
     )
     app = create_starlette_app(
         base_url="",

@@ -73,7 +73,9 @@ pub(crate) enum Mode {
 pub(crate) struct MarimoOptions {
     pub(crate) quiet: bool,
     pub(crate) include_code: bool,
-    pub(crate) session_ttl: u64,
+    /// `None`: marimo's default (120 s in run mode, never in edit mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) session_ttl: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) asset_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,7 +90,7 @@ impl Default for MarimoOptions {
         Self {
             quiet: true,
             include_code: false,
-            session_ttl: 120,
+            session_ttl: None,
             asset_url: None,
             html_head: None,
             show_tracebacks: false,
@@ -121,7 +123,7 @@ impl Default for NotebookOptions {
             idle_timeout: None,
             startup_timeout: Duration::from_secs(60),
             api_wait: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(120),
+            response_timeout: Duration::from_secs(30),
             assets: Arc::default(),
         }
     }

@@ -38,6 +38,18 @@ pub(crate) const LAUNCHER: &str = include_str!("launcher.py");
 const STDERR_TAIL: usize = 30;
 /// Grace period between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How often a ready backend's `/health` is checked, and how long one check may take.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(2);
+const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(3);
+/// Missed checks in a row after which a backend counts as hung and is killed.
+const WATCHDOG_MISSES: u32 = 3;
+/// Failed starts (or crashes) in a row after which a notebook is marked failed for good,
+/// instead of being restarted forever.
+pub(crate) const MAX_FAILURES: u32 = 5;
+/// A backend that ran this long before it crashed is not part of a crash streak.
+const STABLE: Duration = Duration::from_secs(60);
+/// What "for good" means: no restart before this (in practice, until the service restarts).
+const GIVE_UP: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Where a backend is in its life.
 #[derive(Clone, Debug)]
@@ -283,7 +295,7 @@ async fn supervise(core: Arc<Core>) {
                 continue;
             }
         };
-        failures = 0;
+        let ready_at = Instant::now();
         core.touch();
         core.status.send_replace(Status::Ready);
         tracing::info!(backend = %core.label, pid = ?child.id(), "notebook backend ready");
@@ -292,7 +304,12 @@ async fn supervise(core: Arc<Core>) {
             status = child.wait() => Outcome::Exited(status),
             _ = stop.wait_for(|stop| *stop) => Outcome::Stop,
             () = idle(&core) => Outcome::Idle,
+            () = hung(&core) => Outcome::Hung,
         };
+        if ready_at.elapsed() >= STABLE {
+            // It ran fine for a while: a crash now starts a new streak.
+            failures = 0;
+        }
         match outcome {
             Outcome::Stop => {
                 terminate(&core, &mut child).await;
@@ -302,6 +319,16 @@ async fn supervise(core: Arc<Core>) {
                 tracing::info!(backend = %core.label, "stopping idle notebook backend");
                 terminate(&core, &mut child).await;
                 core.status.send_replace(Status::Idle);
+            }
+            Outcome::Hung => {
+                // A stopped or deadlocked process won't act on SIGTERM: kill it outright.
+                kill_group(&child, nix::sys::signal::Signal::SIGKILL);
+                terminate(&core, &mut child).await;
+                failures += 1;
+                let reason = format!(
+                    "the backend stopped answering /health ({WATCHDOG_MISSES} checks in a row) and was killed"
+                );
+                fail(&core, failures, reason);
             }
             Outcome::Exited(status) => {
                 core.pid.store(0, Ordering::Relaxed);
@@ -317,9 +344,15 @@ async fn supervise(core: Arc<Core>) {
     core.status.send_replace(Status::Stopped);
 }
 
-fn fail(core: &Core, failures: u32, reason: String) {
+fn fail(core: &Core, failures: u32, mut reason: String) {
     let tail = core.stderr_tail();
-    let delay = backoff(failures);
+    let mut delay = backoff(failures);
+    if failures >= MAX_FAILURES {
+        delay = GIVE_UP;
+        reason = format!(
+            "gave up after {failures} failures in a row; fix the notebook and restart the server. Last: {reason}"
+        );
+    }
     tracing::error!(
         backend = %core.label,
         %reason,
@@ -360,6 +393,25 @@ enum Outcome {
     Exited(std::io::Result<std::process::ExitStatus>),
     Stop,
     Idle,
+    Hung,
+}
+
+/// Resolves when a ready backend has missed [`WATCHDOG_MISSES`] health checks in a row (a
+/// stopped or deadlocked process: it still holds its socket, so nothing else would notice).
+async fn hung(core: &Core) {
+    let mut misses = 0;
+    loop {
+        tokio::time::sleep(WATCHDOG_INTERVAL).await;
+        if core.upstream.is_healthy(WATCHDOG_TIMEOUT).await {
+            misses = 0;
+            continue;
+        }
+        misses += 1;
+        tracing::warn!(backend = %core.label, misses, "backend missed a health check");
+        if misses >= WATCHDOG_MISSES {
+            return;
+        }
+    }
 }
 
 enum StartError {
@@ -451,6 +503,13 @@ fn collect_stderr(core: &Core, stderr: tokio::process::ChildStderr) {
             tail.push_back(line);
         }
     });
+}
+
+/// Sends `signal` to the child's process group.
+fn kill_group(child: &Child, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
+    }
 }
 
 /// SIGTERM to the process group, SIGKILL after [`TERM_GRACE`], then reap and remove the socket.

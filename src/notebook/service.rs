@@ -135,7 +135,7 @@ fn failed(page: bool, reason: &str, retry_at: Instant) -> Response<Body> {
     let retry = retry_at
         .saturating_duration_since(Instant::now())
         .as_secs()
-        .max(1);
+        .clamp(1, 3600);
     let message = format!("The notebook could not start.\n\n{reason}");
     unavailable(page, &message, retry)
 }

@@ -166,7 +166,9 @@ mod tests {
 
     #[test]
     fn defaults_follow_marimo() {
-        assert!(resolve(&args(), false, Generated::Random).unwrap().is_none());
+        assert!(resolve(&args(), false, Generated::Random)
+            .unwrap()
+            .is_none());
         assert!(resolve(&args(), true, Generated::Random).unwrap().is_some());
         let off = AuthArgs {
             no_token: true,

@@ -142,7 +142,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "PREFIX")]
     pub(crate) base_url: Option<String>,
     /// How long a browser session's kernel survives after its connection closes [default:
-    /// 120]
+    /// 120 for apps, forever in the editor]
     #[arg(long, value_name = "SECS")]
     pub(crate) session_ttl: Option<u64>,
     /// The Python interpreter for the notebooks (it needs marimo) [default:
@@ -255,7 +255,8 @@ mod tests {
         };
         assert_eq!(run.auth.token, Some(None));
         assert_eq!(run.notebook, PathBuf::from("nb.py"));
-        let cli = Cli::try_parse_from(["marimo-rs", "run", "nb.py", "--auth", "--token=s3"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["marimo-rs", "run", "nb.py", "--auth", "--token=s3"]).unwrap();
         let Command::Run(run) = cli.command else {
             panic!("run")
         };
@@ -265,9 +266,20 @@ mod tests {
 
     #[test]
     fn no_token_conflicts_with_every_way_of_asking_for_one() {
-        for flag in ["--token", "--token=x", "--auth", "--token-password=x", "--token-password-file=f"] {
-            let error = Cli::try_parse_from(["marimo-rs", "run", "nb.py", "--no-token", flag]).unwrap_err();
-            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{flag}");
+        for flag in [
+            "--token",
+            "--token=x",
+            "--auth",
+            "--token-password=x",
+            "--token-password-file=f",
+        ] {
+            let error =
+                Cli::try_parse_from(["marimo-rs", "run", "nb.py", "--no-token", flag]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{flag}"
+            );
         }
     }
 }

@@ -360,7 +360,10 @@ mod tests {
             "http://[::1]:80/p/?access_token=a+b%26c"
         );
         assert_eq!(url("[::1]", 80, "", "/", None), "http://[::1]:80/");
-        assert_eq!(url("localhost", 2718, "", "/a/", None), "http://localhost:2718/a/");
+        assert_eq!(
+            url("localhost", 2718, "", "/a/", None),
+            "http://localhost:2718/a/"
+        );
     }
 
     #[test]

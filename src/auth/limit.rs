@@ -1,0 +1,588 @@
+//! The failed-login limiter: a token bucket per client address, drained by failed credential
+//! checks.
+//!
+//! Each address may fail `burst` times in a row; the bucket refills at `burst` per `per`
+//! (so `login_limit(10, 60 s)` is "10 failures a minute", one more every 6 s). The bucket is
+//! kept as one number, its *theoretical arrival time* (GCRA, the generic cell rate algorithm):
+//! an attempt at time `t` is allowed when `tat - t <= (burst - 1) · T`, with `T = per / burst`,
+//! and then `tat = max(tat, t) + T`. An entry with `tat <= t` is a full bucket, the same as no
+//! entry, so it can be dropped at any time.
+//!
+//! A credential check takes a token *before* the password is compared and gives it back when
+//! the credential was right, so concurrent attempts cannot slip past the limit: at most
+//! `burst` wrong passwords (plus the refill) are ever compared.
+//!
+//! Memory is bounded: at most `max_tracked` addresses are kept (16 shards, each a
+//! `Mutex<HashMap>` with SipHash keyed at random, so addresses cannot be chosen to collide).
+//! Full buckets are swept every minute, and at most once a second from a shard that is full.
+//! Addresses that find their shard full even after a sweep share one overflow bucket: under a
+//! flood from more addresses than the cap, new addresses are limited together instead of not
+//! at all.
+//!
+//! Addresses are keyed by IPv4 address or by IPv6 `/64` prefix (one host usually owns a whole
+//! `/64`, and could otherwise rotate through 2^64 addresses). IPv4-mapped IPv6 addresses are
+//! IPv4.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+
+/// Failed attempts allowed in a row, by default.
+pub(crate) const DEFAULT_BURST: u32 = 10;
+/// The time over which a default bucket refills completely.
+pub(crate) const DEFAULT_PER: Duration = Duration::from_secs(60);
+/// Most addresses tracked at once, by default.
+pub(crate) const DEFAULT_MAX_TRACKED: usize = 100_000;
+/// Shards of the address map.
+const SHARDS: usize = 16;
+/// How often a shard drops its full buckets, at the latest.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often a full shard may be swept to make room.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Most `X-Forwarded-For` entries looked at, from the right.
+const MAX_FORWARDED_HOPS: usize = 32;
+
+/// Whom a bucket belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum ClientKey {
+    /// An IPv4 address.
+    V4(u32),
+    /// The first 64 bits of an IPv6 address.
+    V6(u64),
+    /// The request carried no address ([`RemoteAddr`](crate::RemoteAddr) not set): every such
+    /// request shares this bucket.
+    Unknown,
+}
+
+impl ClientKey {
+    /// The key of `ip`: the IPv4 address, or the IPv6 `/64`.
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => Self::V6((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// What a caller got from [`Limiter::acquire`]: the bucket to refund if the credential was
+/// right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "refund the permit when the credential was valid"]
+pub(crate) enum Permit {
+    Tracked(ClientKey),
+    Overflow,
+}
+
+/// The limiter shared by every clone of one [`AuthLayer`](crate::AuthLayer).
+pub(crate) struct Limiter {
+    burst: u32,
+    per: Duration,
+    /// Nanoseconds per token.
+    step: u64,
+    /// How far ahead of now the arrival time may be and still allow an attempt.
+    tolerance: u64,
+    epoch: Instant,
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+    shard_cap: usize,
+    overflow: Mutex<u64>,
+}
+
+struct Shard {
+    buckets: HashMap<ClientKey, u64>,
+    next_sweep: u64,
+    next_full_sweep: u64,
+}
+
+impl Limiter {
+    /// `burst` failures in a row, refilled at `burst` per `per`, at most `max_tracked`
+    /// addresses (rounded up to a multiple of the shard count).
+    pub(crate) fn new(burst: u32, per: Duration, max_tracked: usize) -> Self {
+        Self::with_shards(burst, per, max_tracked, SHARDS)
+    }
+
+    pub(crate) fn with_shards(burst: u32, per: Duration, max_tracked: usize, shards: usize) -> Self {
+        assert!(burst > 0, "the burst must be at least 1");
+        assert!(!per.is_zero(), "the refill period must not be zero");
+        let shards = shards.max(1);
+        let per_ns = u64::try_from(per.as_nanos()).unwrap_or(u64::MAX);
+        let step = (per_ns / u64::from(burst)).max(1);
+        let hasher = RandomState::new();
+        Self {
+            burst,
+            per,
+            step,
+            tolerance: step.saturating_mul(u64::from(burst - 1)),
+            epoch: Instant::now(),
+            hasher,
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        buckets: HashMap::new(),
+                        next_sweep: 0,
+                        next_full_sweep: 0,
+                    })
+                })
+                .collect(),
+            shard_cap: max_tracked.div_ceil(shards).max(1),
+            overflow: Mutex::new(0),
+        }
+    }
+
+    pub(crate) fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    pub(crate) fn per(&self) -> Duration {
+        self.per
+    }
+
+    /// Nanoseconds since this limiter was made.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a token for one credential check by `key` at time `now` (from [`Self::now`]);
+    /// `Err(wait)` when the bucket is empty: how long until the next attempt is allowed.
+    pub(crate) fn acquire(&self, key: ClientKey, now: u64) -> Result<Permit, Duration> {
+        let mut shard = self.shard(key);
+        if let Some(tat) = shard.buckets.get_mut(&key) {
+            return self.take(tat, now).map(|()| Permit::Tracked(key));
+        }
+        let full = shard.buckets.len() >= self.shard_cap;
+        if now >= shard.next_sweep || (full && now >= shard.next_full_sweep) {
+            shard.sweep(now);
+        }
+        if shard.buckets.len() >= self.shard_cap {
+            drop(shard);
+            let mut overflow = lock(&self.overflow);
+            return self.take(&mut overflow, now).map(|()| Permit::Overflow);
+        }
+        let mut tat = now;
+        let taken = self.take(&mut tat, now);
+        shard.buckets.insert(key, tat);
+        taken.map(|()| Permit::Tracked(key))
+    }
+
+    /// Gives back the token of a check that succeeded.
+    pub(crate) fn refund(&self, permit: Permit) {
+        match permit {
+            Permit::Tracked(key) => {
+                if let Some(tat) = self.shard(key).buckets.get_mut(&key) {
+                    *tat = tat.saturating_sub(self.step);
+                }
+            }
+            Permit::Overflow => {
+                let mut tat = lock(&self.overflow);
+                *tat = tat.saturating_sub(self.step);
+            }
+        }
+    }
+
+    /// How many addresses are tracked now.
+    pub(crate) fn tracked(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).buckets.len()).sum()
+    }
+
+    /// Bytes the address maps hold, from their capacity and hashbrown's layout: one
+    /// `(key, arrival time)` slot and one control byte per bucket, buckets a power of two at
+    /// most 7/8 full.
+    pub(crate) fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(ClientKey, u64)>() + 1;
+        self.shards
+            .iter()
+            .map(|shard| {
+                let capacity = lock(shard).buckets.capacity();
+                if capacity == 0 {
+                    0
+                } else {
+                    let buckets = if capacity < 8 {
+                        (capacity + 1).next_power_of_two()
+                    } else {
+                        (capacity * 8 / 7).next_power_of_two()
+                    };
+                    buckets * slot + 16
+                }
+            })
+            .sum()
+    }
+
+    fn take(&self, tat: &mut u64, now: u64) -> Result<(), Duration> {
+        let ahead = tat.saturating_sub(now);
+        if ahead > self.tolerance {
+            return Err(Duration::from_nanos(ahead - self.tolerance));
+        }
+        *tat = (*tat).max(now).saturating_add(self.step);
+        Ok(())
+    }
+
+    fn shard(&self, key: ClientKey) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
+        lock(&self.shards[index])
+    }
+}
+
+impl Shard {
+    /// Drops full buckets and gives memory back when most of it is unused.
+    fn sweep(&mut self, now: u64) {
+        self.buckets.retain(|_, tat| *tat > now);
+        if self.buckets.capacity() > 64 && self.buckets.len() < self.buckets.capacity() / 4 {
+            self.buckets.shrink_to_fit();
+        }
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.next_sweep = now.saturating_add(ns(SWEEP_EVERY));
+        self.next_full_sweep = now.saturating_add(ns(FULL_SWEEP_EVERY));
+    }
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginLimit")
+            .field("burst", &self.burst)
+            .field("per", &self.per)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Seconds for `Retry-After`: `wait` rounded up, at least 1.
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// An IP network: an address and a prefix length (`10.0.0.0/8`, `::1/128`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `ip` or `ip/prefix`. IPv4-mapped IPv6 addresses become IPv4.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()) => {
+                prefix.parse::<u8>().ok().filter(|&p| p <= max)?
+            }
+            Some(_) => return None,
+        };
+        Some(match (addr, addr.to_canonical()) {
+            (IpAddr::V6(_), IpAddr::V4(v4)) if prefix >= 96 => Self {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            },
+            _ => Self { addr, prefix },
+        })
+    }
+
+    /// Whether `ip` is in this network.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The address a request's bucket belongs to.
+///
+/// The connection's peer address (`peer`), unless that is a trusted proxy: then the right-most
+/// `X-Forwarded-For` entry that is not a trusted proxy (every trusted proxy appends the address
+/// it got the request from, so entries to the right of the first untrusted one are true and
+/// the ones to its left may be forged). An entry that is not an IP address stops the walk at
+/// the last trusted hop. No peer address: [`ClientKey::Unknown`].
+pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let mut client = peer?.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(client) {
+        return Some(client);
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|&b| b == b','))
+        .take(MAX_FORWARDED_HOPS);
+    for hop in hops {
+        let Some(ip) = parse_hop(hop.trim_ascii()) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// The bucket key of a request from `peer` with these headers.
+pub(crate) fn client_key(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> ClientKey {
+    client_ip(peer, headers, trusted).map_or(ClientKey::Unknown, ClientKey::of)
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, with or without a
+/// port.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(hop).ok()?;
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip().to_canonical());
+    }
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> ClientKey {
+        ClientKey::of(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+    }
+
+    #[test]
+    fn a_burst_then_one_per_step() {
+        // 5 per 10 s: a token every 2 s.
+        let limiter = Limiter::new(5, Duration::from_secs(10), 100);
+        let key = v4(192, 0, 2, 1);
+        for _ in 0..5 {
+            assert!(limiter.acquire(key, 0).is_ok());
+        }
+        let wait = limiter.acquire(key, 0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(2));
+        assert_eq!(retry_after_secs(wait), 2);
+        // Still limited just before the refill, allowed once at it, then limited again.
+        assert!(limiter.acquire(key, 2 * SEC - 1).is_err());
+        assert!(limiter.acquire(key, 2 * SEC).is_ok());
+        assert!(limiter.acquire(key, 2 * SEC).is_err());
+        // Another address has its own bucket.
+        assert!(limiter.acquire(v4(192, 0, 2, 2), 0).is_ok());
+        // After the whole period the bucket is full again.
+        for _ in 0..5 {
+            assert!(limiter.acquire(key, 20 * SEC).is_ok());
+        }
+        assert!(limiter.acquire(key, 20 * SEC).is_err());
+    }
+
+    #[test]
+    fn refunds_give_the_token_back() {
+        let limiter = Limiter::new(2, Duration::from_secs(60), 100);
+        let key = v4(10, 0, 0, 1);
+        for _ in 0..10 {
+            let permit = limiter.acquire(key, 0).unwrap();
+            limiter.refund(permit);
+        }
+        assert!(limiter.acquire(key, 0).is_ok());
+        assert!(limiter.acquire(key, 0).is_ok());
+        assert!(limiter.acquire(key, 0).is_err());
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_prefix_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ClientKey::of(a), ClientKey::of(b));
+        assert_ne!(ClientKey::of(a), ClientKey::of(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ClientKey::of(mapped), v4(192, 0, 2, 7));
+        // One /64 shares one bucket however many addresses it uses.
+        let limiter = Limiter::new(3, Duration::from_secs(60), 100);
+        let mut allowed = 0;
+        for host in 0..100u128 {
+            let ip = Ipv6Addr::from(u128::from("2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()) + host);
+            allowed += usize::from(limiter.acquire(ClientKey::of(IpAddr::V6(ip)), 0).is_ok());
+        }
+        assert_eq!(allowed, 3);
+    }
+
+    #[test]
+    fn full_buckets_are_swept_and_the_map_never_exceeds_its_cap() {
+        let limiter = Limiter::new(2, Duration::from_secs(2), 1_600);
+        for i in 0..10_000u32 {
+            let _ = limiter.acquire(ClientKey::V4(i), 0);
+        }
+        assert!(limiter.tracked() <= 1_600, "{}", limiter.tracked());
+        // Beyond the cap, new addresses share the overflow bucket: 2 attempts among them all.
+        let overflowed = (20_000..20_100u32)
+            .filter(|&i| limiter.acquire(ClientKey::V4(i), 0).is_ok())
+            .count();
+        assert_eq!(overflowed, 0, "the overflow bucket was drained by the first flood");
+        // Once the buckets are full again (after `per`) sweeps make room: new addresses get
+        // buckets of their own.
+        let fresh = (100_000..100_800u32)
+            .filter(|&i| limiter.acquire(ClientKey::V4(i), 61 * SEC).is_ok())
+            .count();
+        assert_eq!(fresh, 800);
+        assert!(limiter.tracked() <= 1_600, "{}", limiter.tracked());
+    }
+
+    #[test]
+    fn one_million_addresses_stay_under_the_cap() {
+        // The figure for SECURITY.md: `cargo test --lib auth::limit -- --nocapture`.
+        for shards in [1, SHARDS] {
+            let limiter = Limiter::with_shards(10, Duration::from_secs(60), DEFAULT_MAX_TRACKED, shards);
+            let start = Instant::now();
+            let mut limited = 0usize;
+            for i in 0..1_000_000u32 {
+                // Distinct addresses, spread over the IPv4 space.
+                let key = ClientKey::V4(i.wrapping_mul(2_654_435_761));
+                limited += usize::from(limiter.acquire(key, limiter.now()).is_err());
+            }
+            let elapsed = start.elapsed();
+            let tracked = limiter.tracked();
+            assert!(tracked <= DEFAULT_MAX_TRACKED, "{tracked}");
+            assert!(tracked >= DEFAULT_MAX_TRACKED * 9 / 10, "{tracked}");
+            let bytes = limiter.table_bytes();
+            println!(
+                "limiter ({shards} shard(s)): 1,000,000 addresses -> {tracked} tracked (cap {DEFAULT_MAX_TRACKED}), \
+                 {limited} limited (overflow bucket), table {bytes} bytes = {:.1} bytes/entry \
+                 ({} bytes per slot), {:.0} ns/acquire",
+                bytes as f64 / tracked as f64,
+                std::mem::size_of::<(ClientKey, u64)>() + 1,
+                elapsed.as_nanos() as f64 / 1e6,
+            );
+            assert!(bytes <= 64 * DEFAULT_MAX_TRACKED, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn contention_sharded_vs_single_lock() {
+        // Two threads hammering the limiter; printed for SECURITY.md.
+        for shards in [1, SHARDS] {
+            let limiter = std::sync::Arc::new(Limiter::with_shards(
+                1_000_000,
+                Duration::from_secs(1),
+                DEFAULT_MAX_TRACKED,
+                shards,
+            ));
+            let start = Instant::now();
+            let threads: Vec<_> = (0..2u32)
+                .map(|t| {
+                    let limiter = limiter.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..200_000u32 {
+                            let key = ClientKey::V4((i % 4096) | (t << 16));
+                            if let Ok(permit) = limiter.acquire(key, limiter.now()) {
+                                limiter.refund(permit);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let per_op = start.elapsed().as_nanos() as f64 / 400_000.0;
+            println!("limiter contention ({shards} shard(s), 2 threads): {per_op:.0} ns/acquire+refund");
+            assert_eq!(limiter.tracked(), 8192);
+        }
+    }
+
+    #[test]
+    fn ip_networks_parse_and_match() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.200.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let one = IpNet::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6 = IpNet::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        let all = IpNet::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let mapped = IpNet::parse("::ffff:192.168.0.0/112").unwrap();
+        assert!(mapped.contains("192.168.3.4".parse().unwrap()));
+        for bad in ["", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/+8", "host", "10.0.0.0/8/8"] {
+            assert!(IpNet::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9"),
+        );
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let outsider: IpAddr = "198.51.100.1".parse().unwrap();
+        // From the proxy: skip trusted hops from the right, stop at the first untrusted one.
+        assert_eq!(
+            client_ip(Some(proxy), &headers, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(client_ip(Some(outsider), &headers, &trusted), Some(outsider));
+        assert_eq!(client_ip(Some(proxy), &headers, &[]), Some(proxy));
+        // No header: the proxy itself.
+        assert_eq!(client_ip(Some(proxy), &HeaderMap::new(), &trusted), Some(proxy));
+        // Garbage stops the walk at the last trusted hop.
+        let mut garbage = HeaderMap::new();
+        garbage.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, nonsense"));
+        assert_eq!(client_ip(Some(proxy), &garbage, &trusted), Some(proxy));
+        // Ports and brackets are tolerated.
+        let mut ported = HeaderMap::new();
+        ported.insert("x-forwarded-for", HeaderValue::from_static("[2001:db8::1]:443"));
+        assert_eq!(
+            client_ip(Some(proxy), &ported, &trusted),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        ported.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1:80"));
+        assert_eq!(
+            client_ip(Some(proxy), &ported, &trusted),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        // Every hop trusted: the left-most.
+        let mut inner = HeaderMap::new();
+        inner.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9, 10.0.0.3"));
+        assert_eq!(
+            client_ip(Some(proxy), &inner, &trusted),
+            Some("10.9.9.9".parse().unwrap())
+        );
+        assert_eq!(client_key(None, &headers, &trusted), ClientKey::Unknown);
+    }
+}

@@ -1,0 +1,253 @@
+//! Backend faults, with figures: what the client saw and how long recovery took.
+//! Real marimo backends; each test prints one `fault:` line (run with `--nocapture`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{example_notebook, get, send, wait_gone, ws_connect, ws_until, TestServer};
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use marimo_rs::create_app;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const START: Duration = Duration::from_secs(120);
+
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// Polls `url` until it answers 200; returns how long that took.
+async fn time_to_200(url: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = get(url).await;
+        if reply.status == StatusCode::OK {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no recovery within {limit:?}: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_during_20_live_sessions() {
+    let app = create_app()
+        .with_app("/nb", example_notebook("intro.py"))
+        .build()
+        .unwrap();
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let url = format!("ws://{}/nb/ws?session_id=kill-{i}", server.addr);
+        let mut ws = ws_connect(&url, &[]).await.unwrap();
+        ws_until(&mut ws, Duration::from_secs(30), |m| {
+            m["op"] == "kernel-ready"
+        })
+        .await;
+        sessions.push(ws);
+    }
+    let victim = app.backend_pids()[0];
+    let killed_at = Instant::now();
+    signal(victim, Signal::SIGKILL);
+
+    // Every open session is closed promptly (the tunnel ends with the backend's socket).
+    let mut closed_after = Duration::ZERO;
+    for ws in &mut sessions {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(None | Some(Err(_))) => break,
+                Ok(Some(Ok(message))) if message.is_close() => break,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => panic!("a WebSocket stayed open after its backend died"),
+            }
+        }
+        closed_after = closed_after.max(killed_at.elapsed());
+    }
+    // What a client sees right away: API calls wait (bounded) for the replacement backend.
+    let first = tokio::time::timeout(Duration::from_secs(35), get(&server.url("/nb/api/version")))
+        .await
+        .expect("no hang");
+    let first_after = killed_at.elapsed();
+    time_to_200(&server.url("/nb/api/version"), Duration::from_secs(60)).await;
+    let recovered_after = killed_at.elapsed();
+    let replacement = app.backend_pids()[0];
+    assert_ne!(replacement, victim);
+    assert!(wait_gone(victim, Duration::from_secs(5)).await);
+    assert_eq!(
+        get(&server.url("/health")).await.status,
+        StatusCode::OK,
+        "gateway unaffected"
+    );
+    println!(
+        "fault: kill -9 with 20 sessions: all 20 WebSockets closed within {closed_after:?}; \
+         the first API request after the kill got {} after {first_after:?}; serving (200) \
+         {recovered_after:?} after the kill",
+        first.status,
+    );
+    drop(sessions);
+    server.stop().await;
+    app.shutdown().await;
+    assert!(wait_gone(replacement, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn a_stalled_backend_times_out_then_is_replaced() {
+    let app = create_app()
+        .with_app("/nb", example_notebook("intro.py"))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    tokio::time::timeout(START, app.start())
+        .await
+        .unwrap()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let stalled = app.backend_pids()[0];
+    let stopped_at = Instant::now();
+    signal(stalled, Signal::SIGSTOP);
+
+    let asked = Instant::now();
+    let reply = get(&server.url("/nb/api/version")).await;
+    let waited = asked.elapsed();
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{reply:?}");
+    assert!(waited < Duration::from_secs(5), "504 after {waited:?}");
+    // The watchdog notices the missed health checks, kills the stopped process and starts a
+    // new one; the next requests are served again.
+    time_to_200(&server.url("/nb/api/version"), Duration::from_secs(60)).await;
+    let recovered_after = stopped_at.elapsed();
+    assert!(
+        wait_gone(stalled, Duration::from_secs(10)).await,
+        "stalled process killed"
+    );
+    let replacement = app.backend_pids()[0];
+    assert_ne!(replacement, stalled);
+    println!(
+        "fault: SIGSTOP: client got {} after {waited:?}; backend replaced and serving \
+         {recovered_after:?} after the stall",
+        reply.status,
+    );
+    server.stop().await;
+    app.shutdown().await;
+}
+
+/// A stand-in interpreter that passes the Python check but fails every backend start, and
+/// counts its starts in `starts.log`.
+fn failing_python(dir: &std::path::Path) -> std::path::PathBuf {
+    let python = dir.join("python-that-fails");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then\n  echo '{{\"python\": \"{0}\", \"marimo\": \"{1}\", \"static\": \"/nonexistent\", \"uvicorn\": \"0\"}}'\n  exit 0\nfi\necho start >> {2}\necho 'boom: simulated failure at start-up' >&2\nexit 3\n",
+        python.display(),
+        marimo_rs::MARIMO_VERSION,
+        dir.join("starts.log").display()
+    );
+    std::fs::write(&python, script).unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    python
+}
+
+#[tokio::test]
+async fn a_backend_that_keeps_failing_is_marked_failed_not_restarted_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = create_app()
+        .with_app("/nb", example_notebook("intro.py"))
+        .python(failing_python(dir.path()))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let started = Instant::now();
+    let html = [("accept", "text/html")];
+    let first = send(Method::GET, &server.url("/nb/"), &html, "").await;
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    let page = loop {
+        let page = send(Method::GET, &server.url("/nb/"), &html, "").await;
+        assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+        if page.body.contains("gave up") {
+            break page;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never gave up: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gave_up_after = started.elapsed();
+    assert!(
+        page.body.contains("boom: simulated failure at start-up"),
+        "stderr tail shown: {}",
+        page.body
+    );
+    let starts = || {
+        std::fs::read_to_string(dir.path().join("starts.log"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let counted = starts();
+    assert_eq!(counted, 5, "restarts are capped");
+    // Further requests are answered at once and start nothing.
+    for _ in 0..10 {
+        let again = send(Method::GET, &server.url("/nb/api/version"), &[], "").await;
+        assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(starts(), counted);
+    println!("fault: exits at start: 503 with the stderr tail at once; marked failed after {counted} starts in {gave_up_after:?}; no further restarts");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_blocked_socket_path_is_reported() {
+    let app = create_app()
+        .with_app("/nb", example_notebook("intro.py"))
+        .build()
+        .unwrap();
+    // "Fill" the socket directory: a directory with content sits where the socket must go.
+    let blocker = app.socket_dir().unwrap().join("nb0.sock");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("junk"), "x").unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let started = Instant::now();
+    let page = loop {
+        let page = send(
+            Method::GET,
+            &server.url("/nb/"),
+            &[("accept", "text/html")],
+            "",
+        )
+        .await;
+        if page.body.contains("could not start") {
+            break page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{page:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reported_after = started.elapsed();
+    // Clearing the path lets the next attempt succeed.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let recovery = time_to_200(&server.url("/nb/api/version"), Duration::from_secs(90)).await;
+    println!(
+        "fault: blocked socket path: 503 with the reason after {reported_after:?}; served {:?} after the path was cleared",
+        recovery
+    );
+    let pids = app.backend_pids();
+    app.shutdown().await;
+    for pid in pids {
+        assert!(wait_gone(pid, Duration::from_secs(10)).await);
+    }
+    let left: Vec<_> = std::fs::read_dir(app.socket_dir().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
