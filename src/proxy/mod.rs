@@ -34,6 +34,9 @@ pub(crate) const USER_HEADER: HeaderName = HeaderName::from_static("x-marimo-rs-
 /// (`KEEP_ALIVE_SECS` in the launcher config) is far longer, so the gateway always closes first
 /// and never sends on a connection the backend is closing.
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle connections kept per backend: enough for bursts, bounded so a load spike does not
+/// leave hundreds of open sockets behind.
+pub(crate) const POOL_MAX_IDLE: usize = 32;
 /// uvicorn's keep-alive for gateway connections.
 pub(crate) const BACKEND_KEEP_ALIVE_SECS: u64 = 600;
 
@@ -71,6 +74,7 @@ impl Upstream {
         let connector = uds::UdsConnector::new(socket);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
             .pool_timer(TokioTimer::new())
             .build(connector.clone());
         Self {

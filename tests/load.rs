@@ -1,0 +1,277 @@
+//! Load through the real `marimo-rs` binary and a real marimo backend, with figures:
+//! many keep-alive connections plus WebSocket sessions that move a slider and must see every
+//! update, in order. Asserts 0 failed requests, 0 lost or reordered WebSocket updates, a flat
+//! gateway RSS and file descriptors back near the baseline afterwards.
+//!
+//! CI runs a smaller, shorter variant (200 connections + 20 sessions, 10 s). The issue's full
+//! run (1,000 connections + 100 sessions, 60 s): `LOAD_FULL=1 cargo test --release --test load
+//! -- --nocapture`. Loopback only; everything it starts is stopped by PID.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{example_notebook, ws_connect, ws_until};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Gateway {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start_gateway() -> Gateway {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_marimo-rs"))
+        .args([
+            "run",
+            "--no-token",
+            "--headless",
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
+        .arg(example_notebook("intro.py"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
+        .await
+        .expect("the gateway prints its URL")
+        .unwrap()
+        .expect("a URL line");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    Gateway { child, pid, addr }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One keep-alive connection sending requests back to back until `deadline`.
+async fn connection(
+    addr: String,
+    paths: Arc<Vec<String>>,
+    deadline: Instant,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) {
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let path = &paths[i % paths.len()];
+        i += 1;
+        let request = Request::get(path.as_str())
+            .header("host", &addr)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let good = match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                response.into_body().collect().await.is_ok() && status == StatusCode::OK
+            }
+            Err(_) => false,
+        };
+        if good {
+            ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// A WebSocket session that moves the slider through values and must see each dependent
+/// output, in order. Returns the number of updates seen.
+async fn session(addr: String, id: usize, deadline: Instant) -> u64 {
+    let url = format!("ws://{addr}/ws?session_id=load-{id}");
+    let mut ws = ws_connect(&url, &[]).await.expect("WebSocket accepted");
+    ws_until(&mut ws, Duration::from_secs(60), |m| {
+        m["op"] == "completed-run"
+    })
+    .await;
+    let client = common::client();
+    let mut updates = 0;
+    let mut value = 3;
+    // At least one update per session, then as many as fit before the deadline.
+    loop {
+        value = value % 10 + 1;
+        let body = serde_json::json!({ "objectIds": ["vblA-0"], "values": [value] }).to_string();
+        let request = Request::post(format!("http://{addr}/api/kernel/set_ui_element_value"))
+            .header("content-type", "application/json")
+            .header("marimo-session-id", format!("load-{id}"))
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = client.request(request).await.expect("set_ui_element_value");
+        assert_eq!(response.status(), StatusCode::OK);
+        let want = format!("Slider value is <strong>{value}</strong>");
+        // Anything other than the expected next value would be a lost or reordered update.
+        ws_until(&mut ws, Duration::from_secs(60), |m| {
+            let data = m["data"]["output"]["data"].as_str().unwrap_or("");
+            if data.contains("Slider value is") {
+                assert!(
+                    data.contains(&want),
+                    "session {id}: expected {want}, got {data}"
+                );
+                true
+            } else {
+                false
+            }
+        })
+        .await;
+        updates += 1;
+        if Instant::now() >= deadline {
+            return updates;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_load_loses_nothing_and_leaks_nothing() {
+    let full = std::env::var_os("LOAD_FULL").is_some();
+    let (connections, sessions, duration) = if full {
+        (1000, 100, Duration::from_secs(60))
+    } else {
+        (200, 20, Duration::from_secs(10))
+    };
+    let gateway = start_gateway().await;
+    let addr = gateway.addr.clone();
+    // Warm up: the backend is up and the asset cache has the page's main script.
+    let page = common::send(
+        http::Method::GET,
+        &format!("http://{addr}/"),
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let asset = page
+        .body
+        .split("src=\"./")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let paths = Arc::new(vec![
+        "/api/version".to_owned(),
+        format!("/{asset}"),
+        "/health".to_owned(),
+    ]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline_fds = fds(gateway.pid);
+    let baseline_rss = rss_kib(gateway.pid);
+
+    let started = Instant::now();
+    let deadline = started + duration;
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        tasks.push(tokio::spawn(connection(
+            addr.clone(),
+            paths.clone(),
+            deadline,
+            ok.clone(),
+            failed.clone(),
+        )));
+    }
+    let ws_tasks: Vec<_> = (0..sessions)
+        .map(|i| tokio::spawn(session(addr.clone(), i, deadline)))
+        .collect();
+    let mut samples = Vec::new();
+    while Instant::now() < deadline {
+        samples.push(rss_kib(gateway.pid));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let peak_fds = fds(gateway.pid);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut updates = 0;
+    for task in ws_tasks {
+        updates += task.await.expect("a WebSocket session failed");
+    }
+    let elapsed = started.elapsed();
+    // Let closed connections drain.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_fds = fds(gateway.pid);
+    let after_rss = rss_kib(gateway.pid);
+
+    let ok = ok.load(Ordering::Relaxed);
+    let failed = failed.load(Ordering::Relaxed);
+    let warm = samples.len().min(3);
+    let early = samples[..warm].iter().copied().max().unwrap_or(0);
+    let late = samples[samples.len() - warm..]
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0);
+    println!(
+        "load: {connections} keep-alive connections + {sessions} WebSocket sessions for {elapsed:.1?}: \
+         {ok} requests OK ({:.0} req/s), {failed} failed; {updates} slider updates, all seen in order; \
+         gateway RSS {baseline_rss} KiB before, {early}→{late} KiB early→late in the run, {after_rss} KiB after; \
+         fds {baseline_fds} before, {peak_fds} at peak, {after_fds} after",
+        ok as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(failed, 0, "failed requests");
+    assert!(updates >= sessions as u64, "every session moved the slider");
+    assert!(
+        late <= early + early / 4 + 4096,
+        "gateway RSS grew from {early} to {late} KiB"
+    );
+    // Closed client connections are gone; the backend pool keeps at most a few idle sockets.
+    assert!(
+        after_fds <= baseline_fds + 40,
+        "fds: {baseline_fds} before, {after_fds} after"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gateway.pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut gateway = gateway;
+    let status = tokio::time::timeout(Duration::from_secs(20), gateway.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful exit: {status}");
+}
