@@ -134,7 +134,13 @@ async fn websocket_kernel_session_and_ui_element_round_trip() {
         .unwrap();
     let server = TestServer::start(app.clone()).await;
     let ws_url = format!("ws://{}/dashboard/ws?session_id=test-session", server.addr);
-    let mut ws = ws_connect(&ws_url, &[]).await.expect("WebSocket accepted");
+    // Even without auth, a page on another site may not open the kernel's socket.
+    let foreign = ws_connect(&ws_url, &[("origin", "https://evil.example")]).await;
+    assert_eq!(foreign.err(), Some(StatusCode::FORBIDDEN));
+    let same_origin = format!("http://{}", server.addr);
+    let mut ws = ws_connect(&ws_url, &[("origin", &same_origin)])
+        .await
+        .expect("WebSocket accepted");
 
     ws_until(&mut ws, Duration::from_secs(30), |m| {
         m["op"] == "kernel-ready"

@@ -21,9 +21,11 @@
 
 mod cookie;
 mod credentials;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod limit;
 mod login;
-mod origin;
+pub(crate) mod origin;
 mod token;
 
 use std::convert::Infallible;
@@ -274,8 +276,14 @@ impl AuthLayer {
     ///
     /// If `burst` is 0 or `per` is zero.
     pub fn login_limit(mut self, burst: u32, per: Duration) -> Self {
-        assert!(burst > 0, "AuthLayer::login_limit: the burst must be at least 1");
-        assert!(!per.is_zero(), "AuthLayer::login_limit: the period must not be zero");
+        assert!(
+            burst > 0,
+            "AuthLayer::login_limit: the burst must be at least 1"
+        );
+        assert!(
+            !per.is_zero(),
+            "AuthLayer::login_limit: the period must not be zero"
+        );
         self.config_mut().limiter = Some(Arc::new(Limiter::new(
             burst,
             per,
@@ -521,6 +529,11 @@ impl Config {
         {
             tracing::debug!("WebSocket upgrade from a foreign origin refused");
             return Some(forbidden());
+        }
+        if upgrade {
+            // This layer's allow-list has been applied; the notebook service must not refuse
+            // an allowed cross-origin upgrade by its own same-host rule.
+            req.extensions_mut().insert(origin::OriginChecked);
         }
         let (user, by_query) = match self.authenticate(req) {
             Ok(Some(found)) => found,
@@ -795,9 +808,10 @@ fn forbidden() -> Response<Body> {
 /// `429` with `Retry-After`: the client's login limit is used up.
 pub(crate) fn too_many_requests(wait: Duration) -> Response<Body> {
     let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(wait)),
+    );
     response
 }
 

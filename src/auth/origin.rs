@@ -103,6 +103,10 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
+/// Marks a request whose `Origin` an [`AuthLayer`](crate::AuthLayer) has already checked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OriginChecked;
+
 /// Whether a WebSocket upgrade may proceed as far as its `Origin` goes: no `Origin` (not a
 /// browser), or one `Origin` naming the request's own host (`Host`, or the URI authority for
 /// HTTP/2, or `X-Forwarded-Host` when `trust_forwarded`), or one in `allowed`.

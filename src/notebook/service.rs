@@ -13,6 +13,7 @@ use tower_service::Service;
 
 use super::process::{Backend, Status};
 use super::Mode;
+use crate::auth::origin;
 use crate::builder::box_service;
 use crate::proxy::{is_upgrade_request, ProxyError};
 use crate::router::MountService;
@@ -69,6 +70,13 @@ impl NotebookService {
         }
         let upstream = &self.backend.core().upstream;
         if is_upgrade_request(&req) {
+            // Without auth in front, still refuse cross-site WebSocket hijacking: a page on
+            // another site must not drive a kernel (in edit mode: run code) as this user.
+            let checked = req.extensions().get::<origin::OriginChecked>().is_some();
+            if !checked && !origin::upgrade_allowed(req.headers(), req.uri(), &[], false) {
+                tracing::debug!(backend = %self.backend.core().label, "WebSocket from a foreign origin refused");
+                return crate::router::plain_response(StatusCode::FORBIDDEN, "Forbidden");
+            }
             let guard = self.backend.tunnel_guard();
             return upstream
                 .tunnel(req, guard)
