@@ -30,10 +30,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Form, Json, Router};
 use base64::Engine as _;
 use marimo_rs::{create_app, serve, shutdown_signal, User};
 use serde::Deserialize;
+use serde_json::json;
 
 /// The demo's users. A real application stores only the password *hashes* (the PHC strings
 /// `Argon2::hash_password` makes, `$argon2id$v=19$…`), never the passwords.
@@ -112,12 +113,8 @@ async fn require_login(State(state): State<AppState>, mut req: Request, next: Ne
             let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
             Redirect::to(&format!("/login?next={next}")).into_response()
         } else {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::CONTENT_TYPE, "application/json")],
-                r#"{"detail":"Not authenticated"}"#,
-            )
-                .into_response()
+            let detail = Json(json!({"detail": "Not authenticated"}));
+            (StatusCode::UNAUTHORIZED, detail).into_response()
         };
     };
     // The notebook sees this user as `mo.app_meta().request.user["username"]`.
@@ -228,19 +225,17 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Removes cookie `name` from the request's `Cookie` headers, keeping the others.
 fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
+    let kept: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(name))
-        .map(str::to_owned)
         .collect();
+    let kept = HeaderValue::from_str(&kept.join("; ")).ok();
     headers.remove(header::COOKIE);
-    if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
-        if !kept.is_empty() {
-            headers.insert(header::COOKIE, value);
-        }
+    if let Some(kept) = kept.filter(|value| !value.is_empty()) {
+        headers.insert(header::COOKIE, kept);
     }
 }

@@ -4,8 +4,8 @@
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -196,22 +196,20 @@ impl Mount {
         self
     }
 
-    fn into_service(self, path: &MountPath, ctx: &mut BuildContext) -> Result<MountService, BuildError> {
-        let service = match self.kind {
-            MountKind::Service(service) => service,
-            MountKind::Notebook(root) => {
-                let file = NotebookFile(std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()));
-                let service = ctx.notebook(path, root, Mode::Run)?;
-                return Ok(with_notebook_file(file, apply_layers(&self.layers, service)));
-            }
-            MountKind::Edit(root) => {
-                let file = NotebookFile(std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()));
-                let service = ctx.notebook(path, root, Mode::Edit)?;
-                return Ok(with_notebook_file(file, apply_layers(&self.layers, service)));
-            }
+    fn into_service(
+        self,
+        path: &MountPath,
+        ctx: &mut BuildContext,
+    ) -> Result<MountService, BuildError> {
+        let (root, mode) = match self.kind {
+            MountKind::Service(service) => return Ok(apply_layers(&self.layers, service)),
             MountKind::Directory(directory) => return ctx.directory(path, directory, self.layers),
+            MountKind::Notebook(root) => (root, Mode::Run),
+            MountKind::Edit(root) => (root, Mode::Edit),
         };
-        Ok(apply_layers(&self.layers, service))
+        let file = NotebookFile(std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()));
+        let service = apply_layers(&self.layers, ctx.notebook(path, root, mode)?);
+        Ok(with_notebook_file(file, service))
     }
 }
 
@@ -287,7 +285,7 @@ impl BuildContext {
         if path.is_root() {
             return Err(BuildError::InvalidMountPath {
                 path: path.to_string(),
-                reason: "a notebook directory needs its own path, such as \"/apps\" (not \"\" or \"/\")",
+                reason: "a notebook directory needs its own path, such as \"/apps\"",
             });
         }
         let is_dir = std::fs::metadata(&mount.directory).is_ok_and(|m| m.is_dir());
@@ -340,7 +338,14 @@ pub struct AppBuilder {
     layers: Vec<LayerFn>,
     notebook: NotebookOptions,
     auth: Option<AuthLayer>,
+    /// The server secret and the old ones, applied to `auth` at build time.
+    secrets: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// The `x-marimo-rs-replica` response header.
+    replica_id: Option<http::HeaderValue>,
 }
+
+/// The response header that names the replica (see [`AppBuilder::replica_id`]).
+const REPLICA_HEADER: http::HeaderName = http::HeaderName::from_static("x-marimo-rs-replica");
 
 impl std::fmt::Debug for AppBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -590,6 +595,94 @@ impl AppBuilder {
         self
     }
 
+    /// Keys the session cookies with a server secret shared by every replica: shorthand for
+    /// [`AuthLayer::secret`] on the layer given to [`token`](AppBuilder::token) or
+    /// [`auth`](AppBuilder::auth), whichever order they are called in. Replicas built with
+    /// the same secret accept each other's sessions, so a load balancer can send a signed-in
+    /// browser to any of them. No effect without authentication.
+    ///
+    /// Run-mode tokens derived from the secret are made with
+    /// [`Token::from_code_with_secret`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use marimo_rs::{create_app, Token};
+    /// # let dashboard = tower::service_fn(|_req| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(marimo_rs::Body::empty()))
+    /// # });
+    ///
+    /// let secret = b"32 or more random bytes, the same on every replica";
+    /// let app = create_app()
+    ///     .with_service("/dashboard", dashboard)
+    ///     .token(Token::new("sup3rs3cr3t"))
+    ///     .secret(secret)
+    ///     .replica_id("replica-1")
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `secret` is empty.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
+        assert!(
+            !secret.is_empty(),
+            "AppBuilder::secret: the secret is empty"
+        );
+        let old = self.secrets.take().map(|(_, old)| old).unwrap_or_default();
+        self.secrets = Some((secret.to_vec(), old));
+        self
+    }
+
+    /// Secrets that [`secret`](AppBuilder::secret) replaced and whose session cookies are
+    /// still accepted: [`AuthLayer::old_secrets`] (at most 4). Needs `secret`.
+    ///
+    /// # Panics
+    ///
+    /// If [`secret`](AppBuilder::secret) was not called before, a secret is empty, or more than
+    /// 4 are given.
+    pub fn old_secrets<I, T>(mut self, secrets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let old: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .map(|secret| secret.as_ref().to_vec())
+            .collect();
+        assert!(
+            old.iter().all(|secret| !secret.is_empty()) && old.len() <= 4,
+            "AppBuilder::old_secrets: at most 4 old secrets, none empty"
+        );
+        let Some((_, kept)) = &mut self.secrets else {
+            panic!("AppBuilder::old_secrets: call AppBuilder::secret first");
+        };
+        *kept = old;
+        self
+    }
+
+    /// Adds `x-marimo-rs-replica: id` to every response, so that behind a load balancer one
+    /// can tell which replica answered (`curl -sI …`, the browser's network tab). Pick a value
+    /// that does not reveal more than you want, e.g. a hash of the host name. Off by default.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is empty or not visible ASCII (it must fit in a header).
+    pub fn replica_id(mut self, id: impl Into<String>) -> Self {
+        let id = id.into();
+        let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic());
+        let value = http::HeaderValue::try_from(id.as_str())
+            .ok()
+            .filter(|_| valid)
+            .unwrap_or_else(|| {
+                panic!("AppBuilder::replica_id: {id:?} is not a non-empty visible-ASCII value")
+            });
+        self.replica_id = Some(value);
+        self
+    }
+
     /// Checks every mount path and builds the service.
     ///
     /// # Errors
@@ -610,11 +703,23 @@ impl AppBuilder {
         }
         let router = Router::new(table)?;
         let routed = BoxCloneSyncService::new(Health::new(router));
-        let guarded = match &self.auth {
+        let auth = match (self.auth, self.secrets) {
+            (Some(auth), Some((secret, old))) => Some(auth.secret(secret).old_secrets(old)),
+            (auth, _) => auth,
+        };
+        let guarded = match &auth {
             Some(auth) => BoxCloneSyncService::new(auth.layer(routed)),
             None => routed,
         };
-        let service = apply_layers(&self.layers, guarded);
+        let mut service = apply_layers(&self.layers, guarded);
+        if let Some(replica) = self.replica_id {
+            service = box_service(service.map_response(move |mut response: Response<Body>| {
+                response
+                    .headers_mut()
+                    .insert(REPLICA_HEADER, replica.clone());
+                response
+            }));
+        }
         if let Some(backends) = &ctx.backends {
             backends.start_eager();
         }

@@ -39,11 +39,20 @@ pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount};
 pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
-pub use notebook::NotebookError;
 pub use notebook::python::MARIMO_VERSION;
+pub use notebook::NotebookError;
 pub use router::{MountPrefix, OriginalUri};
 pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
 pub use user::User;
+
+/// Not API: entry points for the fuzz targets in `fuzz/` (and the proptests that share them).
+/// Compiled only for tests and with the `fuzzing` feature; no stability promise of any kind.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::auth::fuzz::credentials;
+    pub use crate::router::fuzz::{mount_path, router};
+}
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::{example_notebook, get, raw, send, wait_gone, ws_connect, ws_until, TestServer, Ws};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use marimo_rs::{
-    create_app, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile, User,
-    Validation,
+    create_app, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile, User, Validation,
 };
 use tower::layer::layer_fn;
 use tower::util::{BoxCloneSyncService, MapRequestLayer};
@@ -56,8 +55,16 @@ fn output_contains(message: &serde_json::Value, text: &str) -> bool {
             .is_some_and(|data| data.contains(text))
 }
 
-async fn open_session(server: &TestServer, notebook: &str, session: &str, headers: &[(&str, &str)]) -> Ws {
-    let url = format!("ws://{}/apps/{notebook}/ws?session_id={session}", server.addr);
+async fn open_session(
+    server: &TestServer,
+    notebook: &str,
+    session: &str,
+    headers: &[(&str, &str)],
+) -> Ws {
+    let url = format!(
+        "ws://{}/apps/{notebook}/ws?session_id={session}",
+        server.addr
+    );
     let mut ws = ws_connect(&url, headers).await.expect("WebSocket accepted");
     ws_until(&mut ws, MESSAGES, |m| m["op"] == "kernel-ready").await;
     ws
@@ -66,6 +73,25 @@ async fn open_session(server: &TestServer, notebook: &str, session: &str, header
 /// `GET {path}api/version` (waits for the backend): the notebook's backend answers.
 async fn version(server: &TestServer, notebook_path: &str) -> common::Reply {
     get(&server.url(&format!("{notebook_path}api/version"))).await
+}
+
+/// Whether the app reports no running backend within `timeout` (a stopped process is seen
+/// gone by `/proc` a moment before its supervisor records it).
+async fn no_backends_within(app: &MarimoService, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !app.backend_pids().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.backend_pids().is_empty()
+}
+
+/// The one backend left once a stopped one has been recorded as gone.
+async fn settled_pid(app: &MarimoService) -> u32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.backend_pids().len() != 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    one_pid(app)
 }
 
 fn one_pid(app: &MarimoService) -> u32 {
@@ -97,7 +123,8 @@ fn fixture() -> Fixture {
     // Outside the directory: reachable only by escaping it.
     put(base.path(), "secret.py", &notebook("Secret"));
     put(base.path(), "outside/secret.py", &notebook("Secret"));
-    std::os::unix::fs::symlink(base.path().join("outside/secret.py"), dir.join("escape.py")).unwrap();
+    std::os::unix::fs::symlink(base.path().join("outside/secret.py"), dir.join("escape.py"))
+        .unwrap();
     std::os::unix::fs::symlink(base.path().join("outside"), dir.join("linked")).unwrap();
     Fixture { _base: base, dir }
 }
@@ -110,20 +137,32 @@ fn the_mount_path_and_the_directory_are_checked_at_build() {
             .with_dynamic_directory(root, &fixture.dir)
             .build()
             .unwrap_err();
-        assert!(matches!(error, BuildError::InvalidMountPath { .. }), "{error}");
-        assert!(error.to_string().contains("/apps"), "the message suggests a path: {error}");
+        assert!(
+            matches!(error, BuildError::InvalidMountPath { .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("/apps"),
+            "the message suggests a path: {error}"
+        );
     }
     let error = create_app()
         .with_dynamic_directory("/apps", fixture.dir.join("missing"))
         .build()
         .unwrap_err();
-    assert!(matches!(error, BuildError::DirectoryNotFound { .. }), "{error}");
+    assert!(
+        matches!(error, BuildError::DirectoryNotFound { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("missing"), "{error}");
     let error = create_app()
         .with_dynamic_directory("/apps", fixture.dir.join("sales.py"))
         .build()
         .unwrap_err();
-    assert!(matches!(error, BuildError::DirectoryNotFound { .. }), "{error}");
+    assert!(
+        matches!(error, BuildError::DirectoryNotFound { .. }),
+        "{error}"
+    );
     assert!(create_app()
         .with_dynamic_directory("/apps/", &fixture.dir)
         .build()
@@ -219,13 +258,22 @@ async fn the_index_lists_visible_notebooks_with_relative_escaped_links() {
 
     let index = get(&server.url("/apps/")).await;
     assert_eq!(index.status, StatusCode::OK);
-    assert!(index.header("content-type").unwrap().starts_with("text/html"));
+    assert!(index
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     assert_eq!(index.header("cache-control"), Some("no-store"));
     let body = &index.body;
     assert!(body.contains(r#"<a href="./sales/">sales</a>"#), "{body}");
-    assert!(body.contains(r#"<a href="./team/q3/">team/q3</a>"#), "{body}");
+    assert!(
+        body.contains(r#"<a href="./team/q3/">team/q3</a>"#),
+        "{body}"
+    );
     assert!(body.contains(r#"<a href="./a%26b/">a&amp;b</a>"#), "{body}");
-    for hidden in ["_private", ".hidden", "_x", "_dir", ".git", "notes", "helper", "escape", "secret", "linked"] {
+    for hidden in [
+        "_private", ".hidden", "_x", "_dir", ".git", "notes", "helper", "escape", "secret",
+        "linked",
+    ] {
         assert!(!body.contains(hidden), "{hidden} is listed: {body}");
     }
     // The listed links work: a relative link from /apps/ reaches the notebook.
@@ -252,7 +300,10 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
         .build()
         .unwrap();
     provision(&app).await;
-    assert!(app.backend_pids().is_empty(), "directory notebooks start on demand");
+    assert!(
+        app.backend_pids().is_empty(),
+        "directory notebooks start on demand"
+    );
     let server = TestServer::start(app.clone()).await;
 
     for (path, location) in [
@@ -274,9 +325,15 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
 
     let page = send(Method::GET, &server.url("/apps/team/q3/"), &html(), "").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "marimo's page");
+    assert!(
+        page.body.contains("__MARIMO_MOUNT_CONFIG__"),
+        "marimo's page"
+    );
     assert!(page.body.contains(r#""filename": "q3.py""#));
-    assert!(!page.body.contains(dir.to_str().unwrap()), "the directory is not leaked");
+    assert!(
+        !page.body.contains(dir.to_str().unwrap()),
+        "the directory is not leaked"
+    );
     let asset = page
         .body
         .split("src=\"./")
@@ -285,14 +342,20 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
         .expect("the page loads a script from ./assets");
     let script = get(&server.url(&format!("/apps/team/q3/{asset}"))).await;
     assert_eq!(script.status, StatusCode::OK, "{asset}");
-    assert!(script.header("content-type").unwrap().contains("javascript"));
+    assert!(script
+        .header("content-type")
+        .unwrap()
+        .contains("javascript"));
 
     let mut ws = open_session(&server, "team/q3", "nested-1", &[]).await;
     ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Team Q3 numbers")).await;
     drop(ws);
 
     // Every request for the same file used the same backend.
-    assert_eq!(version(&server, "/apps/team/q3/").await.status, StatusCode::OK);
+    assert_eq!(
+        version(&server, "/apps/team/q3/").await.status,
+        StatusCode::OK
+    );
     assert_eq!(one_pid(&app), q3, "one backend per file");
 
     let deep = version(&server, "/apps/a/b/c/d/deep/").await;
@@ -307,7 +370,10 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
     server.stop().await;
     app.shutdown().await;
     for pid in pids {
-        assert!(wait_gone(pid, Duration::from_secs(10)).await, "backend {pid} still running");
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)).await,
+            "backend {pid} still running"
+        );
     }
 }
 
@@ -323,21 +389,40 @@ async fn files_added_and_deleted_at_runtime_are_picked_up() {
     provision(&app).await;
     let server = TestServer::start(app.clone()).await;
 
-    assert_eq!(get(&server.url("/apps/late/")).await.status, StatusCode::NOT_FOUND);
-    assert!(get(&server.url("/apps/")).await.body.contains("No notebooks."));
+    assert_eq!(
+        get(&server.url("/apps/late/")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(get(&server.url("/apps/"))
+        .await
+        .body
+        .contains("No notebooks."));
 
     put(dir, "late.py", &notebook("Added later"));
     let reply = version(&server, "/apps/late/").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     let pid = one_pid(&app);
-    assert!(get(&server.url("/apps/")).await.body.contains(r#"href="./late/""#));
+    assert!(get(&server.url("/apps/"))
+        .await
+        .body
+        .contains(r#"href="./late/""#));
 
     std::fs::remove_file(dir.join("late.py")).unwrap();
     let gone = send(Method::GET, &server.url("/apps/late/"), &html(), "").await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
-    assert_eq!(version(&server, "/apps/late/").await.status, StatusCode::NOT_FOUND);
-    assert!(wait_gone(pid, Duration::from_secs(15)).await, "the deleted notebook's backend stopped");
-    assert!(app.backend_pids().is_empty(), "{:?}", app.backend_pids());
+    assert_eq!(
+        version(&server, "/apps/late/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        wait_gone(pid, Duration::from_secs(15)).await,
+        "the deleted notebook's backend stopped"
+    );
+    assert!(
+        no_backends_within(&app, Duration::from_secs(5)).await,
+        "{:?}",
+        app.backend_pids()
+    );
     assert!(!get(&server.url("/apps/")).await.body.contains("late"));
 
     // Put back, it is served again (by a new backend).
@@ -415,7 +500,10 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
             "/apps",
             Mount::directory(dir)
                 .validate(|notebook, request| {
-                    let user = request.extensions.get::<User>().map(|u| u.name().to_owned());
+                    let user = request
+                        .extensions
+                        .get::<User>()
+                        .map(|u| u.name().to_owned());
                     let notebook = notebook.to_owned();
                     async move {
                         tokio::task::yield_now().await;
@@ -436,16 +524,25 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
                 })
                 .layer(reporting_layer()),
         )
+        .mount(
+            "/single",
+            Mount::app(example_notebook("intro.py")).layer(reporting_layer()),
+        )
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
     provision(&app).await;
+    // `start()` started the `with_app` notebook; directory notebooks start on demand.
+    let single_pid = one_pid(&app);
     let server = TestServer::start(app.clone()).await;
 
     for path in ["/apps/secret/", "/apps/secret", "/apps/secret/api/version"] {
         let denied = get(&server.url(path)).await;
         assert_eq!(denied.status, StatusCode::NOT_FOUND, "{path}");
-        assert!(denied.header("x-notebook-file").is_none(), "denied before the layers");
+        assert!(
+            denied.header("x-notebook-file").is_none(),
+            "denied before the layers"
+        );
     }
     let forbidden = send(
         Method::GET,
@@ -456,18 +553,40 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
     .await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
     assert_eq!(forbidden.body, "forbidden for bob");
-    assert_eq!(get(&server.url("/apps/open")).await.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        get(&server.url("/apps/open")).await.status,
+        StatusCode::TEMPORARY_REDIRECT
+    );
 
     let index = get(&server.url("/apps/")).await;
     assert!(index.body.contains(r#"href="./open/""#), "{}", index.body);
-    assert!(!index.body.contains("secret") && !index.body.contains("forbidden"), "{}", index.body);
+    assert!(
+        !index.body.contains("secret") && !index.body.contains("forbidden"),
+        "{}",
+        index.body
+    );
 
     let allowed = version(&server, "/apps/open/").await;
     assert_eq!(allowed.status, StatusCode::OK, "{allowed:?}");
     let expected = std::path::absolute(dir.join("open.py")).unwrap();
-    assert_eq!(allowed.header("x-notebook-file"), Some(expected.to_str().unwrap()));
+    assert_eq!(
+        allowed.header("x-notebook-file"),
+        Some(expected.to_str().unwrap())
+    );
     assert_eq!(allowed.header("x-mount-prefix"), Some("/apps/open"));
-    assert_eq!(one_pid(&app), app.backend_pids()[0], "only the allowed notebook started");
+    let pids = app.backend_pids();
+    assert_eq!(pids.len(), 2, "only the allowed notebook started: {pids:?}");
+    assert!(pids.contains(&single_pid));
+
+    // `with_app` mounts give their layers the notebook file too.
+    let single = version(&server, "/single/").await;
+    assert_eq!(single.status, StatusCode::OK, "{single:?}");
+    let expected = example_notebook("intro.py").canonicalize().unwrap();
+    assert_eq!(
+        single.header("x-notebook-file"),
+        Some(expected.to_str().unwrap())
+    );
+    assert_eq!(single.header("x-mount-prefix"), Some("/single"));
     server.stop().await;
     app.shutdown().await;
 }
@@ -494,12 +613,18 @@ async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
         .unwrap();
     provision(&app).await;
     let server = TestServer::start(app.clone()).await;
-    assert_eq!(get(&server.url("/apps/whoami/")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&server.url("/apps/whoami/")).await.status,
+        StatusCode::NOT_FOUND
+    );
 
-    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(r#"{"name":"mallory","meta":{}}"#);
+    let forged =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"name":"mallory","meta":{}}"#);
     let mut ada = open_session(&server, "whoami", "as-ada", &[("x-test-login", "ada")]).await;
-    ws_until(&mut ada, MESSAGES, |m| output_contains(m, "Signed in as: <strong>ada</strong>")).await;
+    ws_until(&mut ada, MESSAGES, |m| {
+        output_contains(m, "Signed in as: <strong>ada</strong>")
+    })
+    .await;
     drop(ada);
 
     let mut ada_forging = open_session(
@@ -510,7 +635,10 @@ async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
     )
     .await;
     ws_until(&mut ada_forging, MESSAGES, |m| {
-        assert!(!output_contains(m, "mallory"), "the forged identity reached the notebook");
+        assert!(
+            !output_contains(m, "mallory"),
+            "the forged identity reached the notebook"
+        );
         output_contains(m, "Signed in as: <strong>ada</strong>")
     })
     .await;
@@ -524,7 +652,10 @@ async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
     )
     .await;
     ws_until(&mut forger, MESSAGES, |m| {
-        assert!(!output_contains(m, "mallory"), "the forged identity reached the notebook");
+        assert!(
+            !output_contains(m, "mallory"),
+            "the forged identity reached the notebook"
+        );
         output_contains(m, "Not signed in.")
     })
     .await;
@@ -561,8 +692,11 @@ async fn a_re_pointed_directory_symlink_serves_the_new_version() {
     let mut ws = open_session(&server, "report", "after", &[]).await;
     ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Version two")).await;
     drop(ws);
-    assert!(wait_gone(old, Duration::from_secs(15)).await, "the old version's backend stopped");
-    assert_ne!(one_pid(&app), old);
+    assert!(
+        wait_gone(old, Duration::from_secs(15)).await,
+        "the old version's backend stopped"
+    );
+    assert_ne!(settled_pid(&app).await, old);
     server.stop().await;
     app.shutdown().await;
 }
@@ -583,8 +717,11 @@ async fn beyond_max_backends_the_least_recently_used_idle_one_stops() {
     assert_eq!(version(&server, "/apps/a/").await.status, StatusCode::OK);
     let a = one_pid(&app);
     assert_eq!(version(&server, "/apps/b/").await.status, StatusCode::OK);
-    assert!(wait_gone(a, Duration::from_secs(15)).await, "a was stopped to make room for b");
-    let b = one_pid(&app);
+    assert!(
+        wait_gone(a, Duration::from_secs(15)).await,
+        "a was stopped to make room for b"
+    );
+    let b = settled_pid(&app).await;
     assert_ne!(a, b);
 
     // A backend with an open WebSocket is never stopped for another one.

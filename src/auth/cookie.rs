@@ -14,6 +14,14 @@
 //!
 //! The cookie holds no token; because the MAC covers the token's digest, changing the token
 //! invalidates every cookie. Keys are a list: the first signs, all verify (for rotation).
+//!
+//! The cookie's name is `marimo_rs_session_` and 8 hex digits of
+//! `HMAC-SHA256(key, "marimo-rs/cookie-name/v1")`: each key names its cookies. A rotated list
+//! looks for cookies under the name of every key it accepts, so a cookie signed by an old key
+//! (and named after it) still counts, and strips them all.
+//!
+//! A key derived from a server secret (shared by replicas) is
+//! `HMAC-SHA256(key = secret, "marimo-rs/cookie-key/v1\0")`: see [`key_from_secret`].
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,12 +33,13 @@ use hmac::{Hmac, Mac};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use sha2::Sha256;
 
-use super::token::fill_random;
-
 type HmacSha256 = Hmac<Sha256>;
 
 const SESSION_DOMAIN: &[u8] = b"marimo-rs/session/v1\0";
 const COOKIE_NAME_DOMAIN: &[u8] = b"marimo-rs/cookie-name/v1";
+/// Domain separation for cookie keys derived from a server secret (run tokens use
+/// `marimo-rs/run-token/v1\0`, so the two never share an input).
+const COOKIE_KEY_DOMAIN: &[u8] = b"marimo-rs/cookie-key/v1\0";
 const COOKIE_NAME_PREFIX: &str = "marimo_rs_session_";
 const VERSION: &str = "v1";
 
@@ -39,18 +48,28 @@ const MAX_VALUE_LEN: usize = 1024;
 /// How many cookies with our name are tried per request.
 const MAX_CANDIDATES: usize = 4;
 
+/// The session cookie key a server secret stands for:
+/// `HMAC-SHA256(key = secret, "marimo-rs/cookie-key/v1\0")`, 32 bytes.
+pub(crate) fn key_from_secret(secret: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(COOKIE_KEY_DOMAIN);
+    mac.finalize().into_bytes().into()
+}
+
 /// The signing keys, newest first, each already loaded into an HMAC state.
 #[derive(Clone)]
 pub(crate) struct CookieKeys {
     keys: Vec<HmacSha256>,
-    name: String,
+    /// The cookie name of each key, the signing key's first, without repeats.
+    names: Vec<String>,
 }
 
 impl CookieKeys {
     /// One fresh random 32-byte key.
+    #[cfg(test)]
     pub(crate) fn random() -> Self {
         let mut key = [0u8; 32];
-        fill_random(&mut key);
+        super::token::fill_random(&mut key);
         Self::from_keys(&[&key])
     }
 
@@ -60,20 +79,25 @@ impl CookieKeys {
             .iter()
             .map(|key| HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length"))
             .collect();
-        let mut mac = keys[0].clone();
-        mac.update(COOKIE_NAME_DOMAIN);
-        let tag = mac.finalize().into_bytes();
-        let mut name = String::with_capacity(COOKIE_NAME_PREFIX.len() + 8);
-        name.push_str(COOKIE_NAME_PREFIX);
-        for byte in &tag[..4] {
-            let _ = write!(name, "{byte:02x}");
+        let mut names: Vec<String> = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let name = name_of(key);
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
-        Self { keys, name }
+        Self { keys, names }
     }
 
     /// `marimo_rs_session_` and 8 hex digits of HMAC(signing key, "marimo-rs/cookie-name/v1").
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        &self.names[0]
+    }
+
+    /// The names cookies are looked for under: the signing key's, then the other keys'.
+    #[cfg(test)]
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// A cookie value for `username`, valid until `expiry` (Unix seconds).
@@ -89,7 +113,19 @@ impl CookieKeys {
     }
 
     /// The username of a valid, unexpired cookie value, or `None`.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn verify(&self, token_digest: &[u8; 32], value: &[u8], now: u64) -> Option<String> {
+        self.verify_any(&[token_digest], value, now)
+    }
+
+    /// Like [`verify`](Self::verify), for a cookie bound to any of `token_digests` (the token
+    /// and the old tokens still accepted during a rotation).
+    pub(crate) fn verify_any(
+        &self,
+        token_digests: &[&[u8; 32]],
+        value: &[u8],
+        now: u64,
+    ) -> Option<String> {
         if value.len() > MAX_VALUE_LEN {
             return None;
         }
@@ -116,34 +152,53 @@ impl CookieKeys {
         let username = URL_SAFE_NO_PAD.decode(user).ok()?;
         let username = String::from_utf8(username).ok()?;
         let valid = self.keys.iter().any(|key| {
-            let mut state = key.clone();
-            feed(&mut state, token_digest, &username, expiry);
-            state.verify_slice(tag).is_ok()
+            token_digests.iter().any(|token_digest| {
+                let mut state = key.clone();
+                feed(&mut state, token_digest, &username, expiry);
+                state.verify_slice(tag).is_ok()
+            })
         });
         valid.then_some(username)
     }
 
     /// The username of the first valid session cookie among the `Cookie` headers.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn find_valid(
         &self,
         headers: &HeaderMap,
         token_digest: &[u8; 32],
         now: u64,
     ) -> Option<String> {
-        let name = self.name.as_bytes();
+        self.find_valid_any(headers, &[token_digest], now)
+    }
+
+    /// Like [`find_valid`](Self::find_valid), for cookies bound to any of `token_digests`.
+    /// Cookies are looked for under every accepted key's name.
+    pub(crate) fn find_valid_any(
+        &self,
+        headers: &HeaderMap,
+        token_digests: &[&[u8; 32]],
+        now: u64,
+    ) -> Option<String> {
         headers
             .get_all(COOKIE)
             .iter()
             .flat_map(|header| cookie_pieces(header.as_bytes()))
-            .filter_map(|piece| value_named(piece, name))
+            .filter_map(|piece| self.our_value(piece))
             .take(MAX_CANDIDATES)
-            .find_map(|value| self.verify(token_digest, value, now))
+            .find_map(|value| self.verify_any(token_digests, value, now))
     }
 
-    /// Removes every cookie with our name from the `Cookie` headers, keeping the others.
+    /// The value of a cookie piece named after one of our keys.
+    fn our_value<'a>(&self, piece: &'a [u8]) -> Option<&'a [u8]> {
+        self.names
+            .iter()
+            .find_map(|name| value_named(piece, name.as_bytes()))
+    }
+
+    /// Removes every cookie with one of our names from the `Cookie` headers, keeping the others.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
-        let name = self.name.as_bytes();
-        let ours = |piece: &[u8]| value_named(piece, name).is_some();
+        let ours = |piece: &[u8]| self.our_value(piece).is_some();
         let mut found = false;
         let mut kept: Vec<HeaderValue> = Vec::new();
         for header in headers.get_all(COOKIE) {
@@ -173,6 +228,19 @@ impl CookieKeys {
             }
         }
     }
+}
+
+/// `marimo_rs_session_` and 8 hex digits of HMAC(key, "marimo-rs/cookie-name/v1").
+fn name_of(key: &HmacSha256) -> String {
+    let mut mac = key.clone();
+    mac.update(COOKIE_NAME_DOMAIN);
+    let tag = mac.finalize().into_bytes();
+    let mut name = String::with_capacity(COOKIE_NAME_PREFIX.len() + 8);
+    name.push_str(COOKIE_NAME_PREFIX);
+    for byte in &tag[..4] {
+        let _ = write!(name, "{byte:02x}");
+    }
+    name
 }
 
 fn feed(state: &mut HmacSha256, token_digest: &[u8; 32], username: &str, expiry: u64) {
@@ -288,6 +356,81 @@ mod tests {
             rotated.name(),
             CookieKeys::from_keys(&[b"new"]).name(),
             "the signing key names the cookie"
+        );
+    }
+
+    #[test]
+    fn rotated_keys_find_cookies_under_every_accepted_name() {
+        let old = CookieKeys::from_keys(&[b"old"]);
+        let rotated = CookieKeys::from_keys(&[b"new", b"old", b"new"]);
+        assert_eq!(
+            rotated.names(),
+            [rotated.name(), old.name()],
+            "one name per key"
+        );
+        assert_ne!(rotated.name(), old.name());
+        let from_old = old.mint(&digest("t"), "ada", 2_000);
+        let mut headers = HeaderMap::new();
+        let cookie = format!("a=1; {}={from_old}; b=2", old.name());
+        headers.insert(COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        assert_eq!(
+            rotated.find_valid(&headers, &digest("t"), 1_000),
+            Some("ada".to_owned()),
+            "a cookie named after an old key is still found"
+        );
+        let only_new = CookieKeys::from_keys(&[b"new"]);
+        assert_eq!(only_new.find_valid(&headers, &digest("t"), 1_000), None);
+        let from_new = rotated.mint(&digest("t"), "bob", 2_000);
+        headers.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("{}={from_new}", rotated.name())).unwrap(),
+        );
+        rotated.strip(&mut headers);
+        let left: Vec<&str> = headers
+            .get_all(COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            left,
+            ["a=1; b=2"],
+            "cookies under every accepted name are stripped"
+        );
+    }
+
+    #[test]
+    fn cookies_bound_to_an_old_token_verify_when_it_is_listed() {
+        let keys = CookieKeys::from_keys(&[b"k"]);
+        let old_token = keys.mint(&digest("old"), "ada", 2_000);
+        assert_eq!(keys.verify(&digest("new"), old_token.as_bytes(), 1), None);
+        assert_eq!(
+            keys.verify_any(&[&digest("new"), &digest("old")], old_token.as_bytes(), 1),
+            Some("ada".to_owned())
+        );
+        assert_eq!(keys.verify_any(&[], old_token.as_bytes(), 1), None);
+    }
+
+    #[test]
+    fn keys_from_secrets_follow_the_documented_derivation() {
+        let mut mac = HmacSha256::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"marimo-rs/cookie-key/v1\0");
+        let expected: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(key_from_secret(b"s3cret"), expected);
+        assert_ne!(key_from_secret(b"s3cret"), key_from_secret(b"other"));
+        // Not the run token's derivation: the domains differ.
+        let mut run = HmacSha256::new_from_slice(b"s3cret").unwrap();
+        run.update(b"marimo-rs/run-token/v1\0");
+        assert_ne!(run.finalize().into_bytes()[..], expected[..]);
+        // Pinned (computed independently): replicas of different releases must agree.
+        let pinned = key_from_secret(b"marimo-rs");
+        let hex: String = pinned.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "876cd1be454e4ce21bbf7861c21841d44b6d2f404d7f138fe51031dd733bfa42"
+        );
+        assert_eq!(
+            CookieKeys::from_keys(&[&pinned]).name(),
+            "marimo_rs_session_f84eb422"
         );
     }
 

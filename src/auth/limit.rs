@@ -107,7 +107,12 @@ impl Limiter {
         Self::with_shards(burst, per, max_tracked, SHARDS)
     }
 
-    pub(crate) fn with_shards(burst: u32, per: Duration, max_tracked: usize, shards: usize) -> Self {
+    pub(crate) fn with_shards(
+        burst: u32,
+        per: Duration,
+        max_tracked: usize,
+        shards: usize,
+    ) -> Self {
         assert!(burst > 0, "the burst must be at least 1");
         assert!(!per.is_zero(), "the refill period must not be zero");
         let shards = shards.max(1);
@@ -133,14 +138,6 @@ impl Limiter {
             shard_cap: max_tracked.div_ceil(shards).max(1),
             overflow: Mutex::new(0),
         }
-    }
-
-    pub(crate) fn burst(&self) -> u32 {
-        self.burst
-    }
-
-    pub(crate) fn per(&self) -> Duration {
-        self.per
     }
 
     /// Nanoseconds since this limiter was made.
@@ -186,13 +183,18 @@ impl Limiter {
     }
 
     /// How many addresses are tracked now.
+    #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).buckets.len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).buckets.len())
+            .sum()
     }
 
     /// Bytes the address maps hold, from their capacity and hashbrown's layout: one
     /// `(key, arrival time)` slot and one control byte per bucket, buckets a power of two at
     /// most 7/8 full.
+    #[cfg(test)]
     pub(crate) fn table_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(ClientKey, u64)>() + 1;
         self.shards
@@ -296,7 +298,9 @@ impl IpNet {
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -323,7 +327,11 @@ impl fmt::Debug for IpNet {
 /// it got the request from, so entries to the right of the first untrusted one are true and
 /// the ones to its left may be forged). An entry that is not an IP address stops the walk at
 /// the last trusted hop. No peer address: [`ClientKey::Unknown`].
-pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
     let mut client = peer?.to_canonical();
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(client) {
@@ -348,13 +356,17 @@ pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Ip
 }
 
 /// The bucket key of a request from `peer` with these headers.
-pub(crate) fn client_key(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> ClientKey {
+pub(crate) fn client_key(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> ClientKey {
     client_ip(peer, headers, trusted).map_or(ClientKey::Unknown, ClientKey::of)
 }
 
 /// One `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, with or without a
 /// port.
-fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+pub(super) fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(hop).ok()?;
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip.to_canonical());
@@ -428,7 +440,8 @@ mod tests {
         let limiter = Limiter::new(3, Duration::from_secs(60), 100);
         let mut allowed = 0;
         for host in 0..100u128 {
-            let ip = Ipv6Addr::from(u128::from("2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()) + host);
+            let ip =
+                Ipv6Addr::from(u128::from("2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()) + host);
             allowed += usize::from(limiter.acquire(ClientKey::of(IpAddr::V6(ip)), 0).is_ok());
         }
         assert_eq!(allowed, 3);
@@ -445,7 +458,10 @@ mod tests {
         let overflowed = (20_000..20_100u32)
             .filter(|&i| limiter.acquire(ClientKey::V4(i), 0).is_ok())
             .count();
-        assert_eq!(overflowed, 0, "the overflow bucket was drained by the first flood");
+        assert_eq!(
+            overflowed, 0,
+            "the overflow bucket was drained by the first flood"
+        );
         // Once the buckets are full again (after `per`) sweeps make room: new addresses get
         // buckets of their own.
         let fresh = (100_000..100_800u32)
@@ -459,7 +475,8 @@ mod tests {
     fn one_million_addresses_stay_under_the_cap() {
         // The figure for SECURITY.md: `cargo test --lib auth::limit -- --nocapture`.
         for shards in [1, SHARDS] {
-            let limiter = Limiter::with_shards(10, Duration::from_secs(60), DEFAULT_MAX_TRACKED, shards);
+            let limiter =
+                Limiter::with_shards(10, Duration::from_secs(60), DEFAULT_MAX_TRACKED, shards);
             let start = Instant::now();
             let mut limited = 0usize;
             for i in 0..1_000_000u32 {
@@ -512,7 +529,9 @@ mod tests {
                 thread.join().unwrap();
             }
             let per_op = start.elapsed().as_nanos() as f64 / 400_000.0;
-            println!("limiter contention ({shards} shard(s), 2 threads): {per_op:.0} ns/acquire+refund");
+            println!(
+                "limiter contention ({shards} shard(s), 2 threads): {per_op:.0} ns/acquire+refund"
+            );
             assert_eq!(limiter.tracked(), 8192);
         }
     }
@@ -534,7 +553,15 @@ mod tests {
         assert!(all.contains("8.8.8.8".parse().unwrap()));
         let mapped = IpNet::parse("::ffff:192.168.0.0/112").unwrap();
         assert!(mapped.contains("192.168.3.4".parse().unwrap()));
-        for bad in ["", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/+8", "host", "10.0.0.0/8/8"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "host",
+            "10.0.0.0/8/8",
+        ] {
             assert!(IpNet::parse(bad).is_none(), "{bad}");
         }
     }
@@ -556,17 +583,29 @@ mod tests {
             Some("203.0.113.9".parse().unwrap())
         );
         // From anyone else the header is ignored.
-        assert_eq!(client_ip(Some(outsider), &headers, &trusted), Some(outsider));
+        assert_eq!(
+            client_ip(Some(outsider), &headers, &trusted),
+            Some(outsider)
+        );
         assert_eq!(client_ip(Some(proxy), &headers, &[]), Some(proxy));
         // No header: the proxy itself.
-        assert_eq!(client_ip(Some(proxy), &HeaderMap::new(), &trusted), Some(proxy));
+        assert_eq!(
+            client_ip(Some(proxy), &HeaderMap::new(), &trusted),
+            Some(proxy)
+        );
         // Garbage stops the walk at the last trusted hop.
         let mut garbage = HeaderMap::new();
-        garbage.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, nonsense"));
+        garbage.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, nonsense"),
+        );
         assert_eq!(client_ip(Some(proxy), &garbage, &trusted), Some(proxy));
         // Ports and brackets are tolerated.
         let mut ported = HeaderMap::new();
-        ported.insert("x-forwarded-for", HeaderValue::from_static("[2001:db8::1]:443"));
+        ported.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("[2001:db8::1]:443"),
+        );
         assert_eq!(
             client_ip(Some(proxy), &ported, &trusted),
             Some("2001:db8::1".parse().unwrap())
@@ -578,7 +617,10 @@ mod tests {
         );
         // Every hop trusted: the left-most.
         let mut inner = HeaderMap::new();
-        inner.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9, 10.0.0.3"));
+        inner.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.9.9.9, 10.0.0.3"),
+        );
         assert_eq!(
             client_ip(Some(proxy), &inner, &trusted),
             Some("10.9.9.9".parse().unwrap())

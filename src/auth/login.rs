@@ -21,6 +21,9 @@ pub(crate) const LOGIN_PATH: &str = "/auth/login";
 /// Largest login form body read.
 pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
+/// How long a client may take to send the login form's body (slow-body clients).
+pub(crate) const FORM_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f6f7;color:#111;\
 display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}\
 form{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);\
@@ -91,10 +94,21 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     if declared_too_long {
         return too_large();
     }
-    let form: Bytes = match Limited::new(body, MAX_FORM_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
+    let read = tokio::time::timeout(
+        FORM_READ_TIMEOUT,
+        Limited::new(body, MAX_FORM_BYTES).collect(),
+    );
+    let form: Bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
+        Err(_) => {
+            let mut response = plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
     };
     let (mut password, mut next) = (None, None);
     for (key, value) in form_urlencoded::parse(&form) {
@@ -114,7 +128,7 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         Ok(permit) => permit,
         Err(wait) => return limited(next, wait),
     };
-    if !config.token.matches(password.as_bytes()) {
+    if !config.token_matches(password.as_bytes()) {
         tracing::debug!("login with a wrong password");
         return page(next, Some("Invalid password"));
     }

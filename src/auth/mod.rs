@@ -67,7 +67,7 @@ const UNAUTHORIZED_BODY: &str = r#"{"detail":"Authorization header required"}"#;
 ///
 /// The defaults: browsers that are not signed in are sent to the login form; session cookies
 /// last 14 days, are signed with a random key made when the layer is created (so they do not
-/// survive a restart), get `Path=/` unless a base path is known, and are `Secure` when the
+/// survive a restart and other replicas reject them: see [`secret`](AuthLayer::secret)), get `Path=/` unless a base path is known, and are `Secure` when the
 /// request came over HTTPS. `Debug` shows the options but never the token or the key.
 ///
 /// ```
@@ -111,6 +111,12 @@ pub struct AuthLayer {
 pub(crate) struct Config {
     token: Token,
     keys: CookieKeys,
+    /// The key that signs session cookies (random, given, or derived from the secret).
+    signing_key: Vec<u8>,
+    /// Keys that still verify session cookies (derived from the old secrets).
+    old_keys: Vec<Vec<u8>>,
+    /// Tokens that are still accepted besides `token`, during a rotation.
+    old_tokens: Vec<Token>,
     max_age: u64,
     /// Where browsers reach the service root, `""` for the host root; `None` if unknown.
     base_path: Option<String>,
@@ -123,6 +129,10 @@ pub(crate) struct Config {
     trusted_proxies: Vec<IpNet>,
 }
 
+/// How many old secrets or old tokens a layer accepts: each one multiplies the work of
+/// checking a forged cookie.
+const MAX_OLD: usize = 4;
+
 impl AuthLayer {
     /// Authentication with `token` and the default options.
     ///
@@ -130,10 +140,15 @@ impl AuthLayer {
     ///
     /// If the operating system cannot provide random bytes for the cookie key.
     pub fn new(token: Token) -> Self {
+        let mut signing_key = vec![0u8; 32];
+        token::fill_random(&mut signing_key);
         Self {
             config: Arc::new(Config {
                 token,
-                keys: CookieKeys::random(),
+                keys: CookieKeys::from_keys(&[&signing_key]),
+                signing_key,
+                old_keys: Vec::new(),
+                old_tokens: Vec::new(),
                 max_age: DEFAULT_MAX_AGE.as_secs(),
                 base_path: None,
                 secure_cookie: None,
@@ -199,7 +214,116 @@ impl AuthLayer {
                 "the session cookie key is shorter than 32 bytes"
             );
         }
-        self.config_mut().keys = CookieKeys::from_keys(&[key]);
+        let config = self.config_mut();
+        config.signing_key = key.to_vec();
+        config.rebuild_keys();
+        self
+    }
+
+    /// Derives the session cookie key from a server secret shared by every replica, so that
+    /// replicas given the same secret accept each other's cookies and a restart keeps everyone
+    /// signed in. Replaces [`cookie_key`](Self::cookie_key). Use at least 32 random bytes
+    /// (`openssl rand -base64 32`).
+    ///
+    /// The key is `HMAC-SHA256(key = secret, "marimo-rs/cookie-key/v1\0")`; run-mode tokens
+    /// derived from the same secret ([`Token::from_code_with_secret`]) use another domain
+    /// string, `"marimo-rs/run-token/v1\0"`, so neither value tells anything about the other.
+    /// The [cookie name](Self::cookie_name) follows from the key.
+    ///
+    /// ```
+    /// use marimo_rs::{AuthLayer, Token};
+    ///
+    /// let one = AuthLayer::new(Token::new("t")).secret("a shared secret of 32 bytes or more");
+    /// let two = AuthLayer::new(Token::new("t")).secret("a shared secret of 32 bytes or more");
+    /// assert_eq!(one.cookie_name(), two.cookie_name());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `secret` is empty.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
+        assert!(!secret.is_empty(), "AuthLayer::secret: the secret is empty");
+        if secret.len() < 32 {
+            tracing::warn!(
+                length = secret.len(),
+                "the server secret is shorter than 32 bytes"
+            );
+        }
+        let config = self.config_mut();
+        config.signing_key = cookie::key_from_secret(secret).to_vec();
+        config.rebuild_keys();
+        self
+    }
+
+    /// Secrets that [`secret`](Self::secret) replaced and whose session cookies are still
+    /// accepted, for rotating the secret without signing everyone out: the current secret
+    /// signs, every listed one verifies. A cookie is named after the key that signed it, so
+    /// cookies are looked for under each accepted key's name. Keep an old secret for as long as
+    /// its cookies last ([`cookie_max_age`](Self::cookie_max_age), 14 days by default), then
+    /// drop it. Replaces the list given before; at most 4.
+    ///
+    /// Run-mode tokens derived from the old secrets are not accepted by this alone: pass them
+    /// to [`old_tokens`](Self::old_tokens) (the `marimo-rs` command does).
+    ///
+    /// # Panics
+    ///
+    /// If a secret is empty, or more than 4 are given.
+    pub fn old_secrets<I, T>(mut self, secrets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let old_keys: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .map(|secret| {
+                let secret = secret.as_ref();
+                assert!(
+                    !secret.is_empty(),
+                    "AuthLayer::old_secrets: an old secret is empty"
+                );
+                cookie::key_from_secret(secret).to_vec()
+            })
+            .collect();
+        assert!(
+            old_keys.len() <= MAX_OLD,
+            "AuthLayer::old_secrets: at most {MAX_OLD} old secrets"
+        );
+        let config = self.config_mut();
+        config.old_keys = old_keys;
+        config.rebuild_keys();
+        self
+    }
+
+    /// Tokens that still open the service besides the layer's own, during a rotation: they
+    /// are accepted as credentials (`access_token`, Bearer, Basic, the login form) and the
+    /// session cookies signed while they were the token stay valid. New cookies are bound to
+    /// the layer's own token. Replaces the list given before; at most 4.
+    ///
+    /// ```
+    /// use marimo_rs::{AuthLayer, Token};
+    ///
+    /// let code = "import marimo\napp = marimo.App()\n";
+    /// let layer = AuthLayer::new(Token::from_code_with_secret(code, b"new secret"))
+    ///     .secret(b"new secret")
+    ///     .old_secrets([b"old secret"])
+    ///     .old_tokens([Token::from_code_with_secret(code, b"old secret")]);
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If more than 4 tokens are given.
+    pub fn old_tokens<I>(mut self, tokens: I) -> Self
+    where
+        I: IntoIterator<Item = Token>,
+    {
+        let tokens: Vec<Token> = tokens.into_iter().collect();
+        assert!(
+            tokens.len() <= MAX_OLD,
+            "AuthLayer::old_tokens: at most {MAX_OLD} old tokens"
+        );
+        self.config_mut().old_tokens = tokens;
         self
     }
 
@@ -331,7 +455,8 @@ impl AuthLayer {
 
     /// The name of the session cookie: `marimo_rs_session_` and 8 hex digits derived from the
     /// signing key (not from the token), so that gateways with different keys on one host keep
-    /// their cookies apart.
+    /// their cookies apart. Each [old secret](Self::old_secrets) names its own cookies, and
+    /// cookies are looked for under all these names, so a rotation signs nobody out.
     ///
     /// ```
     /// use marimo_rs::{AuthLayer, Token};
@@ -369,6 +494,8 @@ impl fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("login_limit", &self.limiter)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("old_cookie_keys", &self.old_keys.len())
+            .field("old_tokens", &self.old_tokens.len())
             .finish_non_exhaustive()
     }
 }
@@ -515,6 +642,23 @@ where
 }
 
 impl Config {
+    /// Whether `candidate` is the token or one of the old tokens still accepted.
+    pub(crate) fn token_matches(&self, candidate: &[u8]) -> bool {
+        // Every token is checked, so the time taken does not tell which one matched.
+        let mut matched = self.token.matches(candidate);
+        for old in &self.old_tokens {
+            matched |= old.matches(candidate);
+        }
+        matched
+    }
+
+    /// `keys` from `signing_key` and `old_keys`.
+    fn rebuild_keys(&mut self) {
+        let mut keys: Vec<&[u8]> = vec![&self.signing_key];
+        keys.extend(self.old_keys.iter().map(Vec::as_slice));
+        self.keys = CookieKeys::from_keys(&keys);
+    }
+
     /// Decides about a request that is not for the login form: `Some(response)` to answer it
     /// here, `None` to send it in (then credentials are stripped and a [`User`] is attached).
     fn check(&self, req: &mut Request<Body>) -> Option<Response<Body>> {
@@ -555,9 +699,11 @@ impl Config {
     /// `Err(wait)` when the client's login limit is used up (the credential was not checked).
     fn authenticate(&self, req: &Request<Body>) -> Result<Option<(String, bool)>, Duration> {
         let headers = req.headers();
-        let digest = self.token.digest();
         if headers.contains_key(header::COOKIE) {
-            if let Some(user) = self.keys.find_valid(headers, digest, unix_now()) {
+            let mut digests = Vec::with_capacity(1 + self.old_tokens.len());
+            digests.push(self.token.digest());
+            digests.extend(self.old_tokens.iter().map(Token::digest));
+            if let Some(user) = self.keys.find_valid_any(headers, &digests, unix_now()) {
                 return Ok(Some((user, false)));
             }
         }
@@ -567,11 +713,14 @@ impl Config {
         }
         let permit = self.take_attempt(req.extensions(), headers)?;
         let by_query =
-            query_token.is_some_and(|candidate| self.token.matches(candidate.as_bytes()));
+            query_token.is_some_and(|candidate| self.token_matches(candidate.as_bytes()));
         let found = if by_query {
             Some((DEFAULT_USER.to_owned(), true))
         } else {
-            from_authorization(headers, &self.token).map(|user| (user, false))
+            std::iter::once(&self.token)
+                .chain(&self.old_tokens)
+                .find_map(|token| from_authorization(headers, token))
+                .map(|user| (user, false))
         };
         if found.is_some() {
             self.refund_attempt(permit);

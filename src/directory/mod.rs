@@ -324,9 +324,8 @@ impl Inner {
         if found.rest.is_empty() {
             return add_slash(&found.prefix, parts.uri.query());
         }
-        let service = match self.service_for(&found) {
-            Ok(service) => service,
-            Err(response) => return response,
+        let Some(service) = self.service_for(&found) else {
+            return too_busy();
         };
         let file = self.directory.join(&found.relative);
         if enter(&mut parts, &found, file).is_err() {
@@ -339,14 +338,15 @@ impl Inner {
     }
 
     /// The cached service for `found`, or a new backend for it (making room if needed).
-    fn service_for(&self, found: &resolve::Resolved) -> Result<MountService, Response<Body>> {
+    /// `None` when the limit is reached and every backend has an open WebSocket.
+    fn service_for(&self, found: &resolve::Resolved) -> Option<MountService> {
         if let Some(service) = self.cached(found) {
-            return Ok(service);
+            return Some(service);
         }
         let mut entries = self.entries.lock().expect("directory lock");
         if let Some(entry) = entries.get(&found.relative) {
             if entry.canonical == found.canonical {
-                return Ok(entry.service.clone());
+                return Some(entry.service.clone());
             }
         }
         if let Some(stale) = entries.remove(&found.relative) {
@@ -365,7 +365,7 @@ impl Inner {
                     "every notebook backend of this directory has an open WebSocket; \
                      refusing to start another"
                 );
-                return Err(too_busy());
+                return None;
             };
             if let Some(entry) = entries.remove(&victim) {
                 tracing::info!(
@@ -391,7 +391,7 @@ impl Inner {
                 service: service.clone(),
             },
         );
-        Ok(service)
+        Some(service)
     }
 
     /// The cached service, if the cached file is still the one `found` resolved to. A name
@@ -457,7 +457,10 @@ impl Inner {
         }
         let mut entries = self.entries.lock().expect("directory lock");
         for (relative, canonical) in stale {
-            if entries.get(&relative).is_some_and(|e| e.canonical == canonical) {
+            if entries
+                .get(&relative)
+                .is_some_and(|e| e.canonical == canonical)
+            {
                 if let Some(entry) = entries.remove(&relative) {
                     tracing::info!(
                         mount = %self.mount,
@@ -624,9 +627,18 @@ mod tests {
             PathBuf::from("javascript:alert(1).py"),
         ]);
         assert!(page.contains(r#"<a href="./sales/">sales</a>"#), "{page}");
-        assert!(page.contains(r#"<a href="./team/q3/">team/q3</a>"#), "{page}");
-        assert!(page.contains(r#"<a href="./a%26b%20%3Cc%3E/">a&amp;b &lt;c&gt;</a>"#), "{page}");
-        assert!(page.contains(r#"href="./javascript%3Aalert%281%29/""#), "{page}");
+        assert!(
+            page.contains(r#"<a href="./team/q3/">team/q3</a>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"<a href="./a%26b%20%3Cc%3E/">a&amp;b &lt;c&gt;</a>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"href="./javascript%3Aalert%281%29/""#),
+            "{page}"
+        );
         assert!(index_page(&[]).contains("No notebooks."));
     }
 
@@ -635,6 +647,9 @@ mod tests {
         let response = add_slash("/team/q3", Some("a=1&b=2"));
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(response.headers()[header::LOCATION], "q3/?a=1&b=2");
-        assert_eq!(add_slash("/sales", None).headers()[header::LOCATION], "sales/");
+        assert_eq!(
+            add_slash("/sales", None).headers()[header::LOCATION],
+            "sales/"
+        );
     }
 }

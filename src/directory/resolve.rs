@@ -14,6 +14,9 @@ use percent_encoding::percent_decode;
 
 /// How many times a segment is percent-decoded when looking for a hidden `..`.
 const DECODE_ROUNDS: usize = 4;
+/// How many leading segments may name a notebook (`a/b/…/nb.py` at most this deep): bounds
+/// the file system lookups one request can cause.
+const MAX_NAME_SEGMENTS: usize = 16;
 /// How deep the index page looks into subdirectories (marimo's `DirectoryScanner.MAX_DEPTH`).
 const LIST_MAX_DEPTH: usize = 5;
 /// How many notebooks the index page lists at most (marimo's `DirectoryScanner.MAX_FILES`).
@@ -23,7 +26,14 @@ const SCAN_BYTES: u64 = 1024 * 1024;
 /// What is read first (enough for nearly every notebook).
 const FAST_SCAN_BYTES: u64 = 4096;
 /// Directories the index page never enters (besides hidden and `_` ones).
-const SKIP_DIRS: [&str; 6] = ["venv", "node_modules", "site-packages", "build", "dist", "eggs"];
+const SKIP_DIRS: [&str; 6] = [
+    "venv",
+    "node_modules",
+    "site-packages",
+    "build",
+    "dist",
+    "eggs",
+];
 
 /// A request path that names a notebook.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,7 +61,11 @@ pub(crate) fn resolve(directory: &Path, path: &str) -> Option<Resolved> {
     // Resolved now, not at build time: the directory may be a symlink that is re-pointed.
     let root = directory.canonicalize().ok()?;
     // Names are checked from the left: a bad segment rules out every candidate containing it.
-    let names: Vec<String> = segments.iter().map_while(|s| name_segment(s)).collect();
+    let names: Vec<String> = segments
+        .iter()
+        .take(MAX_NAME_SEGMENTS)
+        .map_while(|s| name_segment(s))
+        .collect();
     for count in (1..=names.len()).rev() {
         let mut relative: PathBuf = names[..count - 1].iter().collect();
         relative.push(format!("{}.py", names[count - 1]));
@@ -103,7 +117,9 @@ fn is_visible_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !name.starts_with('_')
-        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
 /// Whether a segment, decoded up to [`DECODE_ROUNDS`] times, is `.`/`..` (alone or around a
@@ -140,7 +156,9 @@ pub(crate) fn is_marimo_notebook(file: &Path) -> bool {
     let mut reader = file.take(SCAN_BYTES);
     let mut content = Vec::new();
     // The markers are near the top of a notebook: look at a small head first.
-    let head = (&mut reader).take(FAST_SCAN_BYTES).read_to_end(&mut content);
+    let head = (&mut reader)
+        .take(FAST_SCAN_BYTES)
+        .read_to_end(&mut content);
     let found = |content: &[u8]| {
         let has = |marker: &[u8]| content.windows(marker.len()).any(|w| w == marker);
         has(b"import marimo") && has(b"marimo.App")
@@ -207,7 +225,14 @@ fn walk(
                 && !SKIP_DIRS.contains(&name.as_str())
                 && visited.insert(canonical.clone())
             {
-                walk(root, &canonical, relative.join(&name), depth + 1, visited, found);
+                walk(
+                    root,
+                    &canonical,
+                    relative.join(&name),
+                    depth + 1,
+                    visited,
+                    found,
+                );
             }
         } else if metadata.is_file()
             && name.ends_with(".py")
@@ -263,13 +288,36 @@ mod tests {
         let d = dir.path();
         assert_eq!(found(d, "/sales"), some("sales.py", "/sales", ""));
         assert_eq!(found(d, "/sales/"), some("sales.py", "/sales", "/"));
-        assert_eq!(found(d, "/sales/assets/x.js"), some("sales.py", "/sales", "/assets/x.js"));
-        assert_eq!(found(d, "/team/q3/ws"), some("team/q3.py", "/team/q3", "/ws"));
-        assert_eq!(found(d, "/team/other/"), some("team.py", "/team", "/other/"));
-        assert_eq!(found(d, "/a/b/c/deep/"), some("a/b/c/deep.py", "/a/b/c/deep", "/"));
-        assert_eq!(found(d, "/my%20report/"), some("my report.py", "/my%20report", "/"));
+        assert_eq!(
+            found(d, "/sales/assets/x.js"),
+            some("sales.py", "/sales", "/assets/x.js")
+        );
+        assert_eq!(
+            found(d, "/team/q3/ws"),
+            some("team/q3.py", "/team/q3", "/ws")
+        );
+        assert_eq!(
+            found(d, "/team/other/"),
+            some("team.py", "/team", "/other/")
+        );
+        assert_eq!(
+            found(d, "/a/b/c/deep/"),
+            some("a/b/c/deep.py", "/a/b/c/deep", "/")
+        );
+        assert_eq!(
+            found(d, "/my%20report/"),
+            some("my report.py", "/my%20report", "/")
+        );
         // The notebook's own path may use names that are not notebook names.
-        assert_eq!(found(d, "/sales/_x/.y"), some("sales.py", "/sales", "/_x/.y"));
+        assert_eq!(
+            found(d, "/sales/_x/.y"),
+            some("sales.py", "/sales", "/_x/.y")
+        );
+        let long = format!("/sales{}", "/x".repeat(100));
+        assert_eq!(
+            found(d, &long),
+            some("sales.py", "/sales", &long["/sales".len()..])
+        );
         let canonical = resolve(d, "/team/q3/").unwrap().canonical;
         assert_eq!(canonical, d.canonicalize().unwrap().join("team/q3.py"));
     }
@@ -334,8 +382,12 @@ mod tests {
         assert_eq!(locate(d, Path::new("evil.py")), None);
         let listed = list_notebooks(d);
         assert!(listed.contains(&PathBuf::from("alias.py")));
-        assert!(!listed.iter().any(|p| p.starts_with("out") || p.ends_with("evil.py")));
-        assert!(!listed.iter().any(|p| p.ends_with("sneaky.py") || p.ends_with("text.py")));
+        assert!(!listed
+            .iter()
+            .any(|p| p.starts_with("out") || p.ends_with("evil.py")));
+        assert!(!listed
+            .iter()
+            .any(|p| p.ends_with("sneaky.py") || p.ends_with("text.py")));
     }
 
     #[test]
@@ -364,7 +416,16 @@ mod tests {
             .iter()
             .map(|p| p.to_str().unwrap().to_owned())
             .collect();
-        assert_eq!(listed, ["a/b/c/deep.py", "my report.py", "sales.py", "team.py", "team/q3.py"]);
+        assert_eq!(
+            listed,
+            [
+                "a/b/c/deep.py",
+                "my report.py",
+                "sales.py",
+                "team.py",
+                "team/q3.py"
+            ]
+        );
     }
 
     #[test]

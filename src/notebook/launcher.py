@@ -38,7 +38,13 @@ class Identity:
     """ASGI middleware: the gateway's identity header -> scope["user"], scope["meta"]."""
 
     def __init__(self, app):
+        # Starlette user objects: marimo reads them as attributes (`request.user.is_authenticated`)
+        # and turns them into the dict `mo.app_meta().request.user` shows.
+        from starlette.authentication import SimpleUser, UnauthenticatedUser
+
         self.app = app
+        self.signed_in = SimpleUser
+        self.anonymous = UnauthenticatedUser
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
@@ -50,18 +56,16 @@ class Identity:
                     raw = value
                 else:
                     kept.append((name, value))
+            scope = dict(scope)
+            scope["headers"] = kept
+            # Without the gateway's header nobody is signed in: say so, rather than letting
+            # marimo's disabled auth report everyone as its placeholder "user".
+            scope["user"] = self.anonymous()
             if raw is not None:
-                scope = dict(scope)
-                scope["headers"] = kept
                 try:
                     padded = raw + b"=" * (-len(raw) % 4)
                     identity = json.loads(base64.urlsafe_b64decode(padded))
-                    name = str(identity.get("name", ""))
-                    scope["user"] = {
-                        "username": name,
-                        "display_name": name,
-                        "is_authenticated": True,
-                    }
+                    scope["user"] = self.signed_in(str(identity.get("name", "")))
                     meta = identity.get("meta")
                     if isinstance(meta, dict):
                         scope["meta"] = meta

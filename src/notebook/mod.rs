@@ -5,6 +5,7 @@ mod assets;
 pub(crate) mod process;
 pub(crate) mod python;
 mod service;
+mod sessions;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,7 +193,10 @@ impl Backends {
             self.launcher.clone(),
             self.options.clone(),
         );
-        self.all.lock().expect("backends lock").push(backend.clone());
+        self.all
+            .lock()
+            .expect("backends lock")
+            .push(backend.clone());
         backend
     }
 

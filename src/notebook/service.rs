@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::process::{Backend, Status};
+use super::sessions::{self, Sessions};
 use super::Mode;
 use crate::auth::origin;
 use crate::builder::box_service;
@@ -30,14 +31,23 @@ pub(crate) struct NotebookService {
     backend: Backend,
     notebook: Arc<PathBuf>,
     api_wait: Duration,
+    /// The marimo sessions whose WebSockets this service tunnels.
+    sessions: Arc<Sessions>,
 }
 
 impl NotebookService {
     pub(crate) fn new(backend: Backend, notebook: PathBuf, api_wait: Duration) -> Self {
+        // marimo's session_ttl: 120 s by default in run mode, for ever in the editor.
+        let ttl = match (backend.options().marimo.session_ttl, backend.core().mode) {
+            (Some(secs), _) => Some(Duration::from_secs(secs)),
+            (None, Mode::Run) => Some(Duration::from_secs(120)),
+            (None, Mode::Edit) => None,
+        };
         Self {
             backend,
             notebook: Arc::new(notebook),
             api_wait,
+            sessions: Sessions::new(ttl),
         }
     }
 
@@ -77,11 +87,35 @@ impl NotebookService {
                 tracing::debug!(backend = %self.backend.core().label, "WebSocket from a foreign origin refused");
                 return crate::router::plain_response(StatusCode::FORBIDDEN, "Forbidden");
             }
-            let guard = self.backend.tunnel_guard();
-            return upstream
-                .tunnel(req, guard)
-                .await
-                .unwrap_or_else(|error| self.proxy_failed(error));
+            // The session is recorded once the backend accepted the socket; the tunnel holds
+            // the record (through `slot`) for as long as it is open.
+            let session = sessions::from_query(&req);
+            let slot = Arc::new(std::sync::Mutex::new(None));
+            let guard = (self.backend.tunnel_guard(), Arc::clone(&slot));
+            let response = match upstream.tunnel(req, guard).await {
+                Ok(response) => response,
+                Err(error) => return self.proxy_failed(error),
+            };
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(id) = session {
+                    let record = self.sessions.open(&id, self.backend.pid());
+                    *slot.lock().expect("session slot") = record;
+                }
+            }
+            return response;
+        }
+        // A call for a marimo session whose WebSocket is not here (another replica has it) is
+        // refused with a retryable error rather than forwarded to a backend that lacks it.
+        if let Some(id) = sessions::from_api_call(&req) {
+            let pid = self.backend.pid();
+            if !self.sessions.knows_within(id, pid, sessions::GRACE).await {
+                tracing::debug!(
+                    backend = %self.backend.core().label,
+                    session = id,
+                    "API call for a marimo session this server does not hold"
+                );
+                return sessions::elsewhere();
+            }
         }
         // The editor needs the real path: it sends it back when saving.
         let rewrite = page

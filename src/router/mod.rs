@@ -12,6 +12,8 @@
 //! mount can't be reached under a second spelling. What follows the prefix is passed on
 //! byte for byte.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod path;
 
 use std::convert::Infallible;
@@ -110,13 +112,17 @@ impl Router {
         })
     }
 
+    /// Where a request for `path` goes: the mount with the longest prefix, else the root mount.
+    fn target(&self, path: &str) -> Option<Target> {
+        match self.table.matcher.at(path) {
+            Ok(found) => Some(*found.value),
+            Err(_) => self.table.root.map(Target::Forward),
+        }
+    }
+
     fn route(&self, mut req: Request<Body>) -> RouteFuture {
         let table = &self.table;
-        let target = match table.matcher.at(req.uri().path()) {
-            Ok(found) => Some(*found.value),
-            Err(_) => table.root.map(Target::Forward),
-        };
-        let index = match target {
+        let index = match self.target(req.uri().path()) {
             None => return RouteFuture::ready(not_found()),
             Some(Target::AddSlash(index)) => {
                 return RouteFuture::ready(add_slash(req.uri(), &table.mounts[index].0))

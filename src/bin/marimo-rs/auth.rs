@@ -8,7 +8,89 @@ use marimo_rs::Token;
 use crate::cli::AuthArgs;
 use crate::error::CliError;
 
+/// The server secret replicas share (`MARIMO_RS_SECRET`), and the secrets it replaced whose
+/// sessions are still accepted (`MARIMO_RS_OLD_SECRETS`, comma-separated). Both are taken as
+/// bytes, as given (not trimmed).
+pub(crate) struct Secrets {
+    pub(crate) current: Vec<u8>,
+    pub(crate) old: Vec<Vec<u8>>,
+}
+
+const OLD_SECRETS_ENV: &str = "MARIMO_RS_OLD_SECRETS";
+
+/// The secrets from the environment, `None` when `MARIMO_RS_SECRET` is unset or empty.
+pub(crate) fn secrets_from_env() -> Result<Option<Secrets>, CliError> {
+    parse_secrets(
+        std::env::var_os("MARIMO_RS_SECRET"),
+        std::env::var_os(OLD_SECRETS_ENV),
+    )
+}
+
+fn parse_secrets(
+    current: Option<std::ffi::OsString>,
+    old: Option<std::ffi::OsString>,
+) -> Result<Option<Secrets>, CliError> {
+    let old: Vec<Vec<u8>> = old
+        .as_ref()
+        .map(|old| {
+            old.as_encoded_bytes()
+                .split(|&b| b == b',')
+                .filter(|secret| !secret.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default();
+    let current = current.filter(|secret| !secret.is_empty());
+    let Some(current) = current else {
+        if old.is_empty() {
+            return Ok(None);
+        }
+        return Err(CliError::Secrets(
+            "MARIMO_RS_OLD_SECRETS is set but MARIMO_RS_SECRET is not: set MARIMO_RS_SECRET to \
+             the new secret",
+        ));
+    };
+    if old.len() > 4 {
+        return Err(CliError::Secrets(
+            "MARIMO_RS_OLD_SECRETS lists more than 4 secrets: keep only those whose sessions \
+             may still be in use (a session lasts 14 days)",
+        ));
+    }
+    Ok(Some(Secrets {
+        current: current.as_encoded_bytes().to_vec(),
+        old,
+    }))
+}
+
+/// The tokens the old secrets gave, still accepted during a rotation: only when `token` is the
+/// one derived from the code with the current secret (a `--token` without value).
+pub(crate) fn old_tokens(
+    token: Option<&Token>,
+    generated: Generated<'_>,
+    secrets: Option<&Secrets>,
+) -> Result<Vec<Token>, CliError> {
+    let (Some(token), Some(secrets), Generated::FromCode { apps, dirs }) =
+        (token, secrets, generated)
+    else {
+        return Ok(Vec::new());
+    };
+    if secrets.old.is_empty() {
+        return Ok(Vec::new());
+    }
+    let code = code_of(apps, dirs)?;
+    let current = Token::from_code_with_secret(&code, &secrets.current);
+    if current.expose_secret() != token.expose_secret() {
+        return Ok(Vec::new());
+    }
+    Ok(secrets
+        .old
+        .iter()
+        .map(|old| Token::from_code_with_secret(&code, old))
+        .collect())
+}
+
 /// How a token is generated when the flags ask for one without giving it.
+#[derive(Clone, Copy)]
 pub(crate) enum Generated<'a> {
     /// `marimo edit`: random, new on every start.
     Random,
@@ -194,6 +276,56 @@ mod tests {
             resolve(&empty, false, Generated::Random),
             Err(CliError::EmptyToken("--token-password"))
         ));
+    }
+
+    #[test]
+    fn secrets_come_as_given_and_old_ones_need_a_current_one() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert!(parse_secrets(None, None).unwrap().is_none());
+        assert!(parse_secrets(os(""), os("")).unwrap().is_none());
+        let secrets = parse_secrets(os(" new "), os("a,,b")).unwrap().unwrap();
+        assert_eq!(secrets.current, b" new ");
+        assert_eq!(secrets.old, [b"a".to_vec(), b"b".to_vec()]);
+        assert!(matches!(
+            parse_secrets(None, os("a")),
+            Err(CliError::Secrets(_))
+        ));
+        assert!(matches!(
+            parse_secrets(os("n"), os("a,b,c,d,e")),
+            Err(CliError::Secrets(_))
+        ));
+    }
+
+    #[test]
+    fn old_tokens_follow_a_token_derived_with_the_current_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let notebook = dir.path().join("a.py");
+        std::fs::write(&notebook, "import marimo\n").unwrap();
+        let apps = [("/".to_owned(), notebook)];
+        let generated = Generated::FromCode {
+            apps: &apps,
+            dirs: &[],
+        };
+        let secrets = Secrets {
+            current: b"new".to_vec(),
+            old: vec![b"old".to_vec()],
+        };
+        let derived = Token::from_code_with_secret("import marimo\n", b"new");
+        let old = old_tokens(Some(&derived), generated, Some(&secrets)).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            old[0].expose_secret(),
+            Token::from_code_with_secret("import marimo\n", b"old").expose_secret()
+        );
+        let given = Token::new("given");
+        assert!(old_tokens(Some(&given), generated, Some(&secrets))
+            .unwrap()
+            .is_empty());
+        assert!(
+            old_tokens(Some(&derived), Generated::Random, Some(&secrets))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -152,6 +152,11 @@ pub(crate) struct ServerArgs {
     /// How much to log on standard error [default: info, or RUST_LOG when set]
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub(crate) log_level: Option<LogLevel>,
+    /// Name this replica in the `x-marimo-rs-replica` response header [default: when
+    /// MARIMO_RS_SECRET is set (replicas share it, with MARIMO_RS_OLD_SECRETS during a
+    /// rotation), a hash of the host name and process id; otherwise no header]
+    #[arg(long, value_name = "NAME", env = "MARIMO_RS_REPLICA_ID", value_parser = replica_id)]
+    pub(crate) replica_id: Option<String>,
 }
 
 /// Token authentication, as `marimo run/edit --token`.
@@ -197,6 +202,17 @@ impl LogLevel {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         }
+    }
+}
+
+/// `--replica-id`: visible ASCII, so that it fits in a header.
+fn replica_id(value: &str) -> Result<String, String> {
+    let valid =
+        !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("use 1 to 64 visible ASCII characters (no spaces)".to_owned())
     }
 }
 

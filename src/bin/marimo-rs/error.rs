@@ -45,6 +45,8 @@ pub(crate) enum CliError {
     },
     #[error("the token from {0} is empty: authentication needs a non-empty token")]
     EmptyToken(&'static str),
+    #[error("{0}")]
+    Secrets(&'static str),
     #[error("port {port} on {host} is already in use: stop the other server, or choose another port with --port (0 picks a free one)")]
     PortInUse { host: String, port: u16 },
     #[error("cannot listen on {host} port {port}: {source}")]

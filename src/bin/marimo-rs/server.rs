@@ -19,6 +19,8 @@ use crate::files;
 struct Plan {
     builder: AppBuilder,
     token: Option<Token>,
+    /// Tokens of the old secrets, still accepted during a rotation.
+    old_tokens: Vec<Token>,
     /// The page to open, relative to the base URL: `/` or `/mount/`.
     open: String,
     /// Whoever can reach the server can run code (the editor).
@@ -27,7 +29,8 @@ struct Plan {
 
 /// Runs `command` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(command: Command) -> Result<(), CliError> {
-    let (plan, server) = plan(command)?;
+    let secrets = auth::secrets_from_env()?;
+    let (plan, server) = plan(command, secrets.as_ref())?;
     let base = base_url(server.base_url.as_deref())?;
 
     let mut builder = plan.builder;
@@ -42,7 +45,22 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         if let Some(base) = &base {
             layer = layer.base_path(base);
         }
+        if let Some(secrets) = &secrets {
+            // Replicas with the same secret accept each other's sessions.
+            layer = layer
+                .secret(&secrets.current)
+                .old_secrets(&secrets.old)
+                .old_tokens(plan.old_tokens.clone());
+        }
         builder = builder.auth(layer);
+    }
+    let replica = server
+        .replica_id
+        .clone()
+        .or_else(|| secrets.as_ref().map(|_| default_replica_id()));
+    if let Some(replica) = replica {
+        tracing::info!(%replica, "answering with x-marimo-rs-replica: {replica}");
+        builder = builder.replica_id(replica);
     }
     let app = builder.build()?;
     let service = match &base {
@@ -105,7 +123,7 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
 }
 
 /// The plan for `command`, and its server options.
-fn plan(command: Command) -> Result<(Plan, ServerArgs), CliError> {
+fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, ServerArgs), CliError> {
     match command {
         Command::Run(args) => {
             let notebook = files::existing(&args.notebook)?;
@@ -115,12 +133,14 @@ fn plan(command: Command) -> Result<(Plan, ServerArgs), CliError> {
                 dirs: &[],
             };
             let token = auth::resolve(&args.auth, false, generated)?;
+            let old_tokens = auth::old_tokens(token.as_ref(), generated, secrets)?;
             let builder = create_app()
                 .with_app("/", notebook)
                 .include_code(args.app.include_code);
             let plan = Plan {
                 builder,
                 token,
+                old_tokens,
                 open: "/".into(),
                 editor: false,
             };
@@ -153,6 +173,7 @@ fn plan(command: Command) -> Result<(Plan, ServerArgs), CliError> {
                 dirs: &dirs,
             };
             let token = auth::resolve(&args.auth, false, generated)?;
+            let old_tokens = auth::old_tokens(token.as_ref(), generated, secrets)?;
             let mounts = apps.iter().chain(&dirs).map(|(path, _)| path.as_str());
             let open = open_path(mounts);
             let mut builder = create_app().include_code(args.app.include_code);
@@ -165,6 +186,7 @@ fn plan(command: Command) -> Result<(Plan, ServerArgs), CliError> {
             let plan = Plan {
                 builder,
                 token,
+                old_tokens,
                 open,
                 editor: false,
             };
@@ -188,9 +210,34 @@ fn editor(notebook: PathBuf, auth_args: &crate::cli::AuthArgs) -> Result<Plan, C
     Ok(Plan {
         builder: create_app().mount("/", Mount::edit(notebook)),
         token,
+        old_tokens: Vec::new(),
         open: "/".into(),
         editor: true,
     })
+}
+
+/// The replica name when none is given: 8 hex digits of
+/// `SHA-256("marimo-rs/replica/v1\0" || host name || "\0" || process id)`, so that replicas
+/// (pods, or processes on one host) tell apart without showing the host name. Logged with the
+/// host name at start-up.
+fn default_replica_id() -> String {
+    use sha2::{Digest, Sha256};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default();
+    let pid = std::process::id();
+    let mut hasher = Sha256::new();
+    hasher.update(b"marimo-rs/replica/v1\0");
+    hasher.update(host.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(pid.to_string().as_bytes());
+    let id: String = hasher.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    tracing::info!(host = %host, pid, replica = %id, "replica id derived from the host name");
+    id
 }
 
 /// `PATH=TARGET` of `--app` and `--dir`.
