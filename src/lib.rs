@@ -41,7 +41,7 @@ pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
 pub use notebook::python::MARIMO_VERSION;
 pub use notebook::NotebookError;
-pub use router::{MountPrefix, OriginalUri};
+pub use router::{MountPrefix, MountService, OriginalUri};
 pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
 pub use user::User;
 

@@ -32,7 +32,11 @@ use crate::error::BuildError;
 use crate::Body;
 
 /// What every mount is once built: a cloneable, type-erased service over [`Body`].
-pub(crate) type MountService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+///
+/// This is the service type a layer given to [`Mount::layer`](crate::Mount::layer) or
+/// [`AppBuilder::layer`](crate::AppBuilder::layer) wraps, handy when writing such a layer with
+/// `tower::layer::layer_fn`.
+pub type MountService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// The request URI as the client sent it to this service, before any mount prefix was stripped.
 ///
