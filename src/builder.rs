@@ -40,7 +40,33 @@ pub fn create_app() -> AppBuilder {
 }
 
 /// A layer stored type-erased, so that one mount can hold several and reuse them.
-pub(crate) type LayerFn = Arc<dyn Fn(MountService) -> MountService + Send + Sync>;
+pub(crate) type LayerFn = Arc<dyn MountLayer>;
+
+/// A tower layer that can wrap a mount (or the whole app): any `Layer<MountService>` whose
+/// service answers `Request<Body>` with an infallible `Response` of some `Bytes` body, and is
+/// `Clone + Send + Sync`. Implemented for every such layer (`tower_http` layers,
+/// `tower::ServiceBuilder` stacks, `tower::layer::layer_fn`…); there is nothing to implement.
+pub trait MountLayer: Send + Sync + 'static {
+    /// Wraps `inner`, erasing the resulting service's type.
+    fn wrap(&self, inner: MountService) -> MountService;
+}
+
+impl<L, B> MountLayer for L
+where
+    L: Layer<MountService> + Send + Sync + 'static,
+    L::Service: Service<Request<Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn wrap(&self, inner: MountService) -> MountService {
+        box_service(self.layer(inner))
+    }
+}
 
 /// One entry of the mount table: what is served under a path, and the layers around it.
 ///
@@ -179,20 +205,8 @@ impl Mount {
     /// `middleware=[...]` list. On a notebook directory ([`Mount::directory`]) the layers wrap
     /// each notebook, as [`DirectoryMount::layer`] does. Layers of notebook mounts see the
     /// [`NotebookFile`](crate::NotebookFile) request extension.
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<MountService> + Send + Sync + 'static,
-        L::Service: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.layers
-            .push(Arc::new(move |inner| box_service(layer.layer(inner))));
+    pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -311,7 +325,7 @@ pub(crate) fn apply_layers(layers: &[LayerFn], service: MountService) -> MountSe
     layers
         .iter()
         .rev()
-        .fold(service, |inner, layer| layer(inner))
+        .fold(service, |inner, layer| layer.wrap(inner))
 }
 
 /// Type-erases a service, converting its response body to [`Body`].
@@ -527,20 +541,8 @@ impl AppBuilder {
 
     /// Wraps the whole built service in `layer`. Several calls apply in the order given, the
     /// first one outermost.
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<MountService> + Send + Sync + 'static,
-        L::Service: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.layers
-            .push(Arc::new(move |inner| box_service(layer.layer(inner))));
+    pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 

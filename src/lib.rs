@@ -28,6 +28,7 @@ mod builder;
 mod directory;
 mod error;
 mod health;
+mod html;
 mod notebook;
 mod proxy;
 mod router;
@@ -36,7 +37,7 @@ mod user;
 
 pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, Token};
 pub use body::{Body, BoxError};
-pub use builder::{create_app, AppBuilder, MarimoService, Mount};
+pub use builder::{create_app, AppBuilder, MarimoService, Mount, MountLayer};
 pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
 pub use notebook::python::MARIMO_VERSION;

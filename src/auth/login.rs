@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::credentials::DEFAULT_USER;
 use super::{no_store, plain, Config, ResponseFuture};
+use crate::html::escape;
 use crate::Body;
 
 /// The path of the login page, relative to the service root.
@@ -94,11 +95,14 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     if declared_too_long {
         return too_large();
     }
-    let read = tokio::time::timeout(
-        FORM_READ_TIMEOUT,
-        Limited::new(body, MAX_FORM_BYTES).collect(),
-    );
-    let form: Bytes = match read.await {
+    let read = Limited::new(body, MAX_FORM_BYTES).collect();
+    // The deadline needs Tokio's timer; a host polling this elsewhere gets no deadline.
+    let read = if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::timeout(FORM_READ_TIMEOUT, read).await
+    } else {
+        Ok(read.await)
+    };
+    let form: Bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
         Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
@@ -216,22 +220,6 @@ autofocus required>\
     response
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,14 +257,6 @@ mod tests {
         ] {
             assert!(!is_safe_next(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn escape_covers_markup_and_quotes() {
-        assert_eq!(
-            escape("<a href=\"x\" title='y'>&</a>"),
-            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
-        );
     }
 
     #[test]

@@ -20,21 +20,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tower::util::ServiceExt;
-use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::builder::{apply_layers, box_service, LayerFn};
+use crate::builder::{apply_layers, LayerFn, MountLayer};
 use crate::notebook::process::Backend;
 use crate::notebook::{Backends, Mode, NotebookService};
 use crate::router::{not_found, plain_response, MountService};
-use crate::{Body, BoxError, MountPrefix};
+use crate::{Body, MountPrefix};
 
 /// How many notebook backends a directory mount runs at once unless told otherwise.
 pub(crate) const DEFAULT_MAX_BACKENDS: usize = 16;
@@ -208,20 +206,8 @@ impl DirectoryMount {
     ///
     /// Layers apply in the order given, the first one outermost, as for
     /// [`Mount::layer`](crate::Mount::layer).
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<MountService> + Send + Sync + 'static,
-        L::Service: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.layers
-            .push(Arc::new(move |inner| box_service(layer.layer(inner))));
+    pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -530,8 +516,8 @@ fn index_page(notebooks: &[PathBuf]) -> String {
         // `./` keeps a name like `javascript:x` from being read as a URL scheme.
         items.push_str(&format!(
             "<li><a href=\"./{}/\">{}</a></li>",
-            escape_html(&href.join("/")),
-            escape_html(name)
+            crate::html::escape(&href.join("/")),
+            crate::html::escape(name)
         ));
     }
     let list = if items.is_empty() {
@@ -546,21 +532,6 @@ fn index_page(notebooks: &[PathBuf]) -> String {
          color:#333}}li{{margin:.4rem 0}}</style></head><body><h1>Notebooks</h1>{list}\
          </body></html>"
     )
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Rewrites the request for the notebook: its path loses the notebook's prefix, which is

@@ -192,11 +192,11 @@ fn unavailable(page: bool, message: &str, retry_after: u64) -> Response<Body> {
              <title>{title}</title><style>body{{font-family:system-ui,sans-serif;margin:3rem;\
              color:#333}}pre{{background:#f5f5f5;padding:1rem;overflow:auto}}</style></head>\
              <body><h1>{title}</h1>{pre}<p>This page reloads by itself.</p></body></html>",
-            title = escape_html(title),
+            title = crate::html::escape(title),
             pre = if detail.is_empty() {
                 String::new()
             } else {
-                format!("<pre>{}</pre>", escape_html(detail))
+                format!("<pre>{}</pre>", crate::html::escape(detail))
             },
         );
         ("text/html; charset=utf-8", html)
@@ -210,21 +210,6 @@ fn unavailable(page: bool, message: &str, retry_after: u64) -> Response<Body> {
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from(body))
         .expect("valid 503 response")
-}
-
-pub(crate) fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// marimo embeds the notebook's absolute path (and its directory) in the page; browsers only
