@@ -217,15 +217,23 @@ where
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::pin!(signal);
+    // Whether the limit was hit and logged, so that a server kept at the limit logs it once.
+    let mut saturated = false;
 
     loop {
         let permit = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                saturated = false;
+                permit
+            }
             Err(_) => {
-                tracing::warn!(
-                    max_connections,
-                    "connection limit reached; not accepting until a connection closes"
-                );
+                if !saturated {
+                    saturated = true;
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached; not accepting until a connection closes"
+                    );
+                }
                 tokio::select! {
                     permit = Arc::clone(&slots).acquire_owned() => {
                         permit.expect("the semaphore is never closed")

@@ -537,6 +537,41 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "the burst must be at least 1")]
+    fn a_zero_burst_is_refused() {
+        let _ =
+            crate::AuthLayer::new(crate::Token::new("t")).login_limit(0, Duration::from_secs(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "is not an IP address or CIDR network")]
+    fn trusted_proxies_must_parse() {
+        let _ = crate::AuthLayer::new(crate::Token::new("t")).trusted_proxies(["proxy.local"]);
+    }
+
+    #[test]
+    fn debug_shows_the_limit_and_the_proxies() {
+        let layer = crate::AuthLayer::new(crate::Token::new("t"));
+        let shown = format!("{layer:?}");
+        assert!(
+            shown.contains("login_limit: Some(LoginLimit { burst: 10, per: 60s"),
+            "{shown}"
+        );
+        let custom = layer
+            .clone()
+            .login_limit(3, Duration::from_secs(9))
+            .trusted_proxies(["10.0.0.0/8", "::1"]);
+        let shown = format!("{custom:?}");
+        assert!(shown.contains("burst: 3, per: 9s"), "{shown}");
+        assert!(
+            shown.contains("trusted_proxies: [10.0.0.0/8, ::1/128]"),
+            "{shown}"
+        );
+        let off = format!("{:?}", layer.no_login_limit());
+        assert!(off.contains("login_limit: None"), "{off}");
+    }
+
+    #[test]
     fn ip_networks_parse_and_match() {
         let net = IpNet::parse("10.0.0.0/8").unwrap();
         assert!(net.contains("10.200.0.1".parse().unwrap()));

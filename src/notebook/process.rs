@@ -528,6 +528,8 @@ async fn terminate(core: &Core, child: &mut Child) {
             let _ = killpg(group, Signal::SIGKILL);
             let _ = child.wait().await;
         }
+        // Reaped: from here on the pid may be reused, so stop reporting it at once.
+        core.pid.store(0, Ordering::Relaxed);
         // Anything the backend started in its group (kernels in edit mode) goes too.
         let _ = killpg(group, Signal::SIGKILL);
     }
