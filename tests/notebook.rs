@@ -439,7 +439,15 @@ async fn idle_backends_are_stopped_and_start_again_on_demand() {
         wait_gone(first, Duration::from_secs(15)).await,
         "idle backend stopped"
     );
-    assert!(app.backend_pids().is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !app.backend_pids().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            app.backend_pids()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The next API call starts it again and waits for it.
     let again = get(&server.url("/idle/api/version")).await;
     assert_eq!(again.status, StatusCode::OK, "{again:?}");
