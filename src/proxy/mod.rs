@@ -167,13 +167,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 pub(crate) fn prepare_request(req: Request<Body>, upgrade: bool) -> Request<Body> {
     let (mut parts, body) = req.into_parts();
     let scheme_is_https = parts.uri.scheme_str() == Some("https");
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = Uri::try_from(format!("http://backend{path_and_query}"))
-        .unwrap_or_else(|_| Uri::from_static("http://backend/"));
+    // The pool wants an absolute URI; the authority is a placeholder (the connector always
+    // dials the backend's socket). Built from parts: no re-parsing of the path.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(http::uri::Authority::from_static("backend"));
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("http://backend/"));
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     headers.remove(&USER_HEADER);
