@@ -77,7 +77,7 @@ for url in "$URL_gw" "$URL_mo"; do
         sleep 0.2
     done
 done
-ASSET=$(curl -s "$URL_mo/" | grep -o '\./assets/[^"]*\.js' | head -n1 | sed 's:^\./::')
+ASSET=$(curl -s "$URL_mo/" | grep -o '\./assets/[^"]*\.js' | sed -n '1s:^\./::p')
 
 run_wrk() { # $1 = url, rest = extra wrk args; prints "rps p50 p99"
     local url=$1; shift
@@ -109,7 +109,9 @@ echo "| request | gateway req/s | gateway p50 / p99 | marimo req/s | marimo p50 
 echo "|---|---|---|---|---|---|"
 row "GET / (page)" "$URL_gw/" "$URL_mo/" -H 'Accept: text/html'
 row "GET /api/version" "$URL_gw/api/version" "$URL_mo/api/version"
-row "GET /$ASSET" "$URL_gw/$ASSET" "$URL_mo/$ASSET"
+row "GET /favicon.ico (15 KB)" "$URL_gw/favicon.ico" "$URL_mo/favicon.ico"
+row "GET /$ASSET (main bundle, $(curl -s -o /dev/null -w '%{size_download}' "$URL_mo/$ASSET") B)" "$URL_gw/$ASSET" "$URL_mo/$ASSET"
+row "GET /$ASSET, Accept-Encoding: br, gzip" "$URL_gw/$ASSET" "$URL_mo/$ASSET" -H 'Accept-Encoding: br, gzip'
 row "GET /api/version, no credentials (token on)" "$URL_gwauth/api/version" "$URL_moauth/api/version"
 
 # WebSocket: connect → kernel-ready (sequential sessions), and 20 concurrent sessions each
@@ -141,5 +143,24 @@ printf '| 20 concurrent WebSocket sessions → completed-run, ms (wall %s vs %s)
     "$gwall" "$mwall" "$gcr" "$gcr99" "$mcr" "$mcr99" "$(awk -v a="$mwall" -v b="$gwall" 'BEGIN {printf "%.2f", a/b}')"
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Gateway CPU per proxied request, and RSS over a soak of SOAK seconds of proxied load.
+SOAK=${SOAK:-60}
+TICKS=$(getconf CLK_TCK)
+before=$(cpu_ticks "$PID_gw")
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SOAK}s" "$URL_gw/api/version" >"$WORK/soak.txt" 2>&1 &
+WRK=$!
+samples=""
+for _ in $(seq 1 $((SOAK / 10))); do
+    sleep 10
+    samples="$samples $(rss "$PID_gw")"
+done
+wait "$WRK" || true
+after=$(cpu_ticks "$PID_gw")
+requests=$(awk '/requests in/ {print $1}' "$WORK/soak.txt")
 echo
+awk -v t=$((after - before)) -v hz="$TICKS" -v n="$requests" -v s="$SOAK" 'BEGIN {
+    printf "Gateway CPU per proxied /api/version request over a %ss soak: %.1f µs (%d requests, %.2f CPU-s)\n", s, t / hz * 1e6 / n, n, t / hz }'
+echo "Gateway RSS every 10 s during the soak (KiB):$samples"
 echo "Gateway RSS after the run: $(rss "$PID_gw") KiB (the gateway process only; its backend is a separate Python process)."

@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -69,7 +70,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // self` and `poll_ready` first, which `oneshot` on a clone does. (With hyper-util's
         // `service` feature, `TowerToHyperService::new(app.clone())` is the same.)
         let app = app.clone();
-        let service = hyper::service::service_fn(move |req| app.clone().oneshot(req));
+        // `RemoteAddr` is what the built-in login limiter keys on (marimo_rs::serve adds it).
+        let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(marimo_rs::RemoteAddr(peer));
+            app.clone().oneshot(req)
+        });
         let connection = http
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

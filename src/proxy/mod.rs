@@ -118,7 +118,12 @@ impl Upstream {
         req: Request<Body>,
         guard: G,
     ) -> Result<Response<Body>, ProxyError> {
-        websocket::tunnel(&self.connector, req, guard).await
+        // The handshake gets the same bound as any response's headers; the tunnel that
+        // follows has none (an idle kernel socket is normal).
+        let handshake = websocket::tunnel(&self.connector, req, guard);
+        tokio::time::timeout(self.response_timeout, handshake)
+            .await
+            .map_err(|_| ProxyError::Timeout(self.response_timeout))?
     }
 }
 
