@@ -32,6 +32,12 @@ impl Body {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // Already a `Body` (the common case between this crate's own layers): don't box twice.
+        let mut slot = Some(body);
+        if let Some(body) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Body>>() {
+            return body.take().expect("just put there");
+        }
+        let body = slot.expect("just put there");
         Self(body.map_err(Into::into).boxed_unsync())
     }
 
@@ -81,5 +87,18 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         self.0.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wrapping_a_body_again_keeps_its_bytes() {
+        let twice = Body::new(Body::new(Body::from("marimo")));
+        assert_eq!(twice.collect().await.unwrap().to_bytes(), "marimo");
+        let other = Body::new(Full::new(Bytes::from_static(b"rs")));
+        assert_eq!(http_body::Body::size_hint(&other).exact(), Some(2));
     }
 }
