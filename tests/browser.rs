@@ -18,6 +18,10 @@ use marimo_rs::{create_app, Token};
 #[tokio::test]
 async fn login_render_and_move_the_slider_in_chromium() {
     if Browser::executable().is_none() {
+        // `cargo test` installs what it needs, as `.ci/run` does (Debian's chromium, as root).
+        common::run_install_script("install-chromium");
+    }
+    if Browser::executable().is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
             "Chromium is missing: run .ci/install-chromium (CI must not skip browser tests)"

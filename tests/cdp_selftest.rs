@@ -7,6 +7,7 @@
 
 #[path = "common/cdp.rs"]
 mod cdp;
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,10 @@ async fn serve(listener: TcpListener) {
 
 #[tokio::test]
 async fn drives_a_real_page_through_shadow_dom() {
+    if Browser::executable().is_none() {
+        // `cargo test` installs what it needs, as `.ci/run` does (Debian's chromium, as root).
+        common::run_install_script("install-chromium");
+    }
     if Browser::executable().is_none() {
         if std::env::var_os("CI").is_some() {
             panic!("Chromium is missing: run `.ci/install-chromium` (as root) before the tests");

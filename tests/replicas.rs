@@ -188,12 +188,20 @@ async fn wait_listening(addr: SocketAddr, what: &str, log: impl Fn() -> String) 
 }
 
 fn find_program(name: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file())
+    let find = || {
+        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|path| path.is_file())
+    };
+    // `cargo test` installs what it needs, as `.ci/run` does (Debian packages, as root).
+    find()
+        .or_else(|| {
+            common::run_install_script("install-haproxy");
+            find()
+        })
         .unwrap_or_else(|| {
-            panic!("{name} is not installed: run `bash .ci/install-haproxy` (haproxy and nginx)")
+            panic!("{name} is not installed: run `bash .ci/install-haproxy` as root (haproxy and nginx)")
         })
 }
 

@@ -204,3 +204,18 @@ pub async fn ws_until(
         }
     }
 }
+
+/// Runs one of the project's install scripts (`.ci/install-chromium`, `.ci/install-haproxy`)
+/// so that `cargo test` sets up what a test needs by itself, as `.ci/run` does. Serialised
+/// across test threads and binaries by the script's idempotence and a file lock. Returns
+/// whether the script succeeded (it fails without root when the tool is missing).
+pub fn run_install_script(script: &str) -> bool {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock_path = std::env::temp_dir().join("marimo-rs-test-install.lock");
+    let lock = std::fs::File::create(&lock_path).and_then(|file| file.lock().map(|()| file));
+    let status = std::process::Command::new("bash")
+        .arg(root.join(".ci").join(script))
+        .status();
+    drop(lock);
+    matches!(status, Ok(status) if status.success())
+}
