@@ -398,11 +398,14 @@ enum Outcome {
 
 /// Resolves when a ready backend has missed [`WATCHDOG_MISSES`] health checks in a row (a
 /// stopped or deadlocked process: it still holds its socket, so nothing else would notice).
+/// A check that times out while other requests are still being answered is not a miss: the
+/// backend is busy, not hung, and killing it would end every session.
 async fn hung(core: &Core) {
     let mut misses = 0;
     loop {
         tokio::time::sleep(WATCHDOG_INTERVAL).await;
-        if core.upstream.is_healthy(WATCHDOG_TIMEOUT).await {
+        let answered = core.upstream.answered();
+        if core.upstream.is_healthy(WATCHDOG_TIMEOUT).await || core.upstream.answered() > answered {
             misses = 0;
             continue;
         }

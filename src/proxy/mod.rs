@@ -13,6 +13,8 @@ pub(crate) mod uds;
 mod websocket;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -65,6 +67,9 @@ impl ProxyError {
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
     client: Client<uds::UdsConnector, Body>,
+    /// Responses received from the backend so far: proof of life for the watchdog when the
+    /// backend is too busy to answer `/health` in time.
+    answered: Arc<AtomicU64>,
     connector: uds::UdsConnector,
     response_timeout: Duration,
 }
@@ -79,9 +84,15 @@ impl Upstream {
             .build(connector.clone());
         Self {
             client,
+            answered: Arc::default(),
             connector,
             response_timeout,
         }
+    }
+
+    /// How many responses the backend has sent through this pool (any status).
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// `GET /health` answered `200`, within `timeout`.
@@ -109,6 +120,7 @@ impl Upstream {
                     ProxyError::Broken(error.to_string())
                 }
             })?;
+        self.answered.fetch_add(1, Ordering::Relaxed);
         Ok(prepare_response(response.map(Body::new), &prefix))
     }
 
