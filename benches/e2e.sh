@@ -3,7 +3,7 @@
 # gateway in front of a marimo backend), same notebook, same machine, same load generator, one
 # run. Prints a Markdown table: req/s, p50/p99 latency and the gateway/marimo ratio.
 #
-#   benches/e2e.sh [NOTEBOOK]         (env: DURATION=10s CONNECTIONS=32 THREADS=2 WS_RUNS=30)
+#   benches/e2e.sh [NOTEBOOK]   (env: DURATION=10s CONNECTIONS=32 THREADS=2 ROUNDS=3 WS_RUNS=30 SOAK=60)
 #
 # Needs wrk (Debian package `wrk`). Talks to 127.0.0.1 only; every process it starts is
 # stopped by PID on exit.
@@ -14,6 +14,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 WS_RUNS=${WS_RUNS:-30}
+ROUNDS=${ROUNDS:-3}
 TOKEN=bench-token-0123456789
 
 command -v wrk >/dev/null || { echo "e2e.sh: wrk is missing (apt-get install wrk)" >&2; exit 1; }
@@ -91,10 +92,20 @@ run_wrk() { # $1 = url, rest = extra wrk args; prints "rps p50 p99"
     echo "${rps:-0} ${p50:-?} ${p99:-?} ${non2xx:-0}"
 }
 
+# The run with the median req/s of ROUNDS runs (lines "rps p50 p99 non2xx" on stdin).
+median_run() { sort -g -k1,1 | awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }'; }
+
 row() { # $1 = label, $2 = gateway url, $3 = marimo url, rest = wrk args
     local label=$1 g=$2 m=$3; shift 3
-    read -r grps gp50 gp99 gbad <<<"$(run_wrk "$g" "$@")"
-    read -r mrps mp50 mp99 mbad <<<"$(run_wrk "$m" "$@")"
+    # Interleaved rounds (gateway, marimo, gateway, marimo…) so that drift on the machine
+    # (caches, other load) hits both alike; each side reports its median round.
+    local gruns="" mruns=""
+    for _ in $(seq 1 "$ROUNDS"); do
+        gruns+="$(run_wrk "$g" "$@")"$'\n'
+        mruns+="$(run_wrk "$m" "$@")"$'\n'
+    done
+    read -r grps gp50 gp99 gbad <<<"$(printf '%s' "$gruns" | median_run)"
+    read -r mrps mp50 mp99 mbad <<<"$(printf '%s' "$mruns" | median_run)"
     local ratio
     ratio=$(awk -v a="$grps" -v b="$mrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     printf '| %s | %s | %s / %s | %s | %s / %s | %s× |\n' \
@@ -103,7 +114,7 @@ row() { # $1 = label, $2 = gateway url, $3 = marimo url, rest = wrk args
 }
 
 echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, loopback; notebook $NOTEBOOK; marimo $VERSION"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds per side, loopback; notebook $NOTEBOOK; marimo $VERSION"
 echo
 echo "| request | gateway req/s | gateway p50 / p99 | marimo req/s | marimo p50 / p99 | ratio |"
 echo "|---|---|---|---|---|---|"
