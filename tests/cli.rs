@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{example_notebook, send, wait_gone, ws_connect, ws_until};
+use common::{descendants, example_notebook, send, signal, wait_gone, ws_connect, ws_until};
 use http::{Method, StatusCode};
 use marimo_rs::Token;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -152,37 +152,6 @@ async fn fail(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn signal(pid: u32, signal: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
-}
-
-/// Every process below `pid` (backends and the kernels they started), from /proc.
-fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            // `pid (comm) state ppid …`: the command name may contain spaces.
-            let after = stat.rsplit_once(')')?.1;
-            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
-            Some((child, ppid))
-        })
-        .collect();
-    let mut found = Vec::new();
-    let mut pending = vec![pid];
-    while let Some(parent) = pending.pop() {
-        for &(child, ppid) in &parents {
-            if ppid == parent && !found.contains(&child) {
-                found.push(child);
-                pending.push(child);
-            }
-        }
-    }
-    found
 }
 
 /// SIGTERM: exit status 0, nothing more on stdout, every descendant gone, no panic.

@@ -5,18 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{example_notebook, get, send, wait_gone, ws_connect, ws_until, TestServer};
+use common::{example_notebook, get, send, signal, wait_gone, ws_connect, ws_until, TestServer};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use marimo_rs::create_app;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 const START: Duration = Duration::from_secs(120);
-
-fn signal(pid: u32, signal: Signal) {
-    kill(Pid::from_raw(pid as i32), signal).unwrap();
-}
 
 /// Polls `url` until it answers 200; returns how long that took.
 async fn time_to_200(url: &str, limit: Duration) -> Duration {

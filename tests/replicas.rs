@@ -20,7 +20,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{example_notebook, send, wait_gone, ws_connect, ws_until, Reply, TestServer, Ws};
+use common::{
+    descendants, example_notebook, send, signal, wait_gone, ws_connect, ws_until, Reply,
+    TestServer, Ws,
+};
 use http::{Method, Request, Response, StatusCode};
 use marimo_rs::{create_app, AuthLayer, Body, Token};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -133,36 +136,6 @@ impl Replica {
             self.stderr.lock().unwrap()
         );
     }
-}
-
-fn signal(pid: u32, signal: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
-}
-
-/// Every process below `pid`, from /proc.
-fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            let after = stat.rsplit_once(')')?.1;
-            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
-            Some((child, ppid))
-        })
-        .collect();
-    let mut found = Vec::new();
-    let mut pending = vec![pid];
-    while let Some(parent) = pending.pop() {
-        for &(child, ppid) in &parents {
-            if ppid == parent && !found.contains(&child) {
-                found.push(child);
-                pending.push(child);
-            }
-        }
-    }
-    found
 }
 
 /// A free loopback port (bound, then released for the load balancer to take).
