@@ -489,16 +489,23 @@ mod tests {
             assert!(tracked <= DEFAULT_MAX_TRACKED, "{tracked}");
             assert!(tracked >= DEFAULT_MAX_TRACKED * 9 / 10, "{tracked}");
             let bytes = limiter.table_bytes();
-            println!(
+            report(format_args!(
                 "limiter ({shards} shard(s)): 1,000,000 addresses -> {tracked} tracked (cap {DEFAULT_MAX_TRACKED}), \
                  {limited} limited (overflow bucket), table {bytes} bytes = {:.1} bytes/entry \
                  ({} bytes per slot), {:.0} ns/acquire",
                 bytes as f64 / tracked as f64,
                 std::mem::size_of::<(ClientKey, u64)>() + 1,
                 elapsed.as_nanos() as f64 / 1e6,
-            );
+            ));
             assert!(bytes <= 64 * DEFAULT_MAX_TRACKED, "{bytes}");
         }
+    }
+
+    /// Prints a measured figure (quoted in SECURITY.md) to the test's captured output: shown
+    /// with `--nocapture`. Test code only; the limiter itself logs with `tracing`.
+    fn report(figure: std::fmt::Arguments<'_>) {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{figure}");
     }
 
     #[test]
@@ -529,9 +536,9 @@ mod tests {
                 thread.join().unwrap();
             }
             let per_op = start.elapsed().as_nanos() as f64 / 400_000.0;
-            println!(
+            report(format_args!(
                 "limiter contention ({shards} shard(s), 2 threads): {per_op:.0} ns/acquire+refund"
-            );
+            ));
             assert_eq!(limiter.tracked(), 8192);
         }
     }
