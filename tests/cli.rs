@@ -550,3 +550,69 @@ async fn errors_are_one_line_and_a_non_zero_exit() {
         assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_forwarded_headers_count() {
+    let notebook = example_notebook("intro.py");
+    let bad = command(&["run", notebook.to_str().unwrap(), "--trusted-proxy", "nope"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a clap usage error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an IP address"));
+
+    let server = start(&[
+        "run",
+        notebook.to_str().unwrap(),
+        "--token=proxy-s3cret",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--secure-cookie",
+    ])
+    .await;
+    let login = send(
+        Method::POST,
+        &format!("{}/auth/login", server.origin()),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "password=proxy-s3cret",
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::FOUND, "{login:?}");
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    // The login limit keys on the client the trusted proxy names, not on the proxy itself.
+    let api = format!("{}/api/version", server.origin());
+    let wrong = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("anyone:wrong")
+    );
+    let attempt = |client: &'static str| {
+        let (api, wrong) = (api.clone(), wrong.clone());
+        async move {
+            send(
+                Method::GET,
+                &api,
+                &[("authorization", &wrong), ("x-forwarded-for", client)],
+                "",
+            )
+            .await
+            .status
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(attempt("203.0.113.7").await);
+    }
+    assert_eq!(statuses[..10], [StatusCode::UNAUTHORIZED; 10]);
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        attempt("198.51.100.9").await,
+        StatusCode::UNAUTHORIZED,
+        "another client"
+    );
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success(), "{stderr}");
+}

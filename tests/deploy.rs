@@ -126,6 +126,16 @@ fn the_kubernetes_manifest_is_complete_and_matches_the_binary() {
         .map(|arg| str_of(arg, "arg"))
         .collect();
     assert!(args.contains(&"--token"), "authentication is on: {args:?}");
+    // Every flag the manifest passes is one the binary knows (no drift from the CLI).
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in args.iter().filter(|arg| arg.starts_with("--")) {
+        let name = flag.split('=').next().unwrap();
+        assert!(help.contains(name), "`marimo-rs serve` has no {name}");
+    }
 
     // The Service selects the pods and targets the named port; the Ingress targets the Service.
     let service = object(&objects, "Service");

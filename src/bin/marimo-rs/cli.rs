@@ -157,6 +157,34 @@ pub(crate) struct ServerArgs {
     /// rotation), a hash of the host name and process id; otherwise no header]
     #[arg(long, value_name = "NAME", env = "MARIMO_RS_REPLICA_ID", value_parser = replica_id)]
     pub(crate) replica_id: Option<String>,
+    /// A reverse proxy in front of this server (IP or CIDR; repeatable): its X-Forwarded-For
+    /// picks the client address for the login limit, and X-Forwarded-Proto/-Host count for
+    /// Secure cookies and WebSocket Origin checks. Use it only when clients cannot reach this
+    /// server except through the proxy
+    #[arg(long = "trusted-proxy", value_name = "IP[/BITS]", value_parser = ip_or_cidr)]
+    pub(crate) trusted_proxies: Vec<String>,
+    /// Mark the session cookie `Secure` (TLS is terminated in front of this server)
+    #[arg(long)]
+    pub(crate) secure_cookie: bool,
+}
+
+/// An IP address, or `address/prefix-length` with a length that fits the address family.
+fn ip_or_cidr(value: &str) -> Result<String, String> {
+    let (address, bits) = match value.split_once('/') {
+        Some((address, bits)) => (address, Some(bits)),
+        None => (value, None),
+    };
+    let address: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IP address or CIDR network"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    if let Some(bits) = bits {
+        match bits.parse::<u8>() {
+            Ok(bits) if bits <= max => {}
+            _ => return Err(format!("{value:?}: the prefix length must be 0 to {max}")),
+        }
+    }
+    Ok(value.to_owned())
 }
 
 /// Token authentication, as `marimo run/edit --token`.

@@ -45,6 +45,14 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         if let Some(base) = &base {
             layer = layer.base_path(base);
         }
+        if !server.trusted_proxies.is_empty() {
+            layer = layer
+                .trusted_proxies(&server.trusted_proxies)
+                .trust_forwarded_headers(true);
+        }
+        if server.secure_cookie {
+            layer = layer.secure_cookie(true);
+        }
         if let Some(secrets) = &secrets {
             // Replicas with the same secret accept each other's sessions.
             layer = layer
