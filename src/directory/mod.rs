@@ -31,7 +31,7 @@ use tower_service::Service;
 use crate::builder::{apply_layers, LayerFn, MountLayer};
 use crate::notebook::process::Backend;
 use crate::notebook::{Backends, Mode, NotebookService};
-use crate::router::{not_found, plain_response, MountService};
+use crate::router::{add_slash, not_found, plain_response, MountService};
 use crate::{Body, MountPrefix};
 
 /// How many notebook backends a directory mount runs at once unless told otherwise.
@@ -555,23 +555,6 @@ fn enter(parts: &mut Parts, found: &resolve::Resolved, file: PathBuf) -> Result<
         .insert(MountPrefix(format!("{outer}{}", found.prefix)));
     parts.extensions.insert(NotebookFile(file));
     Ok(())
-}
-
-/// `307` from `…/team/q3?x` to `q3/?x` (relative, like the router's).
-fn add_slash(prefix: &str, query: Option<&str>) -> Response<Body> {
-    let last = prefix.rsplit('/').next().unwrap_or_default();
-    let location = match query {
-        Some(query) => format!("{last}/?{query}"),
-        None => format!("{last}/"),
-    };
-    match HeaderValue::try_from(location) {
-        Ok(location) => Response::builder()
-            .status(StatusCode::TEMPORARY_REDIRECT)
-            .header(header::LOCATION, location)
-            .body(Body::empty())
-            .expect("valid redirect response"),
-        Err(_) => plain_response(StatusCode::BAD_REQUEST, "Bad Request"),
-    }
 }
 
 fn too_busy() -> Response<Body> {

@@ -129,7 +129,10 @@ impl Router {
         let index = match self.target(req.uri().path()) {
             None => return RouteFuture::ready(not_found()),
             Some(Target::AddSlash(index)) => {
-                return RouteFuture::ready(add_slash(req.uri(), &table.mounts[index].0))
+                return RouteFuture::ready(add_slash(
+                    table.mounts[index].0.as_str(),
+                    req.uri().query(),
+                ))
             }
             Some(Target::Forward(index)) => index,
         };
@@ -217,10 +220,11 @@ fn strip_prefix(req: &mut Request<Body>, prefix: &MountPath) -> Result<(), http:
     Ok(())
 }
 
-/// `307` from `/a/b?q` to `b/?q`: relative, so it is right under any outer prefix.
-fn add_slash(uri: &Uri, prefix: &MountPath) -> Response<Body> {
-    let last_segment = prefix.as_str().rsplit('/').next().unwrap_or_default();
-    let location = match uri.query() {
+/// `307` from `/a/b?q` to `b/?q` (`prefix` is `/a/b`): relative, so it is right under any
+/// outer prefix. Used by the router for mounts and by directory mounts for each notebook.
+pub(crate) fn add_slash(prefix: &str, query: Option<&str>) -> Response<Body> {
+    let last_segment = prefix.rsplit('/').next().unwrap_or_default();
+    let location = match query {
         Some(query) => format!("{last_segment}/?{query}"),
         None => format!("{last_segment}/"),
     };
