@@ -9,7 +9,10 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{example_notebook, get, raw, send, wait_gone, ws_connect, ws_until, TestServer, Ws};
+use common::{
+    example_notebook, first_script, get, html, output_contains, raw, send, start_backends,
+    wait_gone, ws_connect, ws_until, TestServer, Ws,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use marimo_rs::{
     create_app, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile, User, Validation,
@@ -18,14 +21,9 @@ use tower::layer::layer_fn;
 use tower::util::{BoxCloneSyncService, MapRequestLayer};
 use tower::ServiceExt;
 
-const START: Duration = Duration::from_secs(120);
 const MESSAGES: Duration = Duration::from_secs(60);
 
 type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
-fn html() -> [(&'static str, &'static str); 1] {
-    [("accept", "text/html,application/xhtml+xml")]
-}
 
 /// The example notebook (title cell, slider, signed-in user cell) with its title replaced.
 fn notebook(title: &str) -> String {
@@ -38,21 +36,6 @@ fn put(dir: &Path, relative: &str, content: &str) {
     let path = dir.join(relative);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
-}
-
-/// Finds Python with marimo (the managed virtualenv) before any timing-sensitive step.
-async fn provision(app: &MarimoService) {
-    tokio::time::timeout(START, app.start())
-        .await
-        .expect("provisioning Python timed out")
-        .expect("no Python with marimo");
-}
-
-fn output_contains(message: &serde_json::Value, text: &str) -> bool {
-    message["op"] == "cell-op"
-        && message["data"]["output"]["data"]
-            .as_str()
-            .is_some_and(|data| data.contains(text))
 }
 
 async fn open_session(
@@ -299,7 +282,7 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
-    provision(&app).await;
+    start_backends(&app).await;
     assert!(
         app.backend_pids().is_empty(),
         "directory notebooks start on demand"
@@ -334,12 +317,7 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
         !page.body.contains(dir.to_str().unwrap()),
         "the directory is not leaked"
     );
-    let asset = page
-        .body
-        .split("src=\"./")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the page loads a script from ./assets");
+    let asset = first_script(&page.body);
     let script = get(&server.url(&format!("/apps/team/q3/{asset}"))).await;
     assert_eq!(script.status, StatusCode::OK, "{asset}");
     assert!(script
@@ -386,7 +364,7 @@ async fn files_added_and_deleted_at_runtime_are_picked_up() {
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
-    provision(&app).await;
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
 
     assert_eq!(
@@ -531,7 +509,7 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
-    provision(&app).await;
+    start_backends(&app).await;
     // `start()` started the `with_app` notebook; directory notebooks start on demand.
     let single_pid = one_pid(&app);
     let server = TestServer::start(app.clone()).await;
@@ -611,7 +589,7 @@ async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
-    provision(&app).await;
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     assert_eq!(
         get(&server.url("/apps/whoami/")).await.status,
@@ -676,7 +654,7 @@ async fn a_re_pointed_directory_symlink_serves_the_new_version() {
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
-    provision(&app).await;
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
 
     let mut ws = open_session(&server, "report", "before", &[]).await;
@@ -711,7 +689,7 @@ async fn beyond_max_backends_the_least_recently_used_idle_one_stops() {
         .startup_wait(Duration::from_secs(90))
         .build()
         .unwrap();
-    provision(&app).await;
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
 
     assert_eq!(version(&server, "/apps/a/").await.status, StatusCode::OK);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{send, wait_gone, ws_connect, ws_until, Reply};
+use common::{output_contains, send, wait_gone, ws_connect, ws_until, Reply};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -217,14 +217,6 @@ fn cookie_named(reply: &Reply, name: &str) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-/// Whether a WebSocket message is a cell output containing `text`.
-fn output_contains(message: &serde_json::Value, text: &str) -> bool {
-    message["op"] == "cell-op"
-        && message["data"]["output"]["data"]
-            .as_str()
-            .is_some_and(|data| data.contains(text))
 }
 
 /// Opens the notebook's WebSocket at `path`, waits for `kernel-ready`, then for an output

@@ -5,13 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{example_notebook, get, send, signal, wait_gone, ws_connect, ws_until, TestServer};
+use common::{
+    example_notebook, get, send, signal, start_backends, wait_gone, ws_connect, ws_until,
+    TestServer,
+};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use marimo_rs::create_app;
 use nix::sys::signal::Signal;
-
-const START: Duration = Duration::from_secs(120);
 
 /// Polls `url` until it answers 200; returns how long that took.
 async fn time_to_200(url: &str, limit: Duration) -> Duration {
@@ -35,10 +36,7 @@ async fn kill_9_during_20_live_sessions() {
         .with_app("/nb", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     let mut sessions = Vec::new();
     for i in 0..20 {
@@ -101,10 +99,7 @@ async fn a_stalled_backend_times_out_then_is_replaced() {
         .response_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     let stalled = app.backend_pids()[0];
     let stopped_at = Instant::now();

@@ -181,15 +181,7 @@ async fn sustained_load_loses_nothing_and_leaks_nothing() {
     )
     .await;
     assert_eq!(page.status, StatusCode::OK);
-    let asset = page
-        .body
-        .split("src=\"./")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let asset = common::first_script(&page.body);
     let paths = Arc::new(vec![
         "/api/version".to_owned(),
         format!("/{asset}"),

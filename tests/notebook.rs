@@ -6,33 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{example_notebook, get, send, wait_gone, ws_connect, ws_until, TestServer};
+use common::{
+    example_notebook, first_script, get, html, output_contains, send, slider_id, start_backends,
+    wait_gone, ws_connect, ws_until, TestServer,
+};
 use http::{Method, StatusCode};
 use marimo_rs::{create_app, BuildError};
-
-const START: Duration = Duration::from_secs(120);
-
-fn html() -> [(&'static str, &'static str); 1] {
-    [("accept", "text/html,application/xhtml+xml")]
-}
-
-/// The object id of the slider, from the cell output that renders it.
-fn slider_id(message: &serde_json::Value) -> Option<String> {
-    let html = message["data"]["output"]["data"].as_str()?;
-    if !html.contains("marimo-slider") {
-        return None;
-    }
-    let start = html.find("object-id='")? + "object-id='".len();
-    let end = start + html[start..].find('\'')?;
-    Some(html[start..end].to_owned())
-}
-
-fn output_contains(message: &serde_json::Value, text: &str) -> bool {
-    message["op"] == "cell-op"
-        && message["data"]["output"]["data"]
-            .as_str()
-            .is_some_and(|data| data.contains(text))
-}
 
 #[tokio::test]
 async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
@@ -41,10 +20,7 @@ async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
         .with_app("", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     assert_eq!(
         app.backend_pids().len(),
         2,
@@ -70,12 +46,7 @@ async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
             "{path} leaks the notebook's absolute directory"
         );
         // Every frontend URL in the page is relative, so it resolves under the prefix.
-        let asset = page
-            .body
-            .split("src=\"./")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the page loads a script from ./assets");
+        let asset = first_script(&page.body);
         let script = get(&server.url(&format!("{path}{asset}"))).await;
         assert_eq!(script.status, StatusCode::OK, "{path}{asset}");
         assert!(script
@@ -128,10 +99,7 @@ async fn websocket_kernel_session_and_ui_element_round_trip() {
         .with_app("/dashboard", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     let ws_url = format!("ws://{}/dashboard/ws?session_id=test-session", server.addr);
     // Even without auth, a page on another site may not open the kernel's socket.
@@ -186,10 +154,7 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
         .with_app("/nb", example_notebook("intro.py"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     let first = app.backend_pids()[0];
     nix::sys::signal::kill(
@@ -354,10 +319,7 @@ async fn token_auth_guards_pages_and_websockets_and_names_the_user() {
         .token(marimo_rs::Token::new("sup3rs3cr3t"))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     let ws_url = format!("ws://{}/dashboard/ws?session_id=auth-session", server.addr);
 
@@ -415,10 +377,7 @@ async fn idle_backends_are_stopped_and_start_again_on_demand() {
         .idle_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     assert_eq!(
         get(&server.url("/idle/api/version")).await.status,
@@ -494,10 +453,7 @@ async fn frontend_files_are_served_by_the_gateway_with_etags_and_compression() {
     );
 
     // A hashed asset from the real page: immutable, compressed once by what the client accepts.
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let page = send(
         Method::GET,
         &server.url("/nb/"),
@@ -512,13 +468,7 @@ async fn frontend_files_are_served_by_the_gateway_with_etags_and_compression() {
         "proxied HTML is compressed"
     );
     let plain = send(Method::GET, &server.url("/nb/"), &html(), "").await;
-    let asset = plain
-        .body
-        .split("src=\"./")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let asset = first_script(&plain.body);
     let url = server.url(&format!("/nb/{asset}"));
     let identity = get(&url).await;
     assert_eq!(identity.status, StatusCode::OK);

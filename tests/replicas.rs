@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    descendants, example_notebook, send, signal, wait_gone, ws_connect, ws_until, Reply,
-    TestServer, Ws,
+    descendants, example_notebook, send, signal, slider_id, start_backends, wait_gone, ws_connect,
+    ws_until, Reply, TestServer, Ws, START,
 };
 use http::{Method, Request, Response, StatusCode};
 use marimo_rs::{create_app, AuthLayer, Body, Token};
@@ -31,7 +31,6 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_marimo-rs");
 /// Generous: the first start may install marimo.
-const START: Duration = Duration::from_secs(180);
 const WS: Duration = Duration::from_secs(30);
 const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
 const SECRET: &str = "replicas-test-secret-0123456789abcdef0123";
@@ -346,17 +345,6 @@ fn replica_of(reply: &Reply) -> String {
 
 fn is_notebook_page(reply: &Reply) -> bool {
     reply.status == StatusCode::OK && reply.body.contains("__MARIMO_MOUNT_CONFIG__")
-}
-
-/// The object id of the slider, from the cell output that renders it.
-fn slider_id(message: &serde_json::Value) -> Option<String> {
-    let html = message["data"]["output"]["data"].as_str()?;
-    if !html.contains("marimo-slider") {
-        return None;
-    }
-    let start = html.find("object-id='")? + "object-id='".len();
-    let end = start + html[start..].find('\'')?;
-    Some(html[start..end].to_owned())
 }
 
 fn shows_value(message: &serde_json::Value, value: u32) -> bool {
@@ -694,10 +682,7 @@ async fn a_session_call_is_forwarded_only_while_its_websocket_session_lives_here
         .replica_id("solo")
         .build()
         .unwrap();
-    tokio::time::timeout(START, app.start())
-        .await
-        .unwrap()
-        .unwrap();
+    start_backends(&app).await;
     let server = TestServer::start(app.clone()).await;
     let base = server.url("/nb");
 

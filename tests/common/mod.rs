@@ -251,3 +251,48 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     }
     found
 }
+
+/// The `Accept` header of a browser loading a page.
+pub fn html() -> [(&'static str, &'static str); 1] {
+    [("accept", "text/html,application/xhtml+xml")]
+}
+
+/// How long finding (or installing) Python with marimo and starting backends may take.
+pub const START: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Finds Python with marimo (installing the managed virtualenv if needed) and starts the
+/// app's backends, before any timing-sensitive step.
+pub async fn start_backends(app: &marimo_rs::MarimoService) {
+    tokio::time::timeout(START, app.start())
+        .await
+        .expect("provisioning Python and starting backends timed out")
+        .expect("no Python with marimo");
+}
+
+/// Whether a WebSocket message is a cell output containing `text`.
+pub fn output_contains(message: &serde_json::Value, text: &str) -> bool {
+    message["op"] == "cell-op"
+        && message["data"]["output"]["data"]
+            .as_str()
+            .is_some_and(|data| data.contains(text))
+}
+
+/// The object id of the slider, from the cell output that renders it.
+pub fn slider_id(message: &serde_json::Value) -> Option<String> {
+    let html = message["data"]["output"]["data"].as_str()?;
+    if !html.contains("marimo-slider") {
+        return None;
+    }
+    let start = html.find("object-id='")? + "object-id='".len();
+    let end = start + html[start..].find('\'')?;
+    Some(html[start..end].to_owned())
+}
+
+/// The first script a marimo page loads (`assets/index-….js`), relative to the page.
+pub fn first_script(page: &str) -> String {
+    page.split("src=\"./")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page loads a script from ./assets")
+        .to_owned()
+}
