@@ -37,7 +37,6 @@ pub(crate) struct PythonEnv {
     /// `marimo.__version__`.
     pub(crate) marimo_version: String,
     /// marimo's bundled frontend (`marimo/_static`).
-    #[allow(dead_code)] // Used by asset offload (issue 8).
     pub(crate) static_dir: PathBuf,
 }
 

@@ -38,11 +38,9 @@ pub(super) async fn tunnel<G: Send + 'static>(
     let origin_form = upstream_req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    *upstream_req.uri_mut() = origin_form
-        .parse()
-        .map_err(|_| ProxyError::Broken("bad URI".into()))?;
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *upstream_req.uri_mut() = http::Uri::from(origin_form);
     if !upstream_req.headers().contains_key(header::HOST) {
         upstream_req
             .headers_mut()
