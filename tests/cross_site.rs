@@ -576,16 +576,19 @@ async fn a_rebound_dns_name_is_refused_on_loopback() {
     }
 
     // The names of the loopback address itself pass, whatever the port.
-    for host in [
+    for (n, host) in [
         format!("localhost:{port}"),
         format!("127.0.0.1:{port}"),
         format!("[::1]:{port}"),
         "LOCALHOST".to_owned(),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let reply = with_host(&server, "/app/", &host, &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{host}: {}", brief(&reply));
         let origin = format!("http://{host}");
-        let url = format!("ws://{}/apps/intro/ws?session_id=local", server.addr);
+        let url = format!("ws://{}/apps/intro/ws?session_id=local-{n}", server.addr);
         let mut ws = ws_connect(&url, &[("host", &host), ("origin", &origin)])
             .await
             .unwrap_or_else(|status| panic!("{host}: {status}"));

@@ -80,6 +80,9 @@ async fn target(header_timeout: Duration) -> Target {
         .with_service("/app", counter(app.clone()))
         .with_service("/admin", counter(admin.clone()))
         .auth(AuthLayer::new(Token::new(TOKEN)).no_login_limit())
+        // The rows name the gateway `gw`; bound to loopback, it answers that name only when
+        // allowed (DNS rebinding guard).
+        .allowed_hosts(["gw"])
         .build()
         .unwrap();
     let server = serve(service, |serve| serve.header_read_timeout(header_timeout)).await;
@@ -576,7 +579,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     // Two connections hold both slots.
     let mut first = raw::KeepAlive::new(TcpStream::connect(addr).await.unwrap());
     let mut second = raw::KeepAlive::new(TcpStream::connect(addr).await.unwrap());
-    let request = b"GET /app/ HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let request = b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
     assert_eq!(first.send(request).await.map(|r| r.status), Some(200));
     assert_eq!(second.send(request).await.map(|r| r.status), Some(200));
     // A third connects (the kernel queues it) but is not served while they are open.
