@@ -603,6 +603,7 @@ async fn behind_a_trusted_proxy_the_forwarded_host_is_checked() {
     let app = create_app()
         .with_app("/app", example_notebook("intro.py"))
         .auth(AuthLayer::new(Token::new(TOKEN)).trust_forwarded_headers(true))
+        .allowed_hosts(["marimo.test"])
         .build()
         .unwrap();
     start_backends(&app).await;
@@ -631,6 +632,182 @@ async fn behind_a_trusted_proxy_the_forwarded_host_is_checked() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", brief(&reply));
+    // The public name the proxy forwards, once allowed; the Host the proxy sent no longer
+    // decides.
+    for (host, forwarded, status) in [
+        (local.as_str(), "marimo.test:443", StatusCode::OK),
+        ("evil.test", "marimo.test", StatusCode::OK),
+        (local.as_str(), "other.test", StatusCode::FORBIDDEN),
+    ] {
+        let reply = with_host(
+            &server,
+            "/app/",
+            host,
+            &[("x-forwarded-host", forwarded), ("authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            status,
+            "{host} / {forwarded}: {}",
+            brief(&reply)
+        );
+    }
+    server.stop().await;
+    app.shutdown().await;
+}
+
+const ALLOWED: &str = "https://app.example.com";
+
+/// A page at the allowed origin may use the notebook: its preflight is answered, its
+/// WebSocket and POSTs go through, and every answer says that origin (never `*`) with
+/// credentials.
+async fn allowed_origin_is_served_with_cors(target: &RunTarget<'_>) {
+    let mount = target.mount;
+    let api = target.url("/api/kernel/set_ui_element_value");
+    // Browsers send no credentials with a preflight.
+    let preflight = send(
+        Method::OPTIONS,
+        &api,
+        &[
+            ("origin", ALLOWED),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "content-type, marimo-session-id",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let (status, headers) = (preflight.status, preflight.headers);
+    assert_eq!(status, StatusCode::NO_CONTENT, "{mount}: preflight");
+    assert_cors_for(mount, "preflight", &headers);
+    assert_eq!(headers["access-control-allow-methods"], "POST");
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        "content-type, marimo-session-id"
+    );
+    assert!(headers.contains_key("access-control-max-age"));
+
+    let session = format!("allowed{}", mount.replace('/', "-"));
+    let mut ws = target
+        .ws(&session, ALLOWED)
+        .await
+        .unwrap_or_else(|status| panic!("{mount}: allowed WebSocket refused: {status}"));
+    let mut slider = None;
+    ws_until(&mut ws, WS, |m| {
+        if let Some(id) = slider_id(m) {
+            slider = Some(id);
+        }
+        output_contains(m, "Slider value is <strong>3</strong>")
+    })
+    .await;
+    let body = serde_json::json!({ "objectIds": [slider.unwrap()], "values": [5] }).to_string();
+    let mut headers = target.with(&[("content-type", "application/json"), ("origin", ALLOWED)]);
+    headers.push(("marimo-session-id", &session));
+    let reply = send(Method::POST, &api, &headers, &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{mount}: {}", brief(&reply));
+    assert_cors_for(mount, "POST", &reply.headers);
+    ws_until(&mut ws, WS, |m| {
+        output_contains(m, "Slider value is <strong>5</strong>")
+    })
+    .await;
+    drop(ws);
+    let page = send(
+        Method::GET,
+        &target.url("/"),
+        &target.with(&[("accept", "text/html"), ("origin", ALLOWED)]),
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{mount}: {}", brief(&page));
+    assert_cors_for(mount, "page", &page.headers);
+}
+
+/// `Access-Control-Allow-Origin` is the allowed origin (once), with credentials.
+fn assert_cors_for(mount: &str, what: &str, headers: &HeaderMap) {
+    let origins: Vec<_> = headers
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(origins, [ALLOWED], "{mount}: {what}: {headers:?}");
+    assert_eq!(
+        headers["access-control-allow-credentials"], "true",
+        "{mount}: {what}"
+    );
+    assert!(
+        headers.get_all("vary").iter().any(|v| v == "Origin"),
+        "{mount}: {what}: {headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn allowed_origins_are_served_with_cors_with_and_without_auth() {
+    let directory = notebook_directory();
+    let open = create_app()
+        .with_app("/app", example_notebook("intro.py"))
+        .with_dynamic_directory("/apps", directory.path())
+        .allowed_origins([ALLOWED])
+        .build()
+        .unwrap();
+    // The auth layer's own list reaches the notebook services too.
+    let guarded = create_app()
+        .with_app("/app", example_notebook("intro.py"))
+        .auth(AuthLayer::new(Token::new(TOKEN)).allowed_origins([ALLOWED]))
+        .build()
+        .unwrap();
+    start_backends(&open).await;
+    start_backends(&guarded).await;
+    let open_server = TestServer::start(open.clone()).await;
+    let guarded_server = TestServer::start(guarded.clone()).await;
+    for mount in ["/app", "/apps/intro"] {
+        let target = RunTarget {
+            addr: open_server.addr,
+            mount,
+            credentials: &[],
+        };
+        allowed_origin_is_served_with_cors(&target).await;
+        // Other origins are still refused.
+        assert_eq!(
+            target.ws("still-foreign", EVIL).await.err(),
+            Some(StatusCode::FORBIDDEN)
+        );
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let target = RunTarget {
+        addr: guarded_server.addr,
+        mount: "/app",
+        credentials: &[("authorization", &bearer)],
+    };
+    allowed_origin_is_served_with_cors(&target).await;
+    open_server.stop().await;
+    guarded_server.stop().await;
+    open.shutdown().await;
+    guarded.shutdown().await;
+}
+
+#[tokio::test]
+async fn allowed_host_names_pass_on_loopback() {
+    let app = create_app()
+        .with_app("/app", example_notebook("intro.py"))
+        .allowed_hosts(["marimo.test"])
+        .build()
+        .unwrap();
+    start_backends(&app).await;
+    let server = TestServer::start(app.clone()).await;
+    let port = server.addr.port();
+    let named = format!("marimo.test:{port}");
+    let reply = with_host(&server, "/app/", &named, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", brief(&reply));
+    let url = format!("ws://{}/app/ws?session_id=named", server.addr);
+    let origin = format!("http://{named}");
+    let mut ws = ws_connect(&url, &[("host", &named), ("origin", &origin)])
+        .await
+        .expect("an allowed name's WebSocket");
+    ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
+    let other = with_host(&server, "/app/", &format!("other.test:{port}"), &[]).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", brief(&other));
     server.stop().await;
     app.shutdown().await;
 }
