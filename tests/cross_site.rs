@@ -295,6 +295,25 @@ impl RunTarget<'_> {
         let url = format!("ws://{}{}/ws?session_id={session}", self.addr, self.mount);
         ws_connect(&url, &self.with(&[("origin", origin)])).await
     }
+
+    /// A kernel session opened from `origin`: its WebSocket, once the slider has rendered,
+    /// and the slider's object id.
+    async fn kernel(&self, session: &str, origin: &str) -> (Ws, String) {
+        let mount = self.mount;
+        let mut ws = self
+            .ws(session, origin)
+            .await
+            .unwrap_or_else(|status| panic!("{mount}: WebSocket from {origin} refused: {status}"));
+        let mut slider = None;
+        ws_until(&mut ws, WS, |m| {
+            if let Some(id) = slider_id(m) {
+                slider = Some(id);
+            }
+            output_contains(m, "Slider value is <strong>3</strong>")
+        })
+        .await;
+        (ws, slider.expect("the slider's cell output arrived"))
+    }
 }
 
 /// A foreign page can neither open the kernel's WebSocket, nor post to the kernel, nor read
@@ -309,19 +328,7 @@ async fn run_mount_refuses_foreign_origins(target: &RunTarget<'_>) {
         "{mount}: foreign WebSocket"
     );
     let session = format!("s{}", mount.replace('/', "-"));
-    let mut ws = target
-        .ws(&session, &own)
-        .await
-        .unwrap_or_else(|status| panic!("{mount}: same-origin WebSocket refused: {status}"));
-    let mut slider = None;
-    ws_until(&mut ws, WS, |m| {
-        if let Some(id) = slider_id(m) {
-            slider = Some(id);
-        }
-        output_contains(m, "Slider value is <strong>3</strong>")
-    })
-    .await;
-    let slider = slider.expect("the slider's cell output arrived");
+    let (mut ws, slider) = target.kernel(&session, &own).await;
 
     let set =
         |value: u32| serde_json::json!({ "objectIds": [&slider], "values": [value] }).to_string();
@@ -691,19 +698,8 @@ async fn allowed_origin_is_served_with_cors(target: &RunTarget<'_>) {
     assert!(headers.contains_key("access-control-max-age"));
 
     let session = format!("allowed{}", mount.replace('/', "-"));
-    let mut ws = target
-        .ws(&session, ALLOWED)
-        .await
-        .unwrap_or_else(|status| panic!("{mount}: allowed WebSocket refused: {status}"));
-    let mut slider = None;
-    ws_until(&mut ws, WS, |m| {
-        if let Some(id) = slider_id(m) {
-            slider = Some(id);
-        }
-        output_contains(m, "Slider value is <strong>3</strong>")
-    })
-    .await;
-    let body = serde_json::json!({ "objectIds": [slider.unwrap()], "values": [5] }).to_string();
+    let (mut ws, slider) = target.kernel(&session, ALLOWED).await;
+    let body = serde_json::json!({ "objectIds": [slider], "values": [5] }).to_string();
     let mut headers = target.with(&[("content-type", "application/json"), ("origin", ALLOWED)]);
     headers.push(("marimo-session-id", &session));
     let reply = send(Method::POST, &api, &headers, &body).await;
