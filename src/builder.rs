@@ -170,8 +170,10 @@ impl Mount {
     /// user of this process. The backend is private like a [`Mount::app`] one (a Unix socket
     /// in a 0700 directory); the code runs in kernel subprocesses that stop with it. `root`
     /// must exist (an empty file is a new notebook, as with `marimo edit new.py`). Editor
-    /// mounts always show the code and send `print` output to the browser; marimo's language
-    /// servers (pylsp, Copilot) are off.
+    /// mounts always show the code, send `print` output to the browser and have marimo's skew
+    /// protection on (a `POST` needs the page's `Marimo-Server-Token`, as with `marimo
+    /// edit`); marimo's language servers (pylsp, Copilot) are off. Cross-site requests are
+    /// refused whether or not auth is on (see [`AppBuilder::allowed_origins`]).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -862,6 +864,10 @@ impl AppBuilder {
 /// `Clone + Send + Sync + 'static`, with `Error = Infallible`: give it to hyper (see
 /// [`serve`](crate::serve())), to `axum::Router::nest_service` or `fallback_service`, or wrap
 /// it in your own tower layers. It accepts any request body of [`Bytes`] chunks.
+///
+/// Before anything else it checks the `Host` against DNS rebinding (see
+/// [`AppBuilder::allowed_hosts`]): served by [`serve`](crate::serve()) on a loopback address,
+/// or with allowed host names, a request for another name gets `403`.
 #[derive(Clone)]
 pub struct MarimoService {
     inner: MountService,
