@@ -14,9 +14,11 @@ use tower::util::{BoxCloneSyncService, ServiceExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::auth::origin::{self, Origin};
 use crate::directory::{DirectoryMount, DirectoryService, NotebookFile};
 use crate::error::BuildError;
 use crate::health::Health;
+use crate::host::{self, HostPolicy};
 use crate::notebook::{Backends, Mode, NotebookError, NotebookOptions, NotebookService};
 use crate::router::{MountPath, MountService, Router};
 use crate::{AuthLayer, Body, BoxError, Token};
@@ -168,8 +170,10 @@ impl Mount {
     /// user of this process. The backend is private like a [`Mount::app`] one (a Unix socket
     /// in a 0700 directory); the code runs in kernel subprocesses that stop with it. `root`
     /// must exist (an empty file is a new notebook, as with `marimo edit new.py`). Editor
-    /// mounts always show the code and send `print` output to the browser; marimo's language
-    /// servers (pylsp, Copilot) are off.
+    /// mounts always show the code, send `print` output to the browser and have marimo's skew
+    /// protection on (a `POST` needs the page's `Marimo-Server-Token`, as with `marimo
+    /// edit`); marimo's language servers (pylsp, Copilot) are off. Cross-site requests are
+    /// refused whether or not auth is on (see [`AppBuilder::allowed_origins`]).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -356,6 +360,11 @@ pub struct AppBuilder {
     secrets: Option<(Vec<u8>, Vec<Vec<u8>>)>,
     /// The `x-marimo-rs-replica` response header.
     replica_id: Option<http::HeaderValue>,
+    /// Origins allowed besides the request's own, as given (checked by `build`).
+    allowed_origins: Vec<String>,
+    /// Host names answered besides the loopback ones, as given (checked by `build`).
+    allowed_hosts: Vec<String>,
+    trust_forwarded: bool,
 }
 
 /// The response header that names the replica (see [`AppBuilder::replica_id`]).
@@ -498,7 +507,9 @@ impl AppBuilder {
         self
     }
 
-    /// marimo's `skew_protection` (default `false`).
+    /// marimo's `skew_protection` for [apps](Mount::app) (default `false`): POSTs need the
+    /// page's `Marimo-Server-Token` header. [Editors](Mount::edit) always have it on, as
+    /// `marimo edit` does.
     pub fn skew_protection(mut self, protect: bool) -> Self {
         self.notebook.marimo.skew_protection = protect;
         self
@@ -665,6 +676,83 @@ impl AppBuilder {
         self
     }
 
+    /// Origins (`https://app.example.com`, `http://localhost:3000`) whose pages may use the
+    /// notebooks besides pages of the service's own origin, like marimo's `allow_origins`:
+    /// they may send state-changing requests, open WebSockets and read event streams, and
+    /// read the answers (the gateway answers CORS for them, with credentials: preflights get
+    /// `204`, responses `Access-Control-Allow-Origin: <that origin>`). Adds to the list given
+    /// before, and to an [`AuthLayer::allowed_origins`] list: the auth layer and every
+    /// notebook service use the union.
+    ///
+    /// Every other origin is refused such requests (`403`), in the auth layer and in each
+    /// notebook service, so mounts without the gateway's auth are guarded too; no other
+    /// response carries CORS headers (marimo's `Access-Control-Allow-Origin: *` is removed).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .allowed_origins(["https://dashboard.example.com"])
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`build`](AppBuilder::build) fails with [`BuildError::InvalidOrigin`] if an entry is
+    /// not `scheme://host[:port]`.
+    pub fn allowed_origins<I, T>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.allowed_origins
+            .extend(origins.into_iter().map(Into::into));
+        self
+    }
+
+    /// Host names the service answers besides `localhost` and IP addresses, against DNS
+    /// rebinding: `marimo.example.com`, or `gw` for a name in `/etc/hosts`. Adds to the list
+    /// given before.
+    ///
+    /// A page on a name the attacker controls, re-pointed at this machine's address, is
+    /// same-origin with itself; only its `Host` header tells. So when the service is reached
+    /// through a listener bound to a loopback address ([`serve`](crate::serve()) marks each
+    /// request with its [`LocalAddr`](crate::LocalAddr)), a request whose `Host` is not
+    /// `localhost`, an IP address or an allowed name gets `403`, any port. On other addresses
+    /// the check is on once names are allowed. Behind a reverse proxy whose forwarded
+    /// headers are trusted ([`trust_forwarded_headers`](Self::trust_forwarded_headers)),
+    /// `X-Forwarded-Host` is the name checked.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .allowed_hosts(["marimo.example.com"])
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`build`](AppBuilder::build) fails with [`BuildError::InvalidHost`] if an entry is not
+    /// a DNS name (no scheme, no port; IP addresses are always answered).
+    pub fn allowed_hosts<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.allowed_hosts.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Believes `X-Forwarded-Proto` and `X-Forwarded-Host` for the origin and `Host` checks
+    /// (and the auth layer's `Secure` cookies: [`AuthLayer::trust_forwarded_headers`], which
+    /// turns this on too). Only behind a reverse proxy that sets these headers itself, with
+    /// clients unable to reach the service except through it. Off by default.
+    pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
+        self.trust_forwarded = trust;
+        self
+    }
+
     /// Adds `x-marimo-rs-replica: id` to every response, so that behind a load balancer one
     /// can tell which replica answered (`curl -sI …`, the browser's network tab). Pick a value
     /// that does not reveal more than you want, e.g. a hash of the host name. Off by default.
@@ -692,7 +780,9 @@ impl AppBuilder {
     /// [`BuildError`] for an invalid or duplicate mount path, or a notebook file that does
     /// not exist. Problems with Python or the notebook's code show when its backend starts
     /// (see [`MarimoService::start`]).
-    pub fn build(self) -> Result<MarimoService, BuildError> {
+    pub fn build(mut self) -> Result<MarimoService, BuildError> {
+        let (policy, hosts) = self.guards()?;
+        self.notebook.origin = policy.clone();
         let mut ctx = BuildContext {
             options: Some(self.notebook),
             backends: None,
@@ -709,6 +799,7 @@ impl AppBuilder {
             (Some(auth), Some((secret, old))) => Some(auth.secret(secret).old_secrets(old)),
             (auth, _) => auth,
         };
+        let auth = auth.map(|auth| auth.with_origin_policy(policy));
         let guarded = match &auth {
             Some(auth) => BoxCloneSyncService::new(auth.layer(routed)),
             None => routed,
@@ -728,7 +819,43 @@ impl AppBuilder {
         Ok(MarimoService {
             inner: service,
             backends: ctx.backends,
+            hosts: Arc::new(hosts),
         })
+    }
+
+    /// The origin policy shared by the auth layer and the notebook services (this builder's
+    /// allowed origins and the auth layer's), and the `Host` check.
+    fn guards(&self) -> Result<(origin::Policy, HostPolicy), BuildError> {
+        let mut policy = self
+            .auth
+            .as_ref()
+            .map(|auth| auth.origin_policy().clone())
+            .unwrap_or_default();
+        let origins = self
+            .allowed_origins
+            .iter()
+            .map(|origin| {
+                Origin::parse(origin).ok_or_else(|| BuildError::InvalidOrigin {
+                    origin: origin.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        policy.allow(origins);
+        if self.trust_forwarded {
+            policy.set_trust_forwarded(true);
+        }
+        let names = self
+            .allowed_hosts
+            .iter()
+            .map(|name| {
+                host::check_name(name).map_err(|reason| BuildError::InvalidHost {
+                    host: name.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hosts = HostPolicy::new(names, policy.clone());
+        Ok((policy, hosts))
     }
 }
 
@@ -737,10 +864,16 @@ impl AppBuilder {
 /// `Clone + Send + Sync + 'static`, with `Error = Infallible`: give it to hyper (see
 /// [`serve`](crate::serve())), to `axum::Router::nest_service` or `fallback_service`, or wrap
 /// it in your own tower layers. It accepts any request body of [`Bytes`] chunks.
+///
+/// Before anything else it checks the `Host` against DNS rebinding (see
+/// [`AppBuilder::allowed_hosts`]): served by [`serve`](crate::serve()) on a loopback address,
+/// or with allowed host names, a request for another name gets `403`.
 #[derive(Clone)]
 pub struct MarimoService {
     inner: MountService,
     backends: Option<Arc<Backends>>,
+    /// Checked before anything else (DNS rebinding).
+    hosts: Arc<HostPolicy>,
 }
 
 impl MarimoService {
@@ -802,6 +935,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(refused) = self.hosts.refuse(&req) {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
         self.inner.call(req.map(Body::new))
     }
 }

@@ -38,6 +38,23 @@ pub enum BuildError {
         /// The path as given.
         path: PathBuf,
     },
+    /// An allowed origin is not `scheme://host[:port]`.
+    #[error(
+        "invalid allowed origin {origin:?}: expected scheme://host[:port], such as \
+         https://app.example.com (no path, no trailing text)"
+    )]
+    InvalidOrigin {
+        /// The origin as given.
+        origin: String,
+    },
+    /// An allowed host is not a DNS name.
+    #[error("invalid allowed host {host:?}: {reason}")]
+    InvalidHost {
+        /// The name as given.
+        host: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A file system operation needed to set up notebook backends failed.
     #[error("cannot {action}: {source}")]
     Io {

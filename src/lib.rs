@@ -28,6 +28,7 @@ mod builder;
 mod directory;
 mod error;
 mod health;
+mod host;
 mod html;
 mod notebook;
 mod proxy;
@@ -43,7 +44,7 @@ pub use error::BuildError;
 pub use notebook::python::MARIMO_VERSION;
 pub use notebook::NotebookError;
 pub use router::{MountPrefix, MountService, OriginalUri};
-pub use serve::{serve, shutdown_signal, RemoteAddr, Serve};
+pub use serve::{serve, shutdown_signal, LocalAddr, RemoteAddr, Serve};
 pub use user::User;
 
 /// Not API: entry points for the fuzz targets in `fuzz/` (and the proptests that share them).

@@ -37,7 +37,19 @@ const PREFACE_LEN: usize = 24;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// The address of the listener that accepted the connection (as it was bound: `127.0.0.1:2718`,
+/// `0.0.0.0:2718`), inserted into every request's extensions by [`serve`].
+///
+/// A [`MarimoService`](crate::MarimoService) that sees a loopback address here answers only
+/// the loopback names (`localhost`, IP addresses) and
+/// [allowed hosts](crate::AppBuilder::allowed_hosts), against DNS rebinding. A host serving
+/// the service with its own accept loop can insert it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// Serves `service` on `listener` with hyper (HTTP/1.1 with upgrades, and HTTP/2).
+///
+/// Every request carries the [`RemoteAddr`] and [`LocalAddr`] extensions.
 ///
 /// The returned [`Serve`] is a future: `.await` it. It runs until an accept loop error that is
 /// not per-connection, or until the signal given to [`Serve::with_graceful_shutdown`] fires;
@@ -214,6 +226,7 @@ where
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
+    let local = listener.local_addr().ok().map(LocalAddr);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::pin!(signal);
@@ -259,6 +272,9 @@ where
         let service = service.clone();
         let hyper_service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(RemoteAddr(peer));
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
             service.clone().oneshot(req)
         });
         let io = ServerIo::new(stream, permit, header_read_timeout);

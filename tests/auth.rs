@@ -751,7 +751,7 @@ async fn login_refuses_other_methods_large_bodies_and_other_types() {
     // Chunked, without Content-Length: the limit applies while reading.
     let chunk = "x".repeat(8 * 1024);
     let mut raw = format!(
-        "POST /auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\npassword={TOKEN}&pad=\r\n",
         "password=&pad=".len() + TOKEN.len()
     );

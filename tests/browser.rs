@@ -1,7 +1,9 @@
 //! End to end in a real browser: headless Chromium (Debian's `chromium`, installed by
 //! `.ci/install-chromium`) driven over the DevTools protocol. Logs in through the gateway's
 //! login page, waits for the notebook to render, moves the slider with a real key press and
-//! sees the dependent cell update. Saves `target/artifacts/browser-notebook.png`.
+//! sees the dependent cell update. Saves `target/artifacts/browser-notebook.png`. In marimo's
+//! editor (behind the origin guard, with marimo's skew protection on) changes a cell, runs
+//! it and saves it to disk.
 //!
 //! Without Chromium the test warns and returns, except under CI (`CI` set), where it fails.
 
@@ -11,12 +13,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cdp::Browser;
+use cdp::{Browser, Page};
 use common::TestServer;
-use marimo_rs::{create_app, Token};
+use marimo_rs::{create_app, Mount, Token};
+use serde_json::json;
 
-#[tokio::test]
-async fn login_render_and_move_the_slider_in_chromium() {
+/// Whether Chromium is there (installing it if this process may); `false` means skip, which
+/// only happens outside CI.
+fn chromium_available() -> bool {
     if Browser::executable().is_none() {
         // `cargo test` installs what it needs, as `.ci/run` does (Debian's chromium, as root).
         common::run_install_script("install-chromium");
@@ -29,6 +33,14 @@ async fn login_render_and_move_the_slider_in_chromium() {
         eprintln!(
             "warning: Chromium not found; skipping the browser test (run .ci/install-chromium)"
         );
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn login_render_and_move_the_slider_in_chromium() {
+    if !chromium_available() {
         return;
     }
     let token = Token::new("browser-test-token");
@@ -94,6 +106,113 @@ async fn login_render_and_move_the_slider_in_chromium() {
     eprintln!(
         "browser: rendered after login in {rendered:?}; screenshot at {}",
         shot.display()
+    );
+
+    drop(page);
+    drop(browser);
+    server.stop().await;
+    app.shutdown().await;
+}
+
+/// A key pressed with the Ctrl modifier (marimo's `Mod` on Linux), as real input events.
+async fn press_ctrl(page: &Page, key: &str, code: &str, key_code: i64) {
+    const CTRL: i64 = 2;
+    for kind in ["rawKeyDown", "keyUp"] {
+        page.call(
+            "Input.dispatchKeyEvent",
+            json!({
+                "type": kind,
+                "key": key,
+                "code": code,
+                "windowsVirtualKeyCode": key_code,
+                "nativeVirtualKeyCode": key_code,
+                "modifiers": CTRL,
+            }),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// marimo's own frontend still works behind the origin guard with skew protection on: the
+/// editor opens through the gateway, a cell's code is changed and run, and saving writes the
+/// change to the notebook file.
+#[tokio::test]
+async fn edit_run_and_save_a_cell_in_the_editor_in_chromium() {
+    if !chromium_available() {
+        return;
+    }
+    // Not under /tmp: marimo's frontend treats notebooks there as unnamed scratch files and
+    // asks for a name instead of saving.
+    let parent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = tempfile::tempdir_in(&parent).unwrap();
+    let notebook = dir.path().join("edited.py");
+    std::fs::write(
+        &notebook,
+        "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    \"before\"\n    \
+         return\n\n\nif __name__ == \"__main__\":\n    app.run()\n",
+    )
+    .unwrap();
+    let token = Token::new("browser-editor-token");
+    let app = create_app()
+        .mount("/", Mount::edit(&notebook))
+        .token(token)
+        .build()
+        .unwrap();
+    common::start_backends(&app).await;
+    let server = TestServer::start(app.clone()).await;
+
+    let browser = Browser::launch().await.expect("Chromium starts");
+    let page = browser.new_page().await.unwrap();
+    page.goto(&server.url("/?access_token=browser-editor-token"))
+        .await
+        .unwrap();
+    page.wait_for(
+        "__deepQuery('.cm-content') !== null",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the editor shows the cell's code");
+    page.wait_for_text("\"before\"", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.eval("location.search").await.unwrap(),
+        "",
+        "the token left the address bar"
+    );
+
+    // Replace the cell's code as typing would, and run it (Ctrl-Enter).
+    page.focus_deep(".cm-content").await.unwrap();
+    press_ctrl(&page, "a", "KeyA", 65).await;
+    page.call(
+        "Input.insertText",
+        json!({ "text": "\"edited in \" + str(6 * 7)" }),
+    )
+    .await
+    .unwrap();
+    press_ctrl(&page, "Enter", "Enter", 13).await;
+    page.wait_for_text("edited in 42", Duration::from_secs(60))
+        .await
+        .expect("the changed cell runs and shows its output");
+
+    // Save (Ctrl-S): the file on disk gets the change.
+    press_ctrl(&page, "s", "KeyS", 83).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let saved = loop {
+        let text = std::fs::read_to_string(&notebook).unwrap();
+        if text.contains("str(6 * 7)") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/artifacts/browser-editor.png");
+    page.screenshot(&shot).await.unwrap();
+    assert!(
+        saved.contains("\"edited in \" + str(6 * 7)") && !saved.contains("\"before\""),
+        "the notebook file after saving:\n{saved}"
     );
 
     drop(page);

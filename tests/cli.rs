@@ -420,6 +420,15 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
     let page = send(Method::GET, server.page(), &[HTML, auth], "").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(r#""mode": "edit""#), "marimo's editor");
+    // The editor has marimo's skew protection on (as `marimo edit` does): its POSTs carry
+    // the page's server token, as marimo's frontend sends it.
+    let server_token = page
+        .body
+        .split("\"serverToken\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the editor page carries marimo's server token")
+        .to_owned();
     let anonymous = send(Method::GET, server.page(), &[HTML], "").await;
     assert_eq!(
         anonymous.status,
@@ -441,6 +450,7 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
         auth,
         ("content-type", "application/json"),
         ("marimo-session-id", "cli-edit"),
+        ("marimo-server-token", server_token.as_str()),
     ];
     let api = |path: &str| format!("{}/api/kernel/{path}", server.origin());
     let code = "6 * 7";
@@ -612,6 +622,112 @@ async fn behind_a_trusted_proxy_forwarded_headers_count() {
         attempt("198.51.100.9").await,
         StatusCode::UNAUTHORIZED,
         "another client"
+    );
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn allow_origins_and_allow_host_open_the_guards_for_the_named_ones_only() {
+    let notebook = example_notebook("intro.py");
+    let notebook = notebook.to_str().unwrap();
+    for (flag, value, expected) in [
+        (
+            "--allow-origins",
+            "app.example.com",
+            "invalid allowed origin",
+        ),
+        ("--allow-host", "marimo.test:80", "invalid allowed host"),
+    ] {
+        let (status, stdout, stderr) =
+            fail(&["run", notebook, "--headless", "--port", "0", flag, value]).await;
+        assert_eq!(status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert_eq!(stdout, "");
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+    }
+
+    let server = start(&[
+        "run",
+        notebook,
+        "--allow-origins",
+        "https://app.example.com",
+        "--allow-origins",
+        "http://localhost:3000",
+        "--allow-host",
+        "marimo.test",
+    ])
+    .await;
+    let port = server.origin().rsplit(':').next().unwrap().to_owned();
+    let named = format!("marimo.test:{port}");
+    let page = send(Method::GET, server.page(), &[HTML, ("host", &named)], "").await;
+    assert_eq!(page.status, StatusCode::OK, "an allowed host name");
+    let evil = format!("evil.test:{port}");
+    let page = send(Method::GET, server.page(), &[HTML, ("host", &evil)], "").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "any other name");
+
+    // An allowed origin's page gets a preflight answer and may read the API, with credentials.
+    let api = format!("{}/api/kernel/set_ui_element_value", server.origin());
+    let preflight = send(
+        Method::OPTIONS,
+        &api,
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "content-type,marimo-session-id",
+            ),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT, "{preflight:?}");
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("content-type,marimo-session-id")
+    );
+    let version = format!("{}/api/version", server.origin());
+    let read = send(
+        Method::GET,
+        &version,
+        &[("origin", "http://localhost:3000")],
+        "",
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(
+        read.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    let foreign = send(
+        Method::GET,
+        &version,
+        &[("origin", "http://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+
+    // Its WebSocket is accepted; a foreign one is not.
+    let ws_url = format!("{}/ws?session_id=cli-allowed", server.origin()).replace("http", "ws");
+    let mut ws = ws_connect(&ws_url, &[("origin", "https://app.example.com")])
+        .await
+        .expect("the allowed origin's WebSocket");
+    ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
+    drop(ws);
+    assert_eq!(
+        ws_connect(&ws_url, &[("origin", "http://evil.example")])
+            .await
+            .err(),
+        Some(StatusCode::FORBIDDEN)
     );
     let (status, _, stderr) = server.terminate().await;
     assert!(status.success(), "{stderr}");

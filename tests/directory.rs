@@ -212,8 +212,8 @@ async fn unsafe_missing_and_hidden_paths_are_404_and_start_nothing() {
     }
     // A raw backslash: refused by the HTTP parser or not found, never served.
     for request in [
-        "GET /apps/..\\secret/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "GET /apps/team\\..\\..\\secret/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /apps/..\\secret/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "GET /apps/team\\..\\..\\secret/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     ] {
         let response = raw(server.addr, request.as_bytes()).await;
         assert!(

@@ -80,6 +80,9 @@ async fn target(header_timeout: Duration) -> Target {
         .with_service("/app", counter(app.clone()))
         .with_service("/admin", counter(admin.clone()))
         .auth(AuthLayer::new(Token::new(TOKEN)).no_login_limit())
+        // The rows name the gateway `gw`; bound to loopback, it answers that name only when
+        // allowed (DNS rebinding guard).
+        .allowed_hosts(["gw"])
         .build()
         .unwrap();
     let server = serve(service, |serve| serve.header_read_timeout(header_timeout)).await;
@@ -303,6 +306,13 @@ fn table() -> Vec<Row> {
         row("upgrade from a foreign origin", req("GET", "/app/ws", &format!("{AUTH}Upgrade: websocket\r\nConnection: Upgrade\r\nOrigin: http://evil.example\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")), Status(403), 0),
         row("upgrade with two origins", req("GET", "/app/ws", &format!("{AUTH}Upgrade: websocket\r\nConnection: Upgrade\r\nOrigin: http://gw\r\nOrigin: http://gw\r\n")), Status(403), 0),
         row("upgrade with Origin null", req("GET", "/app/ws", &format!("{AUTH}Upgrade: websocket\r\nConnection: Upgrade\r\nOrigin: null\r\n")), Status(403), 0),
+        // Cross-site requests and DNS rebinding: refused whatever the credentials.
+        row("POST from a foreign origin", req("POST", "/app/", &format!("{AUTH}Origin: http://evil.example\r\nContent-Length: 0\r\n")), Status(403), 0),
+        row("POST from another port of the same host", req("POST", "/app/", &format!("{AUTH}Origin: http://gw:9999\r\nContent-Length: 0\r\n")), Status(403), 0),
+        row("POST with Sec-Fetch-Site: same-site", req("POST", "/app/", &format!("{AUTH}Sec-Fetch-Site: same-site\r\nContent-Length: 0\r\n")), Status(403), 0),
+        row("event stream for a foreign origin", req("GET", "/app/sse?session_id=s", &format!("{AUTH}Accept: text/event-stream\r\nOrigin: http://evil.example\r\n")), Status(403), 0),
+        row("POST from the gateway's own origin", req("POST", "/app/", &format!("{AUTH}Origin: http://gw\r\nContent-Length: 0\r\n")), Status(200), 1),
+        row("Host naming another site (DNS rebinding)", format!("GET /app/ HTTP/1.1\r\nHost: evil.test\r\n{AUTH}\r\n").into_bytes(), Status(403), 0),
         row("upgrade in a list, no credentials", req("GET", "/app/ws", "Upgrade: h2c, WebSocket\r\nConnection: Upgrade\r\n"), Status(403), 0),
         row("upgrade missing the key reaches the mount, which decides", req("GET", "/app/ws", &format!("{AUTH}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n")), Status(200), 1),
         row("upgrade with the wrong version reaches the mount", req("GET", "/app/ws", &format!("{AUTH}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n")), Status(200), 1),
@@ -576,7 +586,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     // Two connections hold both slots.
     let mut first = raw::KeepAlive::new(TcpStream::connect(addr).await.unwrap());
     let mut second = raw::KeepAlive::new(TcpStream::connect(addr).await.unwrap());
-    let request = b"GET /app/ HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let request = b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
     assert_eq!(first.send(request).await.map(|r| r.status), Some(200));
     assert_eq!(second.send(request).await.map(|r| r.status), Some(200));
     // A third connects (the kernel queues it) but is not served while they are open.

@@ -36,6 +36,9 @@ fn app(layer: AuthLayer, hits: Arc<AtomicUsize>) -> MarimoService {
     create_app()
         .with_service("", ok)
         .auth(layer)
+        // The requests name the gateway `gw`; bound to loopback, it answers that name only
+        // when allowed (DNS rebinding guard).
+        .allowed_hosts(["gw"])
         .build()
         .unwrap()
 }

@@ -8,18 +8,18 @@ use std::net::IpAddr;
 
 use base64::Engine as _;
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE, HOST, ORIGIN};
-use http::Uri;
+use http::Request;
 
 use super::cookie::CookieKeys;
 use super::credentials::{access_token, from_authorization, strip_access_token, DEFAULT_USER};
 use super::limit::{client_ip, parse_hop, ClientKey, IpNet};
 use super::login::is_safe_next;
-use super::origin::{upgrade_allowed, Origin};
+use super::origin::{Origin, Policy, Verdict};
 use super::Token;
 
 const TOKEN: &str = "s3cret";
 
-/// Runs the `Authorization`, session cookie, `access_token`, `next`, `Origin`,
+/// Runs the `Authorization`, session cookie, `access_token`, `next`, `Origin`, `Host`,
 /// `X-Forwarded-For` and CIDR parsers over `data`; panics if one accepts what it must not.
 pub fn credentials(data: &[u8]) {
     let token = Token::new(TOKEN);
@@ -69,10 +69,13 @@ pub fn credentials(data: &[u8]) {
             }
         }
 
-        let mut upgrade = HeaderMap::new();
-        upgrade.insert(ORIGIN, value.clone());
-        upgrade.insert(HOST, HeaderValue::from_static("gateway.example:2718"));
-        if upgrade_allowed(&upgrade, &Uri::from_static("/ws"), &[], false) {
+        let mut upgrade = Request::get("/ws")
+            .header("upgrade", "websocket")
+            .header(HOST, "gateway.example:2718")
+            .body(())
+            .expect("a request");
+        upgrade.headers_mut().insert(ORIGIN, value.clone());
+        if matches!(Policy::default().judge(&upgrade), Verdict::Pass { .. }) {
             // Only an origin naming the gateway's own host and port passes.
             let shown = origin_string(value.as_bytes()).expect("an accepted Origin parses");
             assert!(
@@ -81,6 +84,7 @@ pub fn credentials(data: &[u8]) {
                 String::from_utf8_lossy(value.as_bytes())
             );
         }
+        check_host(value.clone());
 
         check_forwarded_for(value);
     }
@@ -141,6 +145,32 @@ fn presents_token(value: &[u8], user: &str) -> bool {
 fn origin_string(value: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(value).ok()?;
     Origin::parse(text).map(|origin| origin.to_string())
+}
+
+/// On loopback, only `localhost`, IP literals and allowed names pass the `Host` check.
+fn check_host(value: HeaderValue) {
+    let names = vec![crate::host::check_name("gw.example").expect("a name")];
+    let policy = crate::host::HostPolicy::new(names, Policy::default());
+    let mut req = Request::get("/").body(()).expect("a request");
+    req.headers_mut().insert(HOST, value.clone());
+    req.extensions_mut()
+        .insert(crate::LocalAddr(([127, 0, 0, 1], 2718).into()));
+    if policy.refuse(&req).is_none() {
+        let text = value
+            .to_str()
+            .expect("a passing Host is text")
+            .to_ascii_lowercase();
+        let host = match text.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
+            None => text
+                .rsplit_once(':')
+                .map_or(text.clone(), |(h, _)| h.to_owned()),
+        };
+        assert!(
+            host == "localhost" || host == "gw.example" || host.parse::<IpAddr>().is_ok(),
+            "{text:?} passed the Host check"
+        );
+    }
 }
 
 /// `X-Forwarded-For` is believed only from a trusted peer, and then only as far as it parses.

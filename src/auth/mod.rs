@@ -121,9 +121,10 @@ pub(crate) struct Config {
     /// Where browsers reach the service root, `""` for the host root; `None` if unknown.
     base_path: Option<String>,
     secure_cookie: Option<bool>,
-    trust_forwarded: bool,
     basic_challenge: bool,
-    allowed_origins: Vec<Origin>,
+    /// Allowed origins and whether forwarded headers are trusted: the same policy the
+    /// notebook services of a built app apply.
+    origin: origin::Policy,
     /// The failed-login limiter, shared by every service made from this layer.
     limiter: Option<Arc<Limiter>>,
     trusted_proxies: Vec<IpNet>,
@@ -152,9 +153,8 @@ impl AuthLayer {
                 max_age: DEFAULT_MAX_AGE.as_secs(),
                 base_path: None,
                 secure_cookie: None,
-                trust_forwarded: false,
                 basic_challenge: false,
-                allowed_origins: Vec::new(),
+                origin: origin::Policy::default(),
                 limiter: Some(Arc::new(Limiter::new(
                     limit::DEFAULT_BURST,
                     limit::DEFAULT_PER,
@@ -343,16 +343,22 @@ impl AuthLayer {
         self
     }
 
-    /// Believes `X-Forwarded-Proto` (for the `Secure` cookie attribute) and `X-Forwarded-Host`
-    /// (for the WebSocket `Origin` check). Turn it on only behind a reverse proxy that sets
-    /// these headers itself. Off by default.
+    /// Believes `X-Forwarded-Proto` (for the `Secure` cookie attribute and the origin check)
+    /// and `X-Forwarded-Host` (for the origin check, and for the `Host` check of a built app).
+    /// Turn it on only behind a reverse proxy that sets these headers itself. Off by default.
     pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
-        self.config_mut().trust_forwarded = trust;
+        self.config_mut().origin.set_trust_forwarded(trust);
         self
     }
 
-    /// Origins (`https://app.example.com`, `http://localhost:3000`) whose pages may open
-    /// WebSockets to this service, besides pages served by the service's own host.
+    /// Origins (`https://app.example.com`, `http://localhost:3000`) whose pages may send
+    /// state-changing requests, open WebSockets and read event streams, besides pages of the
+    /// service's own origin; their pages may also read the answers (CORS, with credentials).
+    /// Replaces the list given before.
+    ///
+    /// Every other origin is refused such requests with `403` (see [`Auth`]). In a built app,
+    /// [`AppBuilder::allowed_origins`](crate::AppBuilder::allowed_origins) adds to this list,
+    /// and the notebook services use the same one.
     ///
     /// # Panics
     ///
@@ -371,7 +377,7 @@ impl AuthLayer {
                 })
             })
             .collect();
-        self.config_mut().allowed_origins = parsed;
+        self.config_mut().origin.set_allowed(parsed);
         self
     }
 
@@ -470,6 +476,18 @@ impl AuthLayer {
         self.config.keys.name()
     }
 
+    /// The origin policy (allowed origins, trust in forwarded headers), for a built app's
+    /// notebook services.
+    pub(crate) fn origin_policy(&self) -> &origin::Policy {
+        &self.config.origin
+    }
+
+    /// Replaces the origin policy with a built app's.
+    pub(crate) fn with_origin_policy(mut self, policy: origin::Policy) -> Self {
+        self.config_mut().origin = policy;
+        self
+    }
+
     fn config_mut(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
@@ -489,9 +507,9 @@ impl fmt::Debug for Config {
             .field("cookie_max_age", &Duration::from_secs(self.max_age))
             .field("base_path", &self.base_path)
             .field("secure_cookie", &self.secure_cookie)
-            .field("trust_forwarded_headers", &self.trust_forwarded)
+            .field("trust_forwarded_headers", &self.origin.trust_forwarded())
             .field("basic_challenge", &self.basic_challenge)
-            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_origins", &self.origin.allowed())
             .field("login_limit", &self.limiter)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("old_cookie_keys", &self.old_keys.len())
@@ -515,11 +533,19 @@ impl<S> Layer<S> for AuthLayer {
 ///
 /// For each request, in this order:
 ///
+/// - The origin guard, whatever the credentials: a request that can change state or stream
+///   data back (any method but `GET`/`HEAD`/`OPTIONS`, an upgrade such as a WebSocket, an
+///   event stream: `Accept: text/event-stream` or a path ending in `/sse`) gets `403` with a
+///   short reason when its `Origin` is neither the request's own origin (scheme, host, port)
+///   nor an [allowed origin](AuthLayer::allowed_origins), including `Origin: null`; or when
+///   it has no `Origin` but `Sec-Fetch-Site: cross-site` or `same-site`. Requests without
+///   either header (curl, scripts) pass. A CORS preflight (`OPTIONS` with
+///   `Access-Control-Request-Method`) from an allowed origin is answered `204` here, and
+///   responses to an allowed origin carry `Access-Control-Allow-Origin: <that origin>` with
+///   credentials; no other response gets CORS headers from this layer.
 /// - `{base}/auth/login` is the login form: `GET` shows it, `POST` (a form with `password`
 ///   and `next`, at most 16 KiB) sets the session cookie and answers `302` to `next` when the
 ///   password is the token, other methods get `405`.
-/// - A WebSocket upgrade whose `Origin` is neither the request's host nor an
-///   [allowed origin](AuthLayer::allowed_origins) gets `403`, whatever its credentials.
 /// - A request whose client has used up its [login limit](AuthLayer::login_limit) and that
 ///   carries a credential other than a valid session cookie gets `429 Too Many Requests` with
 ///   `Retry-After`, without the credential being checked (so does a login `POST`).
@@ -568,20 +594,33 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        if req.uri().path() == LOGIN_PATH {
-            return login::handle(Arc::clone(&self.config), req);
-        }
-        if let Some(response) = self.config.check(&mut req) {
-            return ResponseFuture::ready(response);
-        }
-        // Call the instance that `poll_ready` prepared, leaving a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            kind: Kind::Inner {
-                future: inner.call(req),
-            },
-        }
+        let cors = match self.config.origin.judge(&req) {
+            origin::Verdict::Pass { cors } => cors,
+            origin::Verdict::Preflight(response) => return ResponseFuture::ready(response),
+            origin::Verdict::Refuse(reason) => {
+                return ResponseFuture::ready(origin::refuse(reason))
+            }
+        };
+        // Inner notebook services need not judge again (and must not refuse an origin this
+        // layer's list allows).
+        req.extensions_mut().insert(origin::OriginChecked);
+        let mut future = if req.uri().path() == LOGIN_PATH {
+            login::handle(Arc::clone(&self.config), req)
+        } else if let Some(response) = self.config.check(&mut req) {
+            ResponseFuture::ready(response)
+        } else {
+            // Call the instance that `poll_ready` prepared, leaving a fresh clone in its place.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            ResponseFuture {
+                kind: Kind::Inner {
+                    future: inner.call(req),
+                },
+                cors: None,
+            }
+        };
+        future.cors = cors;
+        future
     }
 }
 
@@ -590,6 +629,8 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
+        // The allowed foreign origin whose page may read the response.
+        cors: Option<HeaderValue>,
     }
 }
 
@@ -608,12 +649,14 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Ready {
                 response: Some(response),
             },
+            cors: None,
         }
     }
 
     fn login(future: LoginFuture) -> Self {
         Self {
             kind: Kind::Login { future },
+            cors: None,
         }
     }
 }
@@ -631,13 +674,21 @@ where
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Ready { response } => Poll::Ready(Ok(response
+        let this = self.project();
+        let mut response = match this.kind.project() {
+            KindProj::Ready { response } => response
                 .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Login { future } => future.as_mut().poll(cx).map(Ok),
-            KindProj::Inner { future } => future.poll(cx),
+                .expect("ResponseFuture polled after completion"),
+            KindProj::Login { future } => std::task::ready!(future.as_mut().poll(cx)),
+            KindProj::Inner { future } => match std::task::ready!(future.poll(cx)) {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+        };
+        if let Some(origin) = this.cors.take() {
+            origin::allow_cors(&mut response, origin);
         }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -663,22 +714,6 @@ impl Config {
     /// here, `None` to send it in (then credentials are stripped and a [`User`] is attached).
     fn check(&self, req: &mut Request<Body>) -> Option<Response<Body>> {
         let upgrade = is_websocket(req.headers());
-        if upgrade
-            && !origin::upgrade_allowed(
-                req.headers(),
-                req.uri(),
-                &self.allowed_origins,
-                self.trust_forwarded,
-            )
-        {
-            tracing::debug!("WebSocket upgrade from a foreign origin refused");
-            return Some(forbidden());
-        }
-        if upgrade {
-            // This layer's allow-list has been applied; the notebook service must not refuse
-            // an allowed cross-origin upgrade by its own same-host rule.
-            req.extensions_mut().insert(origin::OriginChecked);
-        }
         let (user, by_query) = match self.authenticate(req) {
             Ok(Some(found)) => found,
             Ok(None) => return self.unauthenticated(req, upgrade),
@@ -865,12 +900,10 @@ impl Config {
             || extensions
                 .get::<OriginalUri>()
                 .is_some_and(|original| https(&original.0))
-            || (self.trust_forwarded
-                && headers
-                    .get("x-forwarded-proto")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.split(',').next())
-                    .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")))
+            || self
+                .origin
+                .forwarded(headers, "x-forwarded-proto")
+                .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
     }
 }
 
@@ -1079,7 +1112,11 @@ mod tests {
             proptest::prop_assert_eq!(keys.verify(token.digest(), &bytes, 0), None);
             proptest::prop_assert_eq!(keys.find_valid(&headers, token.digest(), 0), None);
             keys.strip(&mut headers);
-            let _ = origin::upgrade_allowed(&headers, &Uri::from_static("/"), &[], true);
+            let mut trusting = origin::Policy::default();
+            trusting.set_trust_forwarded(true);
+            let mut req = Request::post("/").body(()).expect("a request");
+            *req.headers_mut() = headers.clone();
+            let _ = trusting.judge(&req);
             let _ = Origin::parse(&text);
             if login::is_safe_next(&text) {
                 proptest::prop_assert!(text.starts_with('/') && !text.starts_with("//"));

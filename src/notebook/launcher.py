@@ -77,7 +77,7 @@ class Identity:
 def edit_app(notebook, options):
     """marimo's edit server for ONE notebook, as `marimo edit NOTEBOOK --no-token` builds it.
 
-    Differences from `marimo edit`: no language servers (they would listen on TCP ports the
+    Differences from `marimo edit`: no marimo auth (the gateway's), no language servers (they would listen on TCP ports the
     gateway does not guard), no browser, no server registry, no startup banner.
     """
     from marimo._config.manager import get_default_config_manager
@@ -125,7 +125,9 @@ def edit_app(notebook, options):
             ]
         ),
         enable_auth=False,
-        skew_protection=options["skew_protection"],
+        # marimo edit's default: POSTs need the page's Marimo-Server-Token, which its own
+        # frontend sends and a page on another site cannot read.
+        skew_protection=True,
     )
     # The server has no TCP address: it is only reached through the gateway's Unix socket.
     StarletteServerStateInit(
@@ -139,7 +141,7 @@ def edit_app(notebook, options):
         config_manager=config_manager,
         remote_url=None,
         mcp_server_enabled=False,
-        skew_protection=options["skew_protection"],
+        skew_protection=True,
         enable_auth=False,
     ).apply(app.state)
     app.state.html_head = options.get("html_head")

@@ -113,6 +113,9 @@ pub(crate) struct NotebookOptions {
     pub(crate) response_timeout: Duration,
     /// marimo's frontend files, served by the gateway (shared by every backend).
     pub(crate) assets: Arc<assets::StaticAssets>,
+    /// The origin guard's policy (the built app's allowed origins), applied by every notebook
+    /// service so that mounts without the gateway's auth are guarded too.
+    pub(crate) origin: crate::auth::origin::Policy,
 }
 
 impl Default for NotebookOptions {
@@ -126,6 +129,7 @@ impl Default for NotebookOptions {
             api_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
             assets: Arc::default(),
+            origin: crate::auth::origin::Policy::default(),
         }
     }
 }

@@ -57,7 +57,29 @@ impl NotebookService {
         box_service(tower_http::compression::CompressionLayer::new().layer(self))
     }
 
+    /// The origin guard (unless an outer one already judged the request), then
+    /// [`respond`](Self::respond), then CORS headers for an allowed origin.
     async fn handle(self, mut req: Request<Body>) -> Response<Body> {
+        let mut cors = None;
+        if req.extensions().get::<origin::OriginChecked>().is_none() {
+            // Mounts without the gateway's auth (open, or behind the host's own) are guarded
+            // here: a page on another site must not drive a kernel, write files in the
+            // editor or read an event stream as this browser's user.
+            match self.backend.options().origin.judge(&req) {
+                origin::Verdict::Pass { cors: allowed } => cors = allowed,
+                origin::Verdict::Preflight(response) => return response,
+                origin::Verdict::Refuse(reason) => return origin::refuse(reason),
+            }
+            req.extensions_mut().insert(origin::OriginChecked);
+        }
+        let mut response = self.respond(req).await;
+        if let Some(origin) = cors {
+            origin::allow_cors(&mut response, origin);
+        }
+        response
+    }
+
+    async fn respond(self, mut req: Request<Body>) -> Response<Body> {
         let options = self.backend.options();
         let offloaded = options.assets.serve(
             req.method(),
@@ -80,13 +102,6 @@ impl NotebookService {
         }
         let upstream = &self.backend.core().upstream;
         if is_upgrade_request(&req) {
-            // Without auth in front, still refuse cross-site WebSocket hijacking: a page on
-            // another site must not drive a kernel (in edit mode: run code) as this user.
-            let checked = req.extensions().get::<origin::OriginChecked>().is_some();
-            if !checked && !origin::upgrade_allowed(req.headers(), req.uri(), &[], false) {
-                tracing::debug!(backend = %self.backend.core().label, "WebSocket from a foreign origin refused");
-                return crate::router::plain_response(StatusCode::FORBIDDEN, "Forbidden");
-            }
             // The session is recorded once the backend accepted the socket; the tunnel holds
             // the record (through `slot`) for as long as it is open.
             let session = sessions::from_query(&req);

@@ -246,6 +246,7 @@ pub(crate) fn prepare_response(mut response: Response<Body>, prefix: &str) -> Re
     let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     strip_hop_by_hop(headers, upgrade);
+    strip_cors(headers);
     if prefix.is_empty() {
         return response;
     }
@@ -268,6 +269,20 @@ pub(crate) fn prepare_response(mut response: Response<Body>, prefix: &str) -> Re
         }
     }
     response
+}
+
+/// Removes every `Access-Control-*` field: marimo answers `Access-Control-Allow-Origin: *`
+/// (pages, `/sse`), which would let any site read them. The gateway answers CORS itself, for
+/// allowed origins only.
+fn strip_cors(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
 }
 
 /// `Path=/x` becomes `Path={prefix}/x`; other attributes are kept byte for byte.
@@ -326,6 +341,27 @@ mod tests {
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers[header::UPGRADE], "websocket");
         assert_eq!(headers[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn backend_cors_headers_are_removed() {
+        for prefix in ["", "/app"] {
+            let mut response = Response::new(Body::empty());
+            let headers = response.headers_mut();
+            headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+            headers.insert(
+                "Access-Control-Allow-Credentials",
+                HeaderValue::from_static("true"),
+            );
+            headers.insert(
+                "access-control-expose-headers",
+                HeaderValue::from_static("Content-Disposition"),
+            );
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            let response = prepare_response(response, prefix);
+            let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
+            assert_eq!(names, ["vary"], "{prefix:?}");
+        }
     }
 
     #[test]

@@ -166,6 +166,16 @@ pub(crate) struct ServerArgs {
     /// Mark the session cookie `Secure` (TLS is terminated in front of this server)
     #[arg(long)]
     pub(crate) secure_cookie: bool,
+    /// Also accept requests from pages at ORIGIN (`scheme://host[:port]`; repeatable), like
+    /// marimo's: they may post, open WebSockets and read event streams, and get CORS answers
+    /// with credentials. Pages of every other site are refused (403)
+    #[arg(long = "allow-origins", value_name = "ORIGIN")]
+    pub(crate) allow_origins: Vec<String>,
+    /// Also answer requests for host NAME (repeatable). Bound to a loopback address, the
+    /// server answers only localhost and IP addresses otherwise (a guard against DNS
+    /// rebinding); elsewhere, naming hosts turns the check on
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub(crate) allow_hosts: Vec<String>,
 }
 
 /// An IP address, or `address/prefix-length` with a length that fits the address family.

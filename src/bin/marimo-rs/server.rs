@@ -70,9 +70,11 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         tracing::info!(%replica, "answering with x-marimo-rs-replica: {replica}");
         builder = builder.replica_id(replica);
     }
-    let app = builder.build()?;
+    let app = guarded(builder, &server).build()?;
     let service = match &base {
-        Some(base) => create_app().with_service(base, app.clone()).build()?,
+        Some(base) => guarded(create_app(), &server)
+            .with_service(base, app.clone())
+            .build()?,
         None => app.clone(),
     };
 
@@ -128,6 +130,15 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     tracing::info!("stopping the notebook backends");
     app.shutdown().await;
     served.map_err(CliError::Serve)
+}
+
+/// `builder` with the origin and `Host` checks the flags configure (also for the `--base-url`
+/// wrapper, which checks the `Host` before the app does).
+fn guarded(builder: AppBuilder, server: &ServerArgs) -> AppBuilder {
+    builder
+        .allowed_origins(server.allow_origins.iter().cloned())
+        .allowed_hosts(server.allow_hosts.iter().cloned())
+        .trust_forwarded_headers(!server.trusted_proxies.is_empty())
 }
 
 /// The plan for `command`, and its server options.
