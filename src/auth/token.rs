@@ -127,8 +127,8 @@ impl Token {
     ///
     /// So the token stays the same across restarts of one installation, and cannot be computed
     /// from the code by someone who cannot read the secret. Which key was used is logged (at
-    /// `info`), never its value. This and [`AppBuilder::python`]'s lookup are the only places
-    /// the library reads these variables, and only when called.
+    /// `info`), never its value. The library reads `MARIMO_RS_SECRET` nowhere else, and the
+    /// cache directory variables otherwise only to find the managed Python environment.
     ///
     /// # Errors
     ///
@@ -142,7 +142,6 @@ impl Token {
     /// If the operating system cannot provide random bytes for a new secret.
     ///
     /// [`from_code_with_secret`]: Token::from_code_with_secret
-    /// [`AppBuilder::python`]: crate::AppBuilder::python
     /// [`SecretError`]: crate::SecretError
     pub fn from_code_env(code: &str) -> Result<Self, SecretError> {
         Self::from_code_keyed(
