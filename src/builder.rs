@@ -587,7 +587,10 @@ impl AppBuilder {
     ///
     /// It sits inside the layers given to [`layer`](AppBuilder::layer) and outside the mount
     /// table, so it sees every request, including those no mount matches, and its login form
-    /// is at `/auth/login` (which shadows a mount at `/auth`).
+    /// and [sign-in links](AuthLayer::sign_in_link) are at `/auth/login` and `/auth/sign-in`
+    /// (which shadow a mount at `/auth`). `GET`/`HEAD` `{mount}/health` and `{mount}/healthz`
+    /// of notebook mounts ([`Mount::app`], [`Mount::edit`]) need no credentials, as in marimo;
+    /// those of notebook directories do (a probe would start a backend).
     ///
     /// ```
     /// # fn main() -> Result<(), marimo_rs::BuildError> {
@@ -788,8 +791,12 @@ impl AppBuilder {
             backends: None,
         };
         let mut table = Vec::with_capacity(self.mounts.len());
+        let mut notebooks = Vec::new();
         for (raw, mount) in self.mounts {
             let path = MountPath::parse(&raw)?;
+            if matches!(mount.kind, MountKind::Notebook(_) | MountKind::Edit(_)) {
+                notebooks.push(path.as_str().to_owned());
+            }
             let service = mount.into_service(&path, &mut ctx)?;
             table.push((path, service));
         }
@@ -799,7 +806,8 @@ impl AppBuilder {
             (Some(auth), Some((secret, old))) => Some(auth.secret(secret).old_secrets(old)),
             (auth, _) => auth,
         };
-        let auth = auth.map(|auth| auth.with_origin_policy(policy));
+        // Load balancers probe each notebook without credentials, as marimo allows.
+        let auth = auth.map(|auth| auth.with_origin_policy(policy).health_mounts(notebooks));
         let guarded = match &auth {
             Some(auth) => BoxCloneSyncService::new(auth.layer(routed)),
             None => routed,

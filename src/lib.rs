@@ -36,7 +36,7 @@ mod router;
 mod serve;
 mod user;
 
-pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, Token};
+pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token};
 pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount, MountLayer};
 pub use directory::{DirectoryMount, NotebookFile, Validation};

@@ -669,6 +669,24 @@ async fn post_login(server: &TestServer, path: &str, body: &str) -> Reply {
     send(Method::POST, &server.url(path), &[FORM], body).await
 }
 
+/// The session cookie `reply` set opens `/nb/page?a=1` as the default user.
+async fn assert_signed_in(server: &TestServer, reply: &Reply) {
+    let cookie = session(reply);
+    let page = send(
+        Method::GET,
+        &server.url("/nb/page?a=1"),
+        &[HTML, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.starts_with("path=/nb/page?a=1 user=user "),
+        "{}",
+        page.body
+    );
+}
+
 #[tokio::test]
 async fn login_post_flow_end_to_end() {
     let server = start().await;
@@ -709,20 +727,7 @@ async fn login_post_flow_end_to_end() {
         "/nb/page?a=1&b=%20"
     );
     assert_eq!(ok.header("cache-control"), Some("no-store"));
-    let cookie = session(&ok);
-    let page = send(
-        Method::GET,
-        &server.url("/nb/page?a=1"),
-        &[HTML, ("cookie", &cookie)],
-        "",
-    )
-    .await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(
-        page.body.starts_with("path=/nb/page?a=1 user=user "),
-        "{}",
-        page.body
-    );
+    assert_signed_in(&server, &ok).await;
 
     // Without next: the service root.
     let default = post_login(&server, "/auth/login", &form(&[("password", TOKEN)])).await;
@@ -800,6 +805,186 @@ async fn next_never_leaves_the_site() {
         assert_eq!(reply.status, StatusCode::FOUND, "{next:?}");
         assert_eq!(reply.header("location"), Some("../"), "{next:?}");
     }
+}
+
+#[tokio::test]
+async fn login_takes_next_from_the_form_else_from_the_query() {
+    let server = start().await;
+    // As marimo's login page and its tests post: `next` in the query string.
+    let reply = post_login(
+        &server,
+        "/auth/login?next=/app1/",
+        &form(&[("password", TOKEN)]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.header("location"), Some("../app1/"));
+    let wrong = post_login(
+        &server,
+        "/auth/login?next=%2Fapp1%2F",
+        &form(&[("password", "nope")]),
+    )
+    .await;
+    assert!(
+        wrong.body.contains("name=\"next\" value=\"/app1/\""),
+        "{}",
+        wrong.body
+    );
+    // The form's `next` wins over the query's.
+    let reply = post_login(
+        &server,
+        "/auth/login?next=/app1/",
+        &form(&[("password", TOKEN), ("next", "/app2/")]),
+    )
+    .await;
+    assert_eq!(reply.header("location"), Some("../app2/"));
+    // Both go through the open-redirect guard.
+    for evil in [
+        "//evil.com",
+        "https://evil.com/",
+        "/\\evil.com",
+        "javascript:alert(1)",
+    ] {
+        let query: String = form_urlencoded::byte_serialize(evil.as_bytes()).collect();
+        let reply = post_login(
+            &server,
+            &format!("/auth/login?next={query}"),
+            &form(&[("password", TOKEN)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{evil:?}");
+        assert_eq!(reply.header("location"), Some("../"), "{evil:?}");
+    }
+}
+
+/// Records the request target, the [`User`] and the `Authorization` and `Cookie` headers that
+/// reach a mount.
+#[derive(Clone, Default)]
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S> Layer<S> for Seen {
+    type Service = Recorded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Recorded {
+            inner,
+            seen: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Recorded<S> {
+    inner: S,
+    seen: Seen,
+}
+
+impl<S: tower::Service<Request<Body>>> tower::Service<Request<Body>> for Recorded<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map_or("-".to_owned(), |value: &HeaderValue| {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                })
+        };
+        let line = format!(
+            "{} user={} authorization={} cookie={}",
+            req.uri(),
+            req.extensions().get::<User>().map_or("-", User::name),
+            header("authorization"),
+            header("cookie"),
+        );
+        self.seen.0.lock().unwrap().push(line);
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test]
+async fn a_notebook_mounts_health_is_open_like_marimos_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::example_notebook("intro.py"),
+        dir.path().join("x.py"),
+    )
+    .unwrap();
+    let seen = Seen::default();
+    let app = create_app()
+        .mount(
+            "/app1",
+            Mount::app(common::example_notebook("intro.py")).layer(seen.clone()),
+        )
+        .with_service("/svc", echo())
+        .with_dynamic_directory("/apps", dir.path())
+        .token(Token::new(TOKEN))
+        .build()
+        .unwrap();
+    common::start_backends(&app).await;
+    let backends = app.backend_pids().len();
+    let server = TestServer::start(app.clone()).await;
+
+    // A load balancer probes each app without credentials, as marimo allows.
+    for path in ["/app1/health", "/app1/healthz", "/app1/health?probe=1"] {
+        let reply = get(&server.url(path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {reply:?}");
+    }
+    let head = send(Method::HEAD, &server.url("/app1/healthz"), &[], "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    // Credentials sent along are still stripped, and prove nothing.
+    let with = send(
+        Method::GET,
+        &server.url("/app1/health?access_token=wrong"),
+        &[("authorization", "Bearer wrong"), ("cookie", "a=b")],
+        "",
+    )
+    .await;
+    assert_eq!(with.status, StatusCode::OK);
+    let last = seen.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        last, "/health user=- authorization=- cookie=a=b",
+        "the mount saw no credential"
+    );
+
+    // Nothing else is opened: other paths and methods of the mount, odd spellings, service
+    // mounts, and directory notebooks (a probe would start their backends).
+    for path in [
+        "/app1/api/status",
+        "/app1/health/",
+        "/app1/health/x",
+        "/app1/healthz/x",
+        "/app1/health/../api/status",
+        "/app1/x/../health",
+        "/app1//health",
+        "/app1/./health",
+        "/app1/%68ealth",
+        "/app1/HEALTH",
+        "/svc/health",
+        "/svc/healthz",
+        "/apps/x/health",
+        "/apps/health",
+        "/nothing/health",
+    ] {
+        let reply = get(&server.url(path)).await;
+        assert_unauthorized(&reply, path);
+    }
+    for method in [Method::POST, Method::PUT, Method::DELETE] {
+        let reply = send(method.clone(), &server.url("/app1/health"), &[], "").await;
+        assert_unauthorized(&reply, &format!("{method} /app1/health"));
+    }
+    assert_eq!(
+        app.backend_pids().len(),
+        backends,
+        "no directory notebook was started"
+    );
+    app.shutdown().await;
 }
 
 #[tokio::test]
@@ -972,6 +1157,85 @@ async fn explicit_base_path_gives_absolute_redirects_and_the_cookie_path() {
     )
     .await;
     assert_eq!(link.header("location"), Some("/marimo/dashboard/x?k=v"));
+}
+
+#[tokio::test]
+async fn a_sign_in_link_signs_in_once_and_expires() {
+    let auth = AuthLayer::new(Token::new(TOKEN)).login_limit(3, Duration::from_secs(60));
+    let server = TestServer::start(app_with(auth.clone())).await;
+    // Minted on a clone of the layer given to the app: they share their links.
+    let link = auth.sign_in_link("/nb/page?a=1", Duration::from_secs(60));
+    let code = link
+        .strip_prefix("/auth/sign-in?code=")
+        .expect("relative to the service root");
+    assert_eq!(code.len(), 43);
+    assert!(!link.contains(TOKEN));
+
+    // HEAD (a link checker) does not use it up.
+    let head = send(Method::HEAD, &server.url(&link), &[], "").await;
+    assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(head.header("allow"), Some("GET"));
+
+    let first = send(Method::GET, &server.url(&link), &[HTML], "").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    assert_eq!(first.header("location"), Some("../nb/page?a=1"));
+    assert_eq!(
+        resolve("/auth/sign-in", first.header("location").unwrap()),
+        "/nb/page?a=1"
+    );
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    assert_eq!(first.header("referrer-policy"), Some("same-origin"));
+    assert_signed_in(&server, &first).await;
+
+    // Used once: the second time it is the login form, with no cookie.
+    let again = send(Method::GET, &server.url(&link), &[HTML], "").await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert!(again.header("set-cookie").is_none());
+    assert!(
+        again.body.contains("expired or was already used"),
+        "{}",
+        again.body
+    );
+    assert!(again.body.contains("action=\"login\""), "the login form");
+
+    // Expired: unused but too late.
+    let short = auth.sign_in_link("/", Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let late = send(Method::GET, &server.url(&short), &[HTML], "").await;
+    assert_eq!(late.status, StatusCode::FORBIDDEN);
+    assert!(late.header("set-cookie").is_none());
+
+    // A wrong code is a wrong credential: the used and expired ones spent two of the three
+    // attempts, so one more wrong code and then even a good link is refused unchecked.
+    let wrong = send(
+        Method::GET,
+        &server.url("/auth/sign-in?code=guess"),
+        &[HTML],
+        "",
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let good = auth.sign_in_link("/", Duration::from_secs(60));
+    let limited = send(Method::GET, &server.url(&good), &[HTML], "").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.header("retry-after").is_some());
+    // No code at all is no credential: the page, not a 429.
+    let none = send(Method::GET, &server.url("/auth/sign-in"), &[HTML], "").await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN);
+
+    // Under a base path the link and its redirect carry it.
+    let based = AuthLayer::new(Token::new(TOKEN)).base_path("/marimo");
+    let marimo = app_with(based.clone());
+    let server = TestServer::start(axum::Router::new().nest_service("/marimo", marimo)).await;
+    let link = based.sign_in_link("/dashboard/x", Duration::from_secs(60));
+    assert!(link.starts_with("/marimo/auth/sign-in?code="), "{link}");
+    let reply = send(Method::GET, &server.url(&link), &[HTML], "").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header("location"), Some("/marimo/dashboard/x"));
+    assert!(reply
+        .header("set-cookie")
+        .unwrap()
+        .contains("; Path=/marimo;"));
 }
 
 #[tokio::test]

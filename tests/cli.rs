@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,7 +143,12 @@ async fn start_with(mut command: Command, stdin: Option<&str>) -> Server {
 
 /// Runs `marimo-rs ARGS` to completion (it must not start a server).
 async fn fail(args: &[&str]) -> (ExitStatus, String, String) {
-    let output = tokio::time::timeout(STOP, command(args).output())
+    finish(command(args)).await
+}
+
+/// Runs `command` to completion (it must not start a server).
+async fn finish(mut command: Command) -> (ExitStatus, String, String) {
+    let output = tokio::time::timeout(STOP, command.output())
         .await
         .expect("marimo-rs exits by itself")
         .unwrap();
@@ -218,6 +223,61 @@ async fn run_serves_page_and_websocket_and_sigterm_stops_everything() {
     assert!(stderr.contains("marimo-rs is listening"), "{stderr}");
 }
 
+/// The interpreter of the managed virtualenv (installed first if needed, by the library,
+/// under its file lock): read from the command line of a backend the library starts, so the
+/// tests need not know where the cache directory is.
+async fn managed_python() -> PathBuf {
+    let app = marimo_rs::create_app()
+        .with_app("/", example_notebook("intro.py"))
+        .build()
+        .unwrap();
+    common::start_backends(&app).await;
+    let pid = app.backend_pids()[0];
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    app.shutdown().await;
+    let python = cmdline.split(|&b| b == 0).next().unwrap();
+    PathBuf::from(String::from_utf8(python.to_vec()).unwrap())
+}
+
+/// A fresh installation of marimo-rs: its own cache directory, which holds the installation
+/// secret, and the Python the managed virtualenv already has.
+struct Installation {
+    cache: tempfile::TempDir,
+    python: PathBuf,
+}
+
+impl Installation {
+    fn new(python: &Path) -> Self {
+        Self {
+            cache: tempfile::tempdir().unwrap(),
+            python: python.to_owned(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = command(args);
+        command
+            .env("MARIMO_RS_CACHE_DIR", self.cache.path())
+            .env("MARIMO_RS_PYTHON", &self.python);
+        command
+    }
+
+    fn secret_path(&self) -> PathBuf {
+        self.cache.path().join("installation-secret")
+    }
+
+    /// The installation secret: 32 bytes in a file only its owner can read.
+    fn secret(&self) -> Vec<u8> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.secret_path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}: mode {mode:o}", path.display());
+        let secret = std::fs::read(&path).unwrap();
+        assert_eq!(secret.len(), 32);
+        secret
+    }
+}
+
 #[tokio::test]
 async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,28 +285,40 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     let (a, code_a) = notebook_copy(dir.path(), "nb.py", "Hello");
     let (b, code_b) = notebook_copy(&dir.path().join("b"), "nb.py", "Goodbye");
     let secret = "a-server-secret";
+    let installation = Installation::new(&managed_python().await);
 
-    let mut keyed = command(&[
+    let first_args = [
         "run",
         a.to_str().unwrap(),
         "--token",
         "--port",
         "0",
         "--headless",
-    ]);
+    ];
+    let changed_args = [
+        "run",
+        b.to_str().unwrap(),
+        "--auth",
+        "--port",
+        "0",
+        "--headless",
+    ];
+    let mut keyed = installation.command(&first_args);
     keyed.env("MARIMO_RS_SECRET", secret);
-    let first_args = ["run", a.to_str().unwrap(), "--token"];
-    let changed_args = ["run", b.to_str().unwrap(), "--auth"];
     let (first, changed, keyed) = tokio::join!(
-        start(&first_args),
-        start(&changed_args),
+        start_with(installation.command(&first_args), None),
+        start_with(installation.command(&changed_args), None),
         start_with(keyed, None),
     );
+    let installation_secret = installation.secret();
     let first_token = first.token().expect("--token turns auth on").to_owned();
-    assert_eq!(first_token, Token::from_code(&code_a).expose_secret());
+    assert_eq!(
+        first_token,
+        Token::from_code_with_secret(&code_a, &installation_secret).expose_secret()
+    );
     assert_eq!(
         changed.token(),
-        Some(Token::from_code(&code_b).expose_secret()),
+        Some(Token::from_code_with_secret(&code_b, &installation_secret).expose_secret()),
         "other code, other token"
     );
     assert_ne!(changed.token(), Some(first_token.as_str()));
@@ -268,7 +340,7 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     assert!(status.success(), "{stderr}");
     assert!(!stderr.contains(&first_token), "the token is never logged");
 
-    let restarted = start(&["run", a.to_str().unwrap(), "--token"]).await;
+    let restarted = start_with(installation.command(&first_args), None).await;
     assert_eq!(
         restarted.token(),
         Some(first_token.as_str()),
@@ -280,6 +352,190 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
         assert!(status.success(), "{stderr}");
         assert!(!stderr.contains(&token), "the token is never logged");
     }
+}
+
+#[tokio::test]
+async fn generated_tokens_are_keyed_by_a_secret_of_the_installation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (notebook, code) = notebook_copy(dir.path(), "nb.py", "Hello");
+    let python = managed_python().await;
+    let (one, two) = (Installation::new(&python), Installation::new(&python));
+    let args = [
+        "run",
+        notebook.to_str().unwrap(),
+        "--token",
+        "--port",
+        "0",
+        "--headless",
+    ];
+
+    // Three first starts of one installation at once, and one of another installation.
+    let (a, b, c, other) = tokio::join!(
+        start_with(one.command(&args), None),
+        start_with(one.command(&args), None),
+        start_with(one.command(&args), None),
+        start_with(two.command(&args), None),
+    );
+    let token = a.token().expect("--token turns auth on").to_owned();
+    assert_ne!(
+        token,
+        Token::from_code(&code).expose_secret(),
+        "the token cannot be computed from the notebook's code alone"
+    );
+    assert_eq!(b.token(), Some(token.as_str()), "concurrent starts agree");
+    assert_eq!(c.token(), Some(token.as_str()), "concurrent starts agree");
+    assert_eq!(
+        token,
+        Token::from_code_with_secret(&code, &one.secret()).expose_secret()
+    );
+    assert_eq!(
+        other.token(),
+        Some(Token::from_code_with_secret(&code, &two.secret()).expose_secret())
+    );
+    assert_ne!(
+        other.token(),
+        Some(token.as_str()),
+        "another installation, another token"
+    );
+    for server in [a, b, c, other] {
+        let token = server.token().unwrap().to_owned();
+        let (status, _, stderr) = server.terminate().await;
+        assert!(status.success(), "{stderr}");
+        assert!(
+            stderr.contains("keyed by the installation secret"),
+            "which key is logged: {stderr}"
+        );
+        assert!(!stderr.contains(&token), "the token is never logged");
+    }
+
+    // The same installation after a restart: the same token.
+    let restarted = start_with(one.command(&args), None).await;
+    assert_eq!(restarted.token(), Some(token.as_str()));
+    let (status, _, stderr) = restarted.terminate().await;
+    assert!(status.success(), "{stderr}");
+
+    // With MARIMO_RS_SECRET no installation secret is made.
+    let three = Installation::new(&python);
+    let mut keyed = three.command(&args);
+    keyed.env("MARIMO_RS_SECRET", "replica-secret");
+    let keyed = start_with(keyed, None).await;
+    assert_eq!(
+        keyed.token(),
+        Some(Token::from_code_with_secret(&code, b"replica-secret").expose_secret())
+    );
+    assert!(!three.secret_path().exists());
+    let (status, _, stderr) = keyed.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("keyed by MARIMO_RS_SECRET"), "{stderr}");
+    assert!(
+        !stderr.contains("replica-secret"),
+        "the secret is never logged"
+    );
+
+    // A secret file that others can read, or of the wrong size, is refused with the fix.
+    use std::os::unix::fs::PermissionsExt as _;
+    let exposed = Installation::new(&python);
+    std::fs::write(exposed.secret_path(), [7u8; 32]).unwrap();
+    std::fs::set_permissions(
+        exposed.secret_path(),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let short = Installation::new(&python);
+    std::fs::write(short.secret_path(), [7u8; 5]).unwrap();
+    std::fs::set_permissions(short.secret_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (installation, expected) in [(&exposed, "chmod 600"), (&short, "32 bytes")] {
+        let (status, stdout, stderr) = finish(installation.command(&args)).await;
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert_eq!(stdout, "", "no URL");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(expected), "{stderr}");
+        assert!(errors[0].contains("installation-secret"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_browser_gets_a_one_time_link_and_never_the_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A fake `xdg-open` first on PATH, recording its arguments.
+    let bin = tempfile::tempdir().unwrap();
+    let recorded = bin.path().join("argv");
+    let opener = bin.path().join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{0}.tmp' && mv '{0}.tmp' '{0}'\n",
+            recorded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let token = "opener-s3cret-t0ken";
+    let notebook = example_notebook("intro.py");
+    let mut command = command(&[
+        "run",
+        notebook.to_str().unwrap(),
+        &format!("--token={token}"),
+        "--port",
+        "0",
+    ]);
+    command.env("PATH", path);
+    let server = start_with(command, None).await;
+    assert_eq!(
+        server.token(),
+        Some(token),
+        "standard output has the token URL"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let argv = loop {
+        if let Ok(argv) = std::fs::read_to_string(&recorded) {
+            break argv;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the opener ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!argv.contains(token), "the token is not in argv: {argv}");
+    assert!(!argv.contains("access_token"), "{argv}");
+    let link = argv.trim_end();
+    assert!(
+        link.starts_with(&format!("{}/auth/", server.origin())),
+        "{link}"
+    );
+
+    // The link signs the browser in once, and takes the code out of the address bar.
+    let first = send(Method::GET, link, &[HTML], "").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
+    let location = first.header("location").unwrap();
+    assert!(!location.contains("code"), "{location}");
+    let cookie = first
+        .header("set-cookie")
+        .expect("the link sets the session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let api = format!("{}/api/version", server.origin());
+    let signed_in = send(Method::GET, &api, &[("cookie", &cookie)], "").await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{signed_in:?}");
+    let again = send(Method::GET, link, &[HTML], "").await;
+    assert!(again.header("set-cookie").is_none(), "{again:?}");
+    assert_ne!(again.status, StatusCode::SEE_OTHER, "single use: {again:?}");
+
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--token-password-file"),
+        "--token=VALUE is visible in ps, and the log says so: {stderr}"
+    );
+    assert!(!stderr.contains(token), "the token is never logged");
 }
 
 #[tokio::test]

@@ -324,3 +324,46 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     assert_eq!(statuses(&mut direct, "203.0.113.3").await, [401, 401, 429]);
     assert_eq!(statuses(&mut direct, "203.0.113.4").await, [429, 429, 429]);
 }
+
+#[tokio::test]
+async fn every_wrong_candidate_in_a_request_spends_an_allowance() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let layer = AuthLayer::new(Token::new(TOKEN)).login_limit(10, PER);
+    let server = TestServer::start(app(layer, hits.clone())).await;
+    let both = |query: &str, bearer: &str| {
+        format!(
+            "GET /api/x?access_token={query} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {bearer}\r\n\r\n"
+        )
+        .into_bytes()
+    };
+
+    // Ten requests, each with a wrong `access_token` and a wrong Bearer token: 20 guesses
+    // offered, but only the allowance of 10 is ever compared.
+    let mut client = raw::KeepAlive::new(raw::connect_from(local(9), server.addr).await);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let reply = client
+            .send(&both(&format!("q{i}"), &format!("h{i}")))
+            .await
+            .unwrap();
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 429, 429, 429, 429, 429],
+        "10 requests must not test 20 tokens"
+    );
+
+    // A wrong query token next to a right header: the request passes, and the wrong one
+    // still counts.
+    let layer = AuthLayer::new(Token::new(TOKEN)).login_limit(2, PER);
+    let server = TestServer::start(app(layer, hits.clone())).await;
+    let mut client = raw::KeepAlive::new(raw::connect_from(local(10), server.addr).await);
+    assert_eq!(
+        client.send(&both("wrong", TOKEN)).await.unwrap().status,
+        200
+    );
+    assert_eq!(client.send(&basic_request("x")).await.unwrap().status, 401);
+    assert_eq!(client.send(&basic_request("y")).await.unwrap().status, 429);
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+}

@@ -1,5 +1,6 @@
 //! The login form at `{base}/auth/login` and the `next` parameter.
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use base64::engine::general_purpose::STANDARD;
@@ -47,15 +48,7 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
 pub(crate) fn handle<F>(config: Arc<Config>, req: Request<Body>) -> ResponseFuture<F> {
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let next = req
-                .uri()
-                .query()
-                .and_then(|query| {
-                    form_urlencoded::parse(query.as_bytes())
-                        .find(|(key, _)| key == "next")
-                        .map(|(_, value)| value)
-                })
-                .filter(|next| is_safe_next(next));
+            let next = query_next(req.uri()).filter(|next| is_safe_next(next));
             ResponseFuture::ready(page(next.as_deref().unwrap_or("/"), None))
         }
         Method::POST => ResponseFuture::login(Box::pin(post(config, req))),
@@ -122,26 +115,27 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
             _ => {}
         }
     }
-    let next = next.filter(|next| is_safe_next(next));
+    // The form's `next`, else the query's: marimo's login page and tests post it that way.
+    let next = next
+        .or_else(|| query_next(&parts.uri))
+        .filter(|next| is_safe_next(next));
     let next = next.as_deref().unwrap_or("/");
     let password = password.unwrap_or_default();
     if password.is_empty() {
         return page(next, Some("Password is required"));
     }
-    let permit = match config.take_attempt(&parts.extensions, &parts.headers) {
-        Ok(permit) => permit,
+    let checked = config.attempt(&parts.extensions, &parts.headers, || {
+        config.token_matches(password.as_bytes()).then_some(())
+    });
+    match checked {
+        Ok(Some(())) => {}
+        Ok(None) => {
+            tracing::debug!("login with a wrong password");
+            return page(next, Some("Invalid password"));
+        }
         Err(wait) => return limited(next, wait),
-    };
-    if !config.token_matches(password.as_bytes()) {
-        tracing::debug!("login with a wrong password");
-        return page(next, Some("Invalid password"));
     }
-    config.refund_attempt(permit);
-    let location = match &config.base_path {
-        Some(base) => format!("{base}{next}"),
-        None => format!("..{next}"),
-    };
-    let Ok(location) = HeaderValue::try_from(location) else {
+    let Ok(location) = HeaderValue::try_from(config.location(next)) else {
         return plain(StatusCode::BAD_REQUEST, "Bad Request");
     };
     let mut response = Response::new(Body::empty());
@@ -182,8 +176,15 @@ pub(crate) fn is_safe_next(next: &str) -> bool {
         && bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'\\')
 }
 
+/// The `next` parameter of a request's query string, decoded.
+fn query_next(uri: &http::Uri) -> Option<Cow<'_, str>> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(key, _)| key == "next")
+        .map(|(_, value)| value)
+}
+
 /// The login page, with `next` in the form and an optional error message.
-fn page(next: &str, error: Option<&str>) -> Response<Body> {
+pub(crate) fn page(next: &str, error: Option<&str>) -> Response<Body> {
     let error = error
         .map(|message| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(message)))
         .unwrap_or_default();

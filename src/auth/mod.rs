@@ -8,9 +8,12 @@
 //! 3. `Authorization: Bearer TOKEN`;
 //! 4. `Authorization: Basic base64(username:TOKEN)`, any non-empty username;
 //!
-//! or it is the login form itself (`{base}/auth/login`) or `GET /health`/`/healthz`. The
-//! credentials are removed before the request goes in (the `Authorization` header, the session
-//! cookie, the `access_token` parameter) and a [`User`] extension is added instead.
+//! or it is the login form itself (`{base}/auth/login`), a one-time sign-in link
+//! (`{base}/auth/sign-in?code=…`, minted by [`AuthLayer::sign_in_link`]), or a health probe:
+//! `GET /health`/`/healthz`, and `{mount}/health`/`{mount}/healthz` of a notebook mount of the
+//! app the layer guards, as marimo leaves them open. The credentials are removed before the
+//! request goes in (the `Authorization` header, the session cookie, the `access_token`
+//! parameter) and a [`User`] extension is added instead.
 //!
 //! Every `Location` header is relative to the request path unless a base path is configured,
 //! so redirects stay right when the service is mounted under a prefix it does not know about.
@@ -24,8 +27,10 @@ mod credentials;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 mod limit;
+mod link;
 mod login;
 pub(crate) mod origin;
+mod secret;
 mod token;
 
 use std::convert::Infallible;
@@ -45,10 +50,12 @@ use tower_service::Service;
 use self::cookie::{unix_now, CookieKeys};
 use self::credentials::{access_token, from_authorization, strip_access_token, DEFAULT_USER};
 use self::limit::{client_key, retry_after_secs, IpNet, Limiter, Permit};
+use self::link::{SignInLinks, SIGN_IN_PATH};
 use self::login::{LoginFuture, LOGIN_PATH};
 use self::origin::Origin;
+pub use self::secret::SecretError;
 pub use self::token::Token;
-use crate::health::is_health_path;
+use crate::health::{is_health_path, is_mount_health_path};
 use crate::router::MountPath;
 use crate::{Body, MountPrefix, OriginalUri, RemoteAddr, User};
 
@@ -128,6 +135,11 @@ pub(crate) struct Config {
     /// The failed-login limiter, shared by every service made from this layer.
     limiter: Option<Arc<Limiter>>,
     trusted_proxies: Vec<IpNet>,
+    /// One-time sign-in links, shared by every clone of the layer.
+    links: Arc<SignInLinks>,
+    /// Mount paths of the notebooks behind this layer, whose `/health` and `/healthz` are
+    /// open like the root's (filled in by `AppBuilder::build`).
+    health_mounts: Vec<String>,
 }
 
 /// How many old secrets or old tokens a layer accepts: each one multiplies the work of
@@ -161,6 +173,8 @@ impl AuthLayer {
                     limit::DEFAULT_MAX_TRACKED,
                 ))),
                 trusted_proxies: Vec::new(),
+                links: Arc::default(),
+                health_mounts: Vec::new(),
             }),
         }
     }
@@ -459,6 +473,53 @@ impl AuthLayer {
         self
     }
 
+    /// A one-time sign-in link to open in a browser instead of a URL with the token: `GET` on
+    /// it sets the session cookie and answers `303` to `next` (a path under the service root,
+    /// as the login form's `next`), once, within `valid_for` (at most 60 s; longer is cut to
+    /// 60 s). After that, or a second time, it shows the login form (`403`). A wrong or used
+    /// code counts against the [login limit](Self::login_limit) like a wrong password.
+    ///
+    /// Returns `{base}/auth/sign-in?code=CODE`, with the [base path](Self::base_path) when one
+    /// is set, else relative to the service root (put the mount point in front). `CODE` is 256
+    /// random bits; only its SHA-256 digest is kept, and at most 16 links wait at once (making
+    /// another forgets the oldest). Links are shared by every clone of the layer, so mint them
+    /// on a clone of the layer given to the app. `marimo-rs` opens the browser this way: the
+    /// token never reaches the opener's command line (`ps`) or the browser's history.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use marimo_rs::{AuthLayer, Token};
+    ///
+    /// let auth = AuthLayer::new(Token::random()).base_path("/marimo");
+    /// // Leads to /marimo/dashboard/ once the browser is signed in.
+    /// let link = auth.sign_in_link("/dashboard/", Duration::from_secs(60));
+    /// assert!(link.starts_with("/marimo/auth/sign-in?code="));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `next` is not a path on this site (one leading `/`, visible ASCII, not `//…`).
+    pub fn sign_in_link(&self, next: &str, valid_for: Duration) -> String {
+        assert!(
+            login::is_safe_next(next),
+            "AuthLayer::sign_in_link: {next:?} is not a path on this site"
+        );
+        let code = self
+            .config
+            .links
+            .mint(next, valid_for, std::time::Instant::now());
+        let base = self.config.base_path.as_deref().unwrap_or_default();
+        format!("{base}{SIGN_IN_PATH}?code={code}")
+    }
+
+    /// Opens `GET`/`HEAD` `{mount}/health` and `{mount}/healthz` of these notebook mounts to
+    /// requests without credentials, as marimo does (load balancers probe each app).
+    pub(crate) fn health_mounts(mut self, mounts: Vec<String>) -> Self {
+        self.config_mut().health_mounts = mounts;
+        self
+    }
+
     /// The name of the session cookie: `marimo_rs_session_` and 8 hex digits derived from the
     /// signing key (not from the token), so that gateways with different keys on one host keep
     /// their cookies apart. Each [old secret](Self::old_secrets) names its own cookies, and
@@ -512,6 +573,7 @@ impl fmt::Debug for Config {
             .field("allowed_origins", &self.origin.allowed())
             .field("login_limit", &self.limiter)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("health_mounts", &self.health_mounts)
             .field("old_cookie_keys", &self.old_keys.len())
             .field("old_tokens", &self.old_tokens.len())
             .finish_non_exhaustive()
@@ -544,8 +606,10 @@ impl<S> Layer<S> for AuthLayer {
 ///   responses to an allowed origin carry `Access-Control-Allow-Origin: <that origin>` with
 ///   credentials; no other response gets CORS headers from this layer.
 /// - `{base}/auth/login` is the login form: `GET` shows it, `POST` (a form with `password`
-///   and `next`, at most 16 KiB) sets the session cookie and answers `302` to `next` when the
+///   and `next`, at most 16 KiB; `next` may also come from the query string, as marimo's
+///   login page sends it) sets the session cookie and answers `302` to `next` when the
 ///   password is the token, other methods get `405`.
+/// - `{base}/auth/sign-in?code=…` is a [one-time sign-in link](AuthLayer::sign_in_link).
 /// - A request whose client has used up its [login limit](AuthLayer::login_limit) and that
 ///   carries a credential other than a valid session cookie gets `429 Too Many Requests` with
 ///   `Retry-After`, without the credential being checked (so does a login `POST`).
@@ -553,7 +617,8 @@ impl<S> Layer<S> for AuthLayer {
 ///   (the Basic username, the name stored in the cookie, otherwise `"user"`) and without its
 ///   credentials. A browser page load authenticated by `?access_token=` is instead redirected
 ///   (`303`) to the same URL without the token, with the session cookie set.
-/// - Otherwise: `GET`/`HEAD` `/health` and `/healthz` go in anyway; WebSocket upgrades get
+/// - Otherwise: `GET`/`HEAD` `/health` and `/healthz` (and `{mount}/health`,
+///   `{mount}/healthz` of the app's notebook mounts) go in anyway; WebSocket upgrades get
 ///   `403`; browser page loads (`GET`/`HEAD` accepting `text/html`, outside `/api/`) are
 ///   redirected (`303`) to the login form with `next` set to the page; everything else gets
 ///   `401` `{"detail":"Authorization header required"}` with `WWW-Authenticate: Basic
@@ -606,6 +671,8 @@ where
         req.extensions_mut().insert(origin::OriginChecked);
         let mut future = if req.uri().path() == LOGIN_PATH {
             login::handle(Arc::clone(&self.config), req)
+        } else if req.uri().path() == SIGN_IN_PATH {
+            ResponseFuture::ready(link::handle(&self.config, &req))
         } else if let Some(response) = self.config.check(&mut req) {
             ResponseFuture::ready(response)
         } else {
@@ -717,7 +784,7 @@ impl Config {
         let (user, by_query) = match self.authenticate(req) {
             Ok(Some(found)) => found,
             Ok(None) => return self.unauthenticated(req, upgrade),
-            Err(wait) if !is_health_check(req) => return Some(too_many_requests(wait)),
+            Err(wait) if !self.is_health_check(req) => return Some(too_many_requests(wait)),
             Err(_) => return self.unauthenticated(req, upgrade),
         };
         if by_query && !upgrade && is_navigation(req) {
@@ -742,21 +809,38 @@ impl Config {
                 return Ok(Some((user, false)));
             }
         }
-        let query_token = req.uri().query().and_then(access_token);
-        if query_token.is_none() && !headers.contains_key(header::AUTHORIZATION) {
+        // Each credential presented spends its own allowance: a request carrying both kinds
+        // tests no more guesses than it pays for.
+        if let Some(candidate) = req.uri().query().and_then(access_token) {
+            let checked = self.attempt(req.extensions(), headers, || {
+                self.token_matches(candidate.as_bytes()).then_some(())
+            })?;
+            if checked.is_some() {
+                return Ok(Some((DEFAULT_USER.to_owned(), true)));
+            }
+        }
+        if !headers.contains_key(header::AUTHORIZATION) {
             return Ok(None);
         }
-        let permit = self.take_attempt(req.extensions(), headers)?;
-        let by_query =
-            query_token.is_some_and(|candidate| self.token_matches(candidate.as_bytes()));
-        let found = if by_query {
-            Some((DEFAULT_USER.to_owned(), true))
-        } else {
+        let user = self.attempt(req.extensions(), headers, || {
             std::iter::once(&self.token)
                 .chain(&self.old_tokens)
                 .find_map(|token| from_authorization(headers, token))
-                .map(|user| (user, false))
-        };
+        })?;
+        Ok(user.map(|user| (user, false)))
+    }
+
+    /// Runs one credential check, `check`, against the client's login allowance: takes one
+    /// attempt first and gives it back if the credential was right. `Err(wait)` without
+    /// running `check` when the allowance is used up.
+    pub(crate) fn attempt<T>(
+        &self,
+        extensions: &Extensions,
+        headers: &HeaderMap,
+        check: impl FnOnce() -> Option<T>,
+    ) -> Result<Option<T>, Duration> {
+        let permit = self.take_attempt(extensions, headers)?;
+        let found = check();
         if found.is_some() {
             self.refund_attempt(permit);
         }
@@ -765,7 +849,7 @@ impl Config {
 
     /// Takes one credential check from the client's login allowance; `Err(wait)` when it is
     /// used up. `Ok(None)` when there is no limit.
-    pub(crate) fn take_attempt(
+    fn take_attempt(
         &self,
         extensions: &Extensions,
         headers: &HeaderMap,
@@ -785,14 +869,31 @@ impl Config {
     }
 
     /// Gives back the allowance taken by a credential that turned out right.
-    pub(crate) fn refund_attempt(&self, permit: Option<Permit>) {
+    fn refund_attempt(&self, permit: Option<Permit>) {
         if let (Some(limiter), Some(permit)) = (&self.limiter, permit) {
             limiter.refund(permit);
         }
     }
 
+    /// `GET`/`HEAD` of a health endpoint: `/health`, `/healthz`, or the same under one of the
+    /// notebook mounts (exactly: no other spelling of the path, nothing below it).
+    fn is_health_check(&self, req: &Request<Body>) -> bool {
+        let path = req.uri().path();
+        matches!(*req.method(), Method::GET | Method::HEAD)
+            && (is_health_path(path) || is_mount_health_path(path, &self.health_mounts))
+    }
+
+    /// Where to send a browser after it signed in, for `next` (a checked path): under the
+    /// base path when known, else relative to `{root}/auth/`.
+    fn location(&self, next: &str) -> String {
+        match &self.base_path {
+            Some(base) => format!("{base}{next}"),
+            None => format!("..{next}"),
+        }
+    }
+
     fn unauthenticated(&self, req: &mut Request<Body>, upgrade: bool) -> Option<Response<Body>> {
-        if is_health_check(req) {
+        if self.is_health_check(req) {
             return strip_credentials(&self.keys, req)
                 .err()
                 .map(|_| plain(StatusCode::BAD_REQUEST, "Bad Request"));
@@ -839,9 +940,16 @@ impl Config {
             location.push('?');
             location.push_str(&query);
         }
+        self.signed_in_redirect(req, location)
+    }
+
+    /// `303` to `location`, setting a session cookie: the browser is signed in and the
+    /// credential it used leaves the address bar.
+    fn signed_in_redirect(&self, req: &Request<Body>, location: String) -> Response<Body> {
         let mut response = redirect(StatusCode::SEE_OTHER, location.into_bytes());
         if response.status() == StatusCode::SEE_OTHER {
-            let cookie = self.session_cookie(uri, req.headers(), req.extensions(), DEFAULT_USER);
+            let cookie =
+                self.session_cookie(req.uri(), req.headers(), req.extensions(), DEFAULT_USER);
             let headers = response.headers_mut();
             headers.insert(header::SET_COOKIE, cookie);
             headers.insert(
@@ -940,11 +1048,6 @@ fn to_root(path: &str) -> String {
     } else {
         "../".repeat(depth)
     }
-}
-
-/// `GET`/`HEAD` of `/health` or `/healthz`: open to everyone.
-fn is_health_check(req: &Request<Body>) -> bool {
-    matches!(*req.method(), Method::GET | Method::HEAD) && is_health_path(req.uri().path())
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
@@ -1086,6 +1189,14 @@ mod tests {
     fn base_path_must_not_break_the_cookie() {
         let _ = AuthLayer::new(Token::new("t")).base_path("/a;b");
     }
+
+    #[test]
+    #[should_panic(expected = "not a path on this site")]
+    fn sign_in_links_lead_only_to_this_site() {
+        let _ = AuthLayer::new(Token::new("t")).sign_in_link("//evil.example/", MAX_LINK);
+    }
+
+    const MAX_LINK: Duration = link::MAX_VALID;
 
     #[test]
     #[should_panic(expected = "not scheme://host[:port]")]

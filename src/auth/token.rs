@@ -8,6 +8,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::secret::{self, SecretError};
+
 /// Domain separation for tokens derived from a notebook's code.
 const RUN_TOKEN_DOMAIN: &[u8] = b"marimo-rs/run-token/v1\0";
 
@@ -43,11 +45,11 @@ pub(crate) const SECRET_ENV: &str = "MARIMO_RS_SECRET";
 /// let edit = Token::random();
 /// assert_eq!(edit.expose_secret().len(), 32);
 ///
-/// // `marimo run`: derived from the notebook, the same on every machine and restart.
+/// // `marimo run`: derived from the notebook and a secret, the same on every restart.
 /// let code = "import marimo\napp = marimo.App()\n";
 /// assert_eq!(
-///     Token::from_code(code).expose_secret(),
-///     Token::from_code(code).expose_secret(),
+///     Token::from_code_with_secret(code, b"server secret").expose_secret(),
+///     Token::from_code_with_secret(code, b"server secret").expose_secret(),
 /// );
 /// ```
 #[derive(Clone)]
@@ -76,17 +78,18 @@ impl Token {
         Self::new(URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    /// The token of a notebook in run mode, derived from its source code.
+    /// A token derived from a notebook's source code alone: **public knowledge** wherever the
+    /// code is (a repository, a shared folder), so it protects nothing that the code does not.
     ///
-    /// Deterministic and stable across processes, machines and releases (unlike marimo's own,
-    /// which uses Python's salted `hash()` and changes on every restart). The derivation is:
+    /// Deterministic and stable across processes, machines and releases. The derivation is:
     ///
     /// ```text
     /// base64url_nopad( SHA-256( "marimo-rs/run-token/v1\0" || code )[..24] )
     /// ```
     ///
-    /// that is, the first 24 bytes of the digest as 32 URL-safe base64 characters. Anyone who
-    /// can read the code can compute the token: when the code is not secret, use
+    /// that is, the first 24 bytes of the digest as 32 URL-safe base64 characters. To protect
+    /// a notebook, key the derivation with a secret: [`from_code_env`](Token::from_code_env)
+    /// (what `marimo-rs run --token` uses) or
     /// [`from_code_with_secret`](Token::from_code_with_secret).
     pub fn from_code(code: &str) -> Self {
         let mut hasher = Sha256::new();
@@ -95,14 +98,15 @@ impl Token {
         Self::from_derived(&hasher.finalize())
     }
 
-    /// Like [`from_code`](Token::from_code), but keyed by a server secret, so that knowing
-    /// the code is not enough to compute the token:
+    /// The token of a notebook in run mode: derived from its code and keyed by a server
+    /// secret, so that knowing the code is not enough to compute it:
     ///
     /// ```text
     /// base64url_nopad( HMAC-SHA256(key = secret, "marimo-rs/run-token/v1\0" || code)[..24] )
     /// ```
     ///
-    /// Servers that share the secret derive the same token for the same code.
+    /// The same code and secret give the same token, on every restart and on every server
+    /// that shares the secret.
     pub fn from_code_with_secret(code: &str, secret: &[u8]) -> Self {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
@@ -111,18 +115,59 @@ impl Token {
         Self::from_derived(&mac.finalize().into_bytes())
     }
 
-    /// [`from_code_with_secret`](Token::from_code_with_secret) keyed by the
-    /// `MARIMO_RS_SECRET` environment variable when it is set and not empty, otherwise
-    /// [`from_code`](Token::from_code).
+    /// The token `marimo-rs run --token` uses: [`from_code_with_secret`] keyed by
     ///
-    /// This is the only place the library reads that variable, and only when called.
-    pub fn from_code_env(code: &str) -> Self {
-        match std::env::var_os(SECRET_ENV) {
-            Some(secret) if !secret.is_empty() => {
-                Self::from_code_with_secret(code, secret.as_encoded_bytes())
-            }
-            _ => Self::from_code(code),
+    /// - the `MARIMO_RS_SECRET` environment variable when it is set and not empty (replicas
+    ///   share it, and so derive the same token), otherwise
+    /// - the **installation secret**: 32 random bytes in the file `installation-secret` of the
+    ///   cache directory (`$MARIMO_RS_CACHE_DIR`, else `$XDG_CACHE_HOME/marimo-rs`, else
+    ///   `~/.cache/marimo-rs`, where the managed Python environment lives), made with mode
+    ///   0600 by the first call on this machine and read by every later one, also by
+    ///   concurrent first starts.
+    ///
+    /// So the token stays the same across restarts of one installation, and cannot be computed
+    /// from the code by someone who cannot read the secret. Which key was used is logged (at
+    /// `info`), never its value. The library reads `MARIMO_RS_SECRET` nowhere else, and the
+    /// cache directory variables otherwise only to find the managed Python environment.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] when the installation secret is needed but cannot be read or made:
+    /// there is no cache directory, the file is not a regular file, other users may read it,
+    /// or it does not hold 32 bytes. A bad file is never replaced (tokens derived from it
+    /// would change): the error says how to fix it.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot provide random bytes for a new secret.
+    ///
+    /// [`from_code_with_secret`]: Token::from_code_with_secret
+    /// [`SecretError`]: crate::SecretError
+    pub fn from_code_env(code: &str) -> Result<Self, SecretError> {
+        Self::from_code_keyed(
+            code,
+            std::env::var_os(SECRET_ENV),
+            crate::notebook::python::cache_dir(),
+        )
+    }
+
+    /// [`from_code_env`](Token::from_code_env) with the environment read by the caller.
+    fn from_code_keyed(
+        code: &str,
+        env_secret: Option<std::ffi::OsString>,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, SecretError> {
+        if let Some(secret) = env_secret.filter(|secret| !secret.is_empty()) {
+            tracing::info!("run token derived from the code, keyed by {SECRET_ENV}");
+            return Ok(Self::from_code_with_secret(code, secret.as_encoded_bytes()));
         }
+        let dir = cache_dir.ok_or(SecretError::NoCacheDir)?;
+        let secret = secret::load_or_create(&dir)?;
+        tracing::info!(
+            path = %dir.join(secret::FILE_NAME).display(),
+            "run token derived from the code, keyed by the installation secret"
+        );
+        Ok(Self::from_code_with_secret(code, &secret))
     }
 
     /// The token itself, to print once at start-up or put in a URL. Handle with care.
@@ -235,26 +280,40 @@ mod tests {
     }
 
     #[test]
-    fn from_code_env_uses_the_secret_only_when_set() {
-        // The only test that touches MARIMO_RS_SECRET.
+    fn env_tokens_use_the_given_secret_else_the_installation_secret() {
         let code = "import marimo\n";
-        std::env::remove_var(SECRET_ENV);
+        let cache = tempfile::tempdir().unwrap();
+        let keyed = |env: Option<&str>| {
+            Token::from_code_keyed(code, env.map(Into::into), Some(cache.path().to_owned()))
+                .unwrap()
+                .expose_secret()
+                .to_owned()
+        };
         assert_eq!(
-            Token::from_code_env(code).expose_secret(),
-            Token::from_code(code).expose_secret()
-        );
-        std::env::set_var(SECRET_ENV, "");
-        assert_eq!(
-            Token::from_code_env(code).expose_secret(),
-            Token::from_code(code).expose_secret()
-        );
-        std::env::set_var(SECRET_ENV, "server-secret");
-        let keyed = Token::from_code_env(code);
-        std::env::remove_var(SECRET_ENV);
-        assert_eq!(
-            keyed.expose_secret(),
+            keyed(Some("server-secret")),
             Token::from_code_with_secret(code, b"server-secret").expose_secret()
         );
+        assert!(
+            !cache.path().join(secret::FILE_NAME).exists(),
+            "no installation secret is made when a secret is given"
+        );
+        let installation = keyed(None);
+        let secret = std::fs::read(cache.path().join(secret::FILE_NAME)).unwrap();
+        assert_eq!(
+            installation,
+            Token::from_code_with_secret(code, &secret).expose_secret()
+        );
+        assert_ne!(installation, Token::from_code(code).expose_secret());
+        assert_eq!(
+            keyed(Some("")),
+            installation,
+            "an empty secret is no secret"
+        );
+        assert_eq!(keyed(None), installation, "stable");
+        assert!(matches!(
+            Token::from_code_keyed(code, None, None),
+            Err(SecretError::NoCacheDir)
+        ));
     }
 
     #[test]

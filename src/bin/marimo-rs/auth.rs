@@ -113,9 +113,11 @@ pub(crate) fn resolve(
         return Ok(None);
     }
     if let Some(Some(value)) = &args.token {
+        warn_visible("--token=VALUE");
         return non_empty(value.clone(), "--token").map(Some);
     }
     if let Some(value) = &args.token_password {
+        warn_visible("--token-password");
         return non_empty(value.clone(), "--token-password").map(Some);
     }
     if let Some(path) = &args.token_password_file {
@@ -125,6 +127,14 @@ pub(crate) fn resolve(
         return generate(generated).map(Some);
     }
     Ok(None)
+}
+
+/// A token given as an argument is in `/proc/PID/cmdline`, which every local user can read.
+fn warn_visible(flag: &str) {
+    tracing::warn!(
+        "the token given with {flag} is visible to other local users (ps, /proc/PID/cmdline): \
+         pass it with --token-password-file FILE (or - for standard input) instead"
+    );
 }
 
 fn non_empty(value: String, from: &'static str) -> Result<Token, CliError> {
@@ -156,7 +166,7 @@ fn read_token_file(path: &Path) -> Result<Token, CliError> {
 fn generate(generated: Generated<'_>) -> Result<Token, CliError> {
     match generated {
         Generated::Random => Ok(Token::random()),
-        Generated::FromCode { apps, dirs } => Ok(Token::from_code_env(&code_of(apps, dirs)?)),
+        Generated::FromCode { apps, dirs } => Ok(Token::from_code_env(&code_of(apps, dirs)?)?),
     }
 }
 

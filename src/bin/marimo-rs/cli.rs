@@ -201,9 +201,10 @@ fn ip_or_cidr(value: &str) -> Result<String, String> {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Authentication")]
 pub(crate) struct AuthArgs {
-    /// Require a token: `--token=VALUE` uses VALUE; a bare `--token` generates one (random in
-    /// the editor; in run and serve derived from the notebooks' code, so it stays the same
-    /// across restarts, keyed by MARIMO_RS_SECRET when set)
+    /// Require a token: `--token=VALUE` uses VALUE (visible to other local users in `ps`:
+    /// prefer --token-password-file); a bare `--token` generates one (random in the editor; in
+    /// run and serve derived from the notebooks' code, so it stays the same across restarts,
+    /// keyed by MARIMO_RS_SECRET when set, else by a random secret of this installation)
     #[arg(long, value_name = "VALUE", num_args = 0..=1, require_equals = true)]
     pub(crate) token: Option<Option<String>>,
     /// Turn authentication on (with a generated token unless one is given)

@@ -47,6 +47,8 @@ pub(crate) enum CliError {
     EmptyToken(&'static str),
     #[error("{0}")]
     Secrets(&'static str),
+    #[error(transparent)]
+    InstallationSecret(#[from] marimo_rs::SecretError),
     #[error("port {port} on {host} is already in use: stop the other server, or choose another port with --port (0 picks a free one)")]
     PortInUse { host: String, port: u16 },
     #[error("cannot listen on {host} port {port}: {source}")]

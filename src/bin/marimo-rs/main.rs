@@ -8,6 +8,8 @@
 //! ```
 //!
 //! Standard output gets exactly one line, the URL to open, once the server is listening.
+//! The browser (without `--headless`) is opened with a one-time sign-in link instead, so the
+//! token never appears in another process's command line or the browser's history.
 //! Logs go to standard error and never contain the token. Errors are one `error: …` line and
 //! exit status 1 (2 for usage errors).
 #![forbid(unsafe_code)]

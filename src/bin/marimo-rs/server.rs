@@ -40,6 +40,8 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     if let Some(secs) = server.session_ttl {
         builder = builder.session_ttl(Duration::from_secs(secs));
     }
+    // Kept to mint the browser's one-time sign-in link once the server listens.
+    let mut auth_layer = None;
     if let Some(token) = &plan.token {
         let mut layer = AuthLayer::new(token.clone());
         if let Some(base) = &base {
@@ -60,7 +62,8 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
                 .old_secrets(&secrets.old)
                 .old_tokens(plan.old_tokens.clone());
         }
-        builder = builder.auth(layer);
+        builder = builder.auth(layer.clone());
+        auth_layer = Some(layer);
     }
     let replica = server
         .replica_id
@@ -110,16 +113,18 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         auth = if plan.token.is_some() { "token" } else { "off" },
         "marimo-rs is listening"
     );
-    let url = url(
-        &server.host,
-        address.port(),
-        base.as_deref().unwrap_or(""),
-        &plan.open,
-        plan.token.as_ref(),
-    );
-    print_url(&url);
+    let origin = origin(&server.host, address.port());
+    let page = format!("{}{}", base.as_deref().unwrap_or(""), plan.open);
+    // Standard output gets the URL with the token, as marimo prints it: it is for the user.
+    print_url(&url(&origin, &page, plan.token.as_ref()));
     if !server.headless {
-        open_browser(url);
+        // The browser gets a one-time link instead, so the token stays out of the opener's
+        // command line (`ps`) and the browser's history.
+        let target = match &auth_layer {
+            Some(layer) => format!("{origin}{}", layer.sign_in_link(&plan.open, SIGN_IN_VALID)),
+            None => url(&origin, &page, None),
+        };
+        open_browser(target);
     }
 
     let served = marimo_rs::serve(listener, service)
@@ -355,14 +360,19 @@ fn warn_if_exposed(address: SocketAddr, auth: bool, editor: bool) {
     }
 }
 
-/// `http://HOST:PORT{base}{open}`, with `?access_token=` when auth is on.
-fn url(host: &str, port: u16, base: &str, open: &str, token: Option<&Token>) -> String {
+/// `http://HOST:PORT`.
+fn origin(host: &str, port: u16) -> String {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let host = match bare.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => bare.to_owned(),
     };
-    let mut url = format!("http://{host}:{port}{base}{open}");
+    format!("http://{host}:{port}")
+}
+
+/// `{origin}{path}`, with `?access_token=` when auth is on.
+fn url(origin: &str, path: &str, token: Option<&Token>) -> String {
+    let mut url = format!("{origin}{path}");
     if let Some(token) = token {
         url.push_str("?access_token=");
         url.extend(form_urlencoded::byte_serialize(
@@ -371,6 +381,9 @@ fn url(host: &str, port: u16, base: &str, open: &str, token: Option<&Token>) -> 
     }
     url
 }
+
+/// How long the browser's sign-in link works: long enough for a browser to start.
+const SIGN_IN_VALID: Duration = Duration::from_secs(60);
 
 /// The one line on standard output: the URL to open.
 fn print_url(url: &str) {
@@ -422,12 +435,12 @@ mod tests {
     fn urls_bracket_ipv6_and_encode_the_token() {
         let token = Token::new("a b&c");
         assert_eq!(
-            url("::1", 80, "/p", "/", Some(&token)),
+            url(&origin("::1", 80), "/p/", Some(&token)),
             "http://[::1]:80/p/?access_token=a+b%26c"
         );
-        assert_eq!(url("[::1]", 80, "", "/", None), "http://[::1]:80/");
+        assert_eq!(url(&origin("[::1]", 80), "/", None), "http://[::1]:80/");
         assert_eq!(
-            url("localhost", 2718, "", "/a/", None),
+            url(&origin("localhost", 2718), "/a/", None),
             "http://localhost:2718/a/"
         );
     }
