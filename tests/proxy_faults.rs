@@ -1,6 +1,6 @@
-//! The proxy between clients and real marimo backends, where it used to fail: clients speaking
-//! HTTP/2, a backend that drops a kept-alive connection. Real backends (the managed
-//! virtualenv), real sockets.
+//! The proxy between clients and real marimo backends, where it used to fail or leak: clients
+//! speaking HTTP/2, a backend that drops a kept-alive connection, and the notebook's absolute
+//! location in the page. Real backends (the managed virtualenv), real sockets.
 
 mod common;
 
@@ -97,6 +97,70 @@ async fn a_backend_that_drops_a_kept_alive_connection_costs_no_request() {
         let page = send(Method::GET, &server.url("/nb/"), &common::html(), "").await;
         assert_eq!(page.status, StatusCode::OK, "round {round}: {page:?}");
     }
+    server.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn run_mode_pages_name_no_folder_in_any_spelling_whatever_the_client_accepts() {
+    let base = tempfile::tempdir().unwrap();
+    // A project root above the notebook (marimo then reports it as the LSP root), and names
+    // that marimo's spellings (HTML, JSON, `file://` URI, URI component) each write
+    // differently. Every folder's name holds `leak-`, which every spelling keeps as is.
+    let project = base.path().join("leak-project root");
+    let dir = project.join("leak-notebooks ü").join("leak-a&b'c");
+    std::fs::create_dir_all(dir.join("public")).unwrap();
+    std::fs::write(project.join("pyproject.toml"), "[project]\nname = \"x\"\n").unwrap();
+    std::fs::write(dir.join("public").join("hello.txt"), "public hello").unwrap();
+    let notebook = dir.join("nb.py");
+    std::fs::copy(example_notebook("intro.py"), &notebook).unwrap();
+    let app = create_app().with_app("/nb", &notebook).build().unwrap();
+    start_backends(&app).await;
+    let server = TestServer::start(app.clone()).await;
+    // So does the random name of the temporary folder (letters, digits, a dot).
+    let base_name = base.path().file_name().unwrap().to_str().unwrap();
+
+    let mut lengths = Vec::new();
+    for accept in [None, Some("*/*"), Some("text/html,application/xhtml+xml")] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let page = send(Method::GET, &server.url("/nb/"), &headers, "").await;
+        assert_eq!(page.status, StatusCode::OK, "{accept:?}");
+        assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "{accept:?}");
+        for marker in ["leak-", base_name] {
+            assert!(
+                !page.body.contains(marker),
+                "{accept:?}: the page names a folder of the notebook's: {}",
+                page.body
+            );
+        }
+        assert!(page.body.contains(r#""filename": "nb.py""#), "{accept:?}");
+        assert!(
+            page.body.contains(r#"const notebookId = "nb.py";"#),
+            "{accept:?}"
+        );
+        lengths.push(page.body.len());
+    }
+    assert!(lengths.windows(2).all(|w| w[0] == w[1]), "{lengths:?}");
+    // HEAD announces the length of the page GET sends.
+    for accept in ["*/*", "text/html"] {
+        let head = send(Method::HEAD, &server.url("/nb/"), &[("accept", accept)], "").await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(
+            head.header("content-length"),
+            Some(lengths[0].to_string().as_str()),
+            "HEAD with {accept}"
+        );
+    }
+    // The rewritten notebook id still finds the notebook's public folder.
+    let public = send(
+        Method::GET,
+        &server.url("/nb/public/hello.txt"),
+        &[("x-notebook-id", "nb.py")],
+        "",
+    )
+    .await;
+    assert_eq!(public.status, StatusCode::OK, "{public:?}");
+    assert_eq!(public.body, "public hello");
     server.stop().await;
     app.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
 
 mod assets;
+mod page;
 pub(crate) mod process;
 pub(crate) mod python;
 mod service;

@@ -60,8 +60,14 @@ pub(crate) enum Status {
     Starting,
     /// Answering requests.
     Ready,
-    /// Exited or never became ready; restarts on demand once `retry_at` has passed.
-    Failed { reason: Arc<str>, retry_at: Instant },
+    /// Exited or never became ready; restarts on demand once `retry_at` has passed. `reason`
+    /// is the gateway's account, `stderr` the backend's last lines (either may name files and
+    /// settings of the server: see `service::failed`).
+    Failed {
+        reason: Arc<str>,
+        stderr: Arc<str>,
+        retry_at: Instant,
+    },
     /// Shut down for good (the service is being dropped).
     Stopped,
 }
@@ -361,13 +367,9 @@ fn fail(core: &Core, failures: u32, mut reason: String) {
         failures,
         "notebook backend failed"
     );
-    let shown = if tail.is_empty() {
-        reason
-    } else {
-        format!("{reason}\n{tail}")
-    };
     core.status.send_replace(Status::Failed {
-        reason: shown.into(),
+        reason: reason.into(),
+        stderr: tail.into(),
         retry_at: Instant::now() + delay,
     });
 }
