@@ -90,6 +90,12 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
+/// `marimo-rs run NOTEBOOK --no-token --port 0 --headless`, for [`start_with`].
+fn open_run(notebook: &Path) -> Command {
+    let notebook = notebook.to_str().unwrap();
+    command(&["run", notebook, "--no-token", "--port", "0", "--headless"])
+}
+
 /// Starts `marimo-rs ARGS --port 0 --headless` and waits for its URL line.
 async fn start(args: &[&str]) -> Server {
     start_with(
@@ -497,6 +503,38 @@ async fn new_picks_a_fresh_name_and_no_token_opens_the_editor() {
     assert!(page.body.contains("new_notebook_1.py"));
     let (status, _, stderr) = server.terminate().await;
     assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn notebooks_cannot_read_the_gateways_secrets_from_their_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebook = dir.path().join("env.py");
+    std::fs::write(
+        &notebook,
+        "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    import os\n\n    \
+         import marimo as mo\n\n    mo.plain_text(\"ENV: \" + \" \".join(sorted(os.environ)))\n    \
+         return\n\n\nif __name__ == \"__main__\":\n    app.run()\n",
+    )
+    .unwrap();
+    let mut run = open_run(&notebook);
+    run.env("MARIMO_RS_SECRET", "replica-secret-value")
+        .env("MARIMO_RS_OLD_SECRETS", "old-secret-value")
+        .env("MARIMO_RS_REPLICA_ID", "replica-1")
+        .env("NOTEBOOK_MAY_SEE_THIS", "1");
+    let server = start_with(run, None).await;
+    let ws_url = format!("{}/ws?session_id=cli-env", server.origin()).replace("http", "ws");
+    let (mut ws, _) = kernel_ready(&ws_url).await;
+    let output = ws_until(&mut ws, WS, |m| {
+        m["data"]["output"]["data"]
+            .as_str()
+            .is_some_and(|html| html.contains("ENV: "))
+    })
+    .await;
+    let keys = output["data"]["output"]["data"].as_str().unwrap();
+    assert!(keys.contains("NOTEBOOK_MAY_SEE_THIS"), "{keys}");
+    assert!(!keys.contains("MARIMO_RS_"), "{keys}");
+    drop(ws);
+    assert_clean_stop(server).await;
 }
 
 #[tokio::test]

@@ -453,6 +453,15 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         // then stops the backends in order.
         .process_group(0)
         .kill_on_drop(true);
+    // Notebook code reads its environment (`os.environ`), and in edit mode runs anything: the
+    // gateway's own settings stay with the gateway. Every `MARIMO_RS_*` variable goes, not a
+    // list: MARIMO_RS_SECRET and MARIMO_RS_OLD_SECRETS are secrets, a backend needs none of them
+    // (its configuration is the JSON above), and a variable added later is covered unseen.
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"MARIMO_RS_") {
+            command.env_remove(name);
+        }
+    }
     let mut child = command
         .spawn()
         .map_err(|e| StartError::Failed(format!("cannot start {}: {e}", env.python.display())))?;
