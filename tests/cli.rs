@@ -538,6 +538,58 @@ async fn notebooks_cannot_read_the_gateways_secrets_from_their_environment() {
 }
 
 #[tokio::test]
+async fn a_killed_gateways_private_folder_is_removed_by_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notebook = example_notebook("intro.py");
+    let gateway = || {
+        let mut run = open_run(&notebook);
+        run.env("TMPDIR", tmp.path());
+        run
+    };
+    let folders = || {
+        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("marimo-rs-")
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let live = start_with(gateway(), None).await;
+    let [live_dir] = &folders()[..] else {
+        panic!("one private folder per gateway: {:?}", folders())
+    };
+    let live_dir = live_dir.clone();
+    let mut killed = start_with(gateway(), None).await;
+    let killed_dir = folders()
+        .into_iter()
+        .find(|dir| *dir != live_dir)
+        .expect("the second gateway's folder");
+    // Not a gateway's folder as this version makes them: never touched.
+    let foreign = tmp.path().join("marimo-rs-abc123");
+    std::fs::create_dir(&foreign).unwrap();
+    signal(killed.pid(), nix::sys::signal::Signal::SIGKILL);
+    killed.child.wait().await.unwrap();
+    assert!(killed_dir.is_dir(), "kill -9 leaves the folder behind");
+
+    let next = start_with(gateway(), None).await;
+    assert!(!killed_dir.exists(), "the dead gateway's folder is removed");
+    assert!(live_dir.is_dir(), "a live gateway's folder is kept");
+    assert!(foreign.is_dir(), "an unknown folder is kept");
+    assert_eq!(folders().len(), 3, "{:?}", folders());
+    let page = send(Method::GET, live.page(), &[HTML], "").await;
+    assert_eq!(page.status, StatusCode::OK, "the live gateway still serves");
+    assert_clean_stop(next).await;
+    assert_clean_stop(live).await;
+    assert_eq!(folders(), [foreign], "clean stops remove their own folders");
+}
+
+#[tokio::test]
 async fn errors_are_one_line_and_a_non_zero_exit() {
     let notebook = example_notebook("intro.py");
     let notebook = notebook.to_str().unwrap();
