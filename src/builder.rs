@@ -495,7 +495,9 @@ impl AppBuilder {
         self
     }
 
-    /// marimo's `show_tracebacks` (default `false`).
+    /// marimo's `show_tracebacks` (default `false`). When on, the `503` page of a notebook
+    /// that could not start also shows every client why (the reason and the backend's stderr
+    /// tail); when off, only a client on this machine sees it. The log always has it.
     pub fn show_tracebacks(mut self, show: bool) -> Self {
         self.notebook.marimo.show_tracebacks = show;
         self

@@ -90,6 +90,12 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
+/// `marimo-rs run NOTEBOOK --no-token --port 0 --headless`, for [`start_with`].
+fn open_run(notebook: &Path) -> Command {
+    let notebook = notebook.to_str().unwrap();
+    command(&["run", notebook, "--no-token", "--port", "0", "--headless"])
+}
+
 /// Starts `marimo-rs ARGS --port 0 --headless` and waits for its URL line.
 async fn start(args: &[&str]) -> Server {
     start_with(
@@ -763,6 +769,90 @@ async fn new_picks_a_fresh_name_and_no_token_opens_the_editor() {
     assert!(page.body.contains("new_notebook_1.py"));
     let (status, _, stderr) = server.terminate().await;
     assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn notebooks_cannot_read_the_gateways_secrets_from_their_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebook = dir.path().join("env.py");
+    std::fs::write(
+        &notebook,
+        "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    import os\n\n    \
+         import marimo as mo\n\n    mo.plain_text(\"ENV: \" + \" \".join(sorted(os.environ)))\n    \
+         return\n\n\nif __name__ == \"__main__\":\n    app.run()\n",
+    )
+    .unwrap();
+    let mut run = open_run(&notebook);
+    run.env("MARIMO_RS_SECRET", "replica-secret-value")
+        .env("MARIMO_RS_OLD_SECRETS", "old-secret-value")
+        .env("MARIMO_RS_REPLICA_ID", "replica-1")
+        .env("NOTEBOOK_MAY_SEE_THIS", "1");
+    let server = start_with(run, None).await;
+    let ws_url = format!("{}/ws?session_id=cli-env", server.origin()).replace("http", "ws");
+    let (mut ws, _) = kernel_ready(&ws_url).await;
+    let output = ws_until(&mut ws, WS, |m| {
+        m["data"]["output"]["data"]
+            .as_str()
+            .is_some_and(|html| html.contains("ENV: "))
+    })
+    .await;
+    let keys = output["data"]["output"]["data"].as_str().unwrap();
+    assert!(keys.contains("NOTEBOOK_MAY_SEE_THIS"), "{keys}");
+    assert!(!keys.contains("MARIMO_RS_"), "{keys}");
+    drop(ws);
+    assert_clean_stop(server).await;
+}
+
+#[tokio::test]
+async fn a_killed_gateways_private_folder_is_removed_by_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notebook = example_notebook("intro.py");
+    let gateway = || {
+        let mut run = open_run(&notebook);
+        run.env("TMPDIR", tmp.path());
+        run
+    };
+    let folders = || {
+        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("marimo-rs-")
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let live = start_with(gateway(), None).await;
+    let [live_dir] = &folders()[..] else {
+        panic!("one private folder per gateway: {:?}", folders())
+    };
+    let live_dir = live_dir.clone();
+    let mut killed = start_with(gateway(), None).await;
+    let killed_dir = folders()
+        .into_iter()
+        .find(|dir| *dir != live_dir)
+        .expect("the second gateway's folder");
+    // Not a gateway's folder as this version makes them: never touched.
+    let foreign = tmp.path().join("marimo-rs-abc123");
+    std::fs::create_dir(&foreign).unwrap();
+    signal(killed.pid(), nix::sys::signal::Signal::SIGKILL);
+    killed.child.wait().await.unwrap();
+    assert!(killed_dir.is_dir(), "kill -9 leaves the folder behind");
+
+    let next = start_with(gateway(), None).await;
+    assert!(!killed_dir.exists(), "the dead gateway's folder is removed");
+    assert!(live_dir.is_dir(), "a live gateway's folder is kept");
+    assert!(foreign.is_dir(), "an unknown folder is kept");
+    assert_eq!(folders().len(), 3, "{:?}", folders());
+    let page = send(Method::GET, live.page(), &[HTML], "").await;
+    assert_eq!(page.status, StatusCode::OK, "the live gateway still serves");
+    assert_clean_stop(next).await;
+    assert_clean_stop(live).await;
+    assert_eq!(folders(), [foreign], "clean stops remove their own folders");
 }
 
 #[tokio::test]

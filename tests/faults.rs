@@ -241,3 +241,82 @@ async fn a_blocked_socket_path_is_reported() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn the_start_failure_detail_is_shown_to_local_clients_only() {
+    use marimo_rs::RemoteAddr;
+    use tower::ServiceBuilder;
+
+    const DETAIL: &str = "boom: simulated failure at start-up";
+    let dir = tempfile::tempdir().unwrap();
+    let python = failing_python(dir.path());
+    for show_tracebacks in [false, true] {
+        let app = create_app()
+            .with_app("/nb", example_notebook("intro.py"))
+            .python(&python)
+            .show_tracebacks(show_tracebacks)
+            .build()
+            .unwrap();
+        // The same service seen from a loopback client, from a remote client (as a host's own
+        // server, or a proxy it trusts, reports it), and from a host that reports no address.
+        let local = TestServer::start(app.clone()).await;
+        let remote = TestServer::start(
+            ServiceBuilder::new()
+                .map_request(|mut req: http::Request<hyper::body::Incoming>| {
+                    let addr = "192.0.2.7:40000".parse().unwrap();
+                    req.extensions_mut().insert(RemoteAddr(addr));
+                    req
+                })
+                .service(app.clone()),
+        )
+        .await;
+        let unknown = TestServer::start(
+            ServiceBuilder::new()
+                .map_request(|mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().remove::<RemoteAddr>();
+                    req
+                })
+                .service(app.clone()),
+        )
+        .await;
+        // Once it has given up, no restart is in progress to answer "starting" instead.
+        let started = Instant::now();
+        while !send(Method::GET, &local.url("/nb/"), &common::html(), "")
+            .await
+            .body
+            .contains("gave up")
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "never gave up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // (server, X-Forwarded-For, whether the client counts as local)
+        let cases = [
+            (&local, None, true),
+            // A proxy on the same machine forwarding someone else's request.
+            (&local, Some("203.0.113.9"), false),
+            (&remote, None, false),
+            (&unknown, None, false),
+        ];
+        for (server, forwarded_for, is_local) in cases {
+            for accept in ["text/html", "application/json"] {
+                let mut headers = vec![("accept", accept)];
+                headers.extend(forwarded_for.map(|client| ("x-forwarded-for", client)));
+                for path in ["/nb/", "/nb/api/version"] {
+                    let reply = send(Method::GET, &server.url(path), &headers, "").await;
+                    let case = format!(
+                        "show_tracebacks={show_tracebacks} local={is_local} {headers:?} {path}"
+                    );
+                    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{case}");
+                    assert!(reply.body.contains("could not start"), "{case}: {reply:?}");
+                    assert_eq!(
+                        reply.body.contains(DETAIL),
+                        is_local || show_tracebacks,
+                        "{case}: {}",
+                        reply.body
+                    );
+                }
+            }
+        }
+        app.shutdown().await;
+    }
+}

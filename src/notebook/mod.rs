@@ -2,12 +2,15 @@
 //! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
 
 mod assets;
+mod page;
 pub(crate) mod process;
 pub(crate) mod python;
 mod service;
 mod sessions;
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,11 +137,18 @@ impl Default for NotebookOptions {
     }
 }
 
+/// The file a gateway keeps locked (`flock`) in its private directory for as long as it runs:
+/// the kernel drops the lock when the process ends, however it ends, so a directory whose lock
+/// can be taken was left behind by a gateway that is gone — whatever became of its pid.
+const LOCK_FILE: &str = "gateway.lock";
+
 /// What all notebook mounts of one built service share: the private socket directory, the
 /// launcher script, the options and the list of backends (for shutdown).
 #[derive(Debug)]
 pub(crate) struct Backends {
     dir: tempfile::TempDir,
+    /// Holds the lock on [`LOCK_FILE`] while this service lives.
+    _lock: File,
     launcher: PathBuf,
     options: Arc<NotebookOptions>,
     all: Mutex<Vec<Backend>>,
@@ -147,7 +157,9 @@ pub(crate) struct Backends {
 }
 
 impl Backends {
-    /// Creates the private directory (mode 0700) and writes the launcher into it.
+    /// Creates the private directory (mode 0700, named `marimo-rs-<pid>-<random>`), locks it,
+    /// writes the launcher into it, and removes the directories that killed gateways left
+    /// beside it ([`remove_stale_dirs`]).
     pub(crate) fn new(options: NotebookOptions) -> Result<Arc<Self>, BuildError> {
         let io_error = |source: std::io::Error| BuildError::Io {
             action: "create the private socket directory",
@@ -161,8 +173,8 @@ impl Backends {
             base
         };
         let dir = tempfile::Builder::new()
-            .prefix("marimo-rs-")
-            .tempdir_in(base)
+            .prefix(&format!("marimo-rs-{}-", std::process::id()))
+            .tempdir_in(&base)
             .map_err(io_error)?;
         // tempfile creates it 0700 already; make that a guarantee rather than a default.
         std::fs::set_permissions(
@@ -170,10 +182,13 @@ impl Backends {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .map_err(io_error)?;
+        let lock = lock_dir(dir.path()).map_err(io_error)?;
         let launcher = dir.path().join("launcher.py");
         std::fs::write(&launcher, process::LAUNCHER).map_err(io_error)?;
+        remove_stale_dirs(&base, dir.path());
         Ok(Arc::new(Self {
             dir,
+            _lock: lock,
             launcher,
             options: Arc::new(options),
             all: Mutex::new(Vec::new()),
@@ -255,5 +270,100 @@ impl Backends {
     /// The private socket directory.
     pub(crate) fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+}
+
+/// Locks `dir`'s [`LOCK_FILE`]. The file appears under its name already locked (locked under
+/// a temporary name, then renamed), so no other gateway can find it unlocked while this one
+/// lives.
+fn lock_dir(dir: &Path) -> std::io::Result<File> {
+    let pending = dir.join(format!("{LOCK_FILE}.new"));
+    let file = File::create_new(&pending)?;
+    file.try_lock().map_err(std::io::Error::from)?;
+    std::fs::rename(&pending, dir.join(LOCK_FILE))?;
+    Ok(file)
+}
+
+/// Removes the private directories in `base` that gateways stopped without a chance to clean
+/// up (`kill -9`, a crash) left behind, with their stale sockets: those named `marimo-rs-…`,
+/// owned by the owner of `own` (this process's user), holding a [`LOCK_FILE`] that nobody
+/// holds. A live gateway's directory (its lock is held), another user's, a symlink, and a
+/// directory without a lock file (made by an older version, or being made right now) are never
+/// touched. Failures are logged and otherwise ignored: this is housekeeping.
+fn remove_stale_dirs(base: &Path, own: &Path) {
+    let Ok(owner) = std::fs::symlink_metadata(own).map(|meta| meta.uid()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path == own
+            || !entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(b"marimo-rs-")
+        {
+            continue;
+        }
+        let ours =
+            std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir() && meta.uid() == owner);
+        let lock_path = path.join(LOCK_FILE);
+        let lock_is_file = std::fs::symlink_metadata(&lock_path).is_ok_and(|meta| meta.is_file());
+        if !ours || !lock_is_file {
+            continue;
+        }
+        let Ok(lock) = File::open(&lock_path) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue; // A gateway holds it: alive.
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!(
+                dir = %path.display(),
+                "removed the private directory of a gateway that did not stop cleanly"
+            ),
+            Err(error) => tracing::debug!(
+                dir = %path.display(),
+                %error,
+                "could not remove a stopped gateway's private directory"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unlocked_gateway_dirs_of_this_user_are_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let own = base.path().join("marimo-rs-1-own");
+        std::fs::create_dir(&own).unwrap();
+        let _own_lock = lock_dir(&own).unwrap();
+        let live = base.path().join("marimo-rs-2-live");
+        std::fs::create_dir(&live).unwrap();
+        let _live_lock = lock_dir(&live).unwrap();
+        let dead = base.path().join("marimo-rs-3-dead");
+        std::fs::create_dir(&dead).unwrap();
+        drop(lock_dir(&dead).unwrap());
+        std::fs::write(dead.join("nb0.sock"), "").unwrap();
+        let unlocked_elsewhere = base.path().join("other-3-dead");
+        std::fs::create_dir(&unlocked_elsewhere).unwrap();
+        drop(lock_dir(&unlocked_elsewhere).unwrap());
+        let older = base.path().join("marimo-rs-abc123");
+        std::fs::create_dir(&older).unwrap();
+        let link = base.path().join("marimo-rs-4-link");
+        std::os::unix::fs::symlink(&dead, &link).unwrap();
+
+        remove_stale_dirs(base.path(), &own);
+        assert!(!dead.exists(), "a dead gateway's directory goes");
+        for kept in [&own, &live, &unlocked_elsewhere, &older] {
+            assert!(kept.is_dir(), "{} is kept", kept.display());
+        }
+        assert!(link.symlink_metadata().is_ok(), "a symlink is not followed");
     }
 }

@@ -60,8 +60,14 @@ pub(crate) enum Status {
     Starting,
     /// Answering requests.
     Ready,
-    /// Exited or never became ready; restarts on demand once `retry_at` has passed.
-    Failed { reason: Arc<str>, retry_at: Instant },
+    /// Exited or never became ready; restarts on demand once `retry_at` has passed. `reason`
+    /// is the gateway's account, `stderr` the backend's last lines (either may name files and
+    /// settings of the server: see `service::failed`).
+    Failed {
+        reason: Arc<str>,
+        stderr: Arc<str>,
+        retry_at: Instant,
+    },
     /// Shut down for good (the service is being dropped).
     Stopped,
 }
@@ -361,13 +367,9 @@ fn fail(core: &Core, failures: u32, mut reason: String) {
         failures,
         "notebook backend failed"
     );
-    let shown = if tail.is_empty() {
-        reason
-    } else {
-        format!("{reason}\n{tail}")
-    };
     core.status.send_replace(Status::Failed {
-        reason: shown.into(),
+        reason: reason.into(),
+        stderr: tail.into(),
         retry_at: Instant::now() + delay,
     });
 }
@@ -451,6 +453,15 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         // then stops the backends in order.
         .process_group(0)
         .kill_on_drop(true);
+    // Notebook code reads its environment (`os.environ`), and in edit mode runs anything: the
+    // gateway's own settings stay with the gateway. Every `MARIMO_RS_*` variable goes, not a
+    // list: MARIMO_RS_SECRET and MARIMO_RS_OLD_SECRETS are secrets, a backend needs none of them
+    // (its configuration is the JSON above), and a variable added later is covered unseen.
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"MARIMO_RS_") {
+            command.env_remove(name);
+        }
+    }
     let mut child = command
         .spawn()
         .map_err(|e| StartError::Failed(format!("cannot start {}: {e}", env.python.display())))?;

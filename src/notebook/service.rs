@@ -1,16 +1,17 @@
 //! [`NotebookService`]: what a `with_app` mount is — readiness gate, then proxy.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http::{header, Method, Request, Response, StatusCode};
 use tower_service::Service;
 
+use super::page::HidePaths;
 use super::process::{Backend, Status};
 use super::sessions::{self, Sessions};
 use super::Mode;
@@ -18,18 +19,16 @@ use crate::auth::origin;
 use crate::builder::box_service;
 use crate::proxy::{is_upgrade_request, ProxyError};
 use crate::router::MountService;
+use crate::serve::RemoteAddr;
 use crate::Body;
 use tower_layer::Layer as _;
-
-/// The largest notebook page the gateway rewrites (to hide absolute paths); larger pages are
-/// passed through untouched.
-const PAGE_REWRITE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Serves one notebook: waits for (or starts) its backend, then proxies to it.
 #[derive(Clone, Debug)]
 pub(crate) struct NotebookService {
     backend: Backend,
-    notebook: Arc<PathBuf>,
+    /// Hides the notebook's location in its run-mode page.
+    hide_paths: Arc<HidePaths>,
     api_wait: Duration,
     /// The marimo sessions whose WebSockets this service tunnels.
     sessions: Arc<Sessions>,
@@ -45,7 +44,7 @@ impl NotebookService {
         };
         Self {
             backend,
-            notebook: Arc::new(notebook),
+            hide_paths: Arc::new(HidePaths::new(&notebook)),
             api_wait,
             sessions: Sessions::new(ttl),
         }
@@ -95,7 +94,15 @@ impl NotebookService {
         match self.backend.ready_within(wait).await {
             Status::Ready => {}
             Status::Idle | Status::Starting => return starting(page),
-            Status::Failed { reason, retry_at } => return failed(page, &reason, retry_at),
+            Status::Failed {
+                reason,
+                stderr,
+                retry_at,
+            } => {
+                let detail = options.marimo.show_tracebacks || is_local_client(&req);
+                let shown = detail.then_some((&*reason, &*stderr));
+                return failed(page, shown, retry_at);
+            }
             Status::Stopped => {
                 return unavailable(false, "The notebook server is shutting down.", 5)
             }
@@ -132,17 +139,28 @@ impl NotebookService {
                 return sessions::elsewhere();
             }
         }
-        // The editor needs the real path: it sends it back when saving.
-        let rewrite = page
-            && req.method() == Method::GET
+        // The run-mode page, whoever asks for it (a browser, or `curl` with `Accept: */*`), is
+        // rewritten to hide where the notebook lives. The editor needs the real path: it sends
+        // it back when saving.
+        let rewrite = (req.method() == Method::GET || req.method() == Method::HEAD)
             && req.uri().path() == "/"
             && self.backend.core().mode == Mode::Run;
+        let head = req.method() == Method::HEAD;
         if rewrite {
-            // The page is rewritten as text below: ask the backend not to compress it.
+            // The page is rewritten as text below: ask the backend not to compress it. A HEAD
+            // asks for the page itself, so that it announces the rewritten page's length.
             req.headers_mut().remove(header::ACCEPT_ENCODING);
+            *req.method_mut() = Method::GET;
         }
         match upstream.forward(req).await {
-            Ok(response) if rewrite => hide_paths(response, &self.notebook).await,
+            Ok(response) if rewrite => {
+                let response = self.hide_paths.rewrite(response).await;
+                if head {
+                    response.map(|_| Body::empty())
+                } else {
+                    response
+                }
+            }
             Ok(response) => response,
             Err(error) => self.proxy_failed(error),
         }
@@ -188,13 +206,41 @@ fn starting(page: bool) -> Response<Body> {
     unavailable(page, "Starting notebook…", 1)
 }
 
-fn failed(page: bool, reason: &str, retry_at: Instant) -> Response<Body> {
+/// `503` for a backend that could not start. The reason and the backend's stderr tail
+/// (`shown`) may name files, settings and secrets of the server: they are always in the log,
+/// and on the page only for a client on this machine or with `show_tracebacks`.
+fn failed(page: bool, shown: Option<(&str, &str)>, retry_at: Instant) -> Response<Body> {
     let retry = retry_at
         .saturating_duration_since(Instant::now())
         .as_secs()
         .clamp(1, 3600);
-    let message = format!("The notebook could not start.\n\n{reason}");
-    unavailable(page, &message, retry)
+    let detail = match shown {
+        Some((reason, "")) => reason.to_owned(),
+        Some((reason, stderr)) => format!("{reason}\n{stderr}"),
+        None => "The server's log says why.".to_owned(),
+    };
+    unavailable(
+        page,
+        &format!("The notebook could not start.\n\n{detail}"),
+        retry,
+    )
+}
+
+/// A client on this machine: a loopback peer ([`RemoteAddr`]) whose request no proxy forwarded
+/// (a reverse proxy on the same machine relays everyone's requests from loopback). Without
+/// `RemoteAddr` nobody is local.
+fn is_local_client<B>(req: &Request<B>) -> bool {
+    let Some(RemoteAddr(addr)) = req.extensions().get() else {
+        return false;
+    };
+    let ip = match addr.ip() {
+        IpAddr::V6(ip) => ip.to_canonical(),
+        ip => ip,
+    };
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    ip.is_loopback() && !forwarded
 }
 
 /// `503` with `Retry-After`: a small self-refreshing HTML page for browsers, text otherwise.
@@ -225,43 +271,4 @@ fn unavailable(page: bool, message: &str, retry_after: u64) -> Response<Body> {
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from(body))
         .expect("valid 503 response")
-}
-
-/// marimo embeds the notebook's absolute path (and its directory) in the page; browsers only
-/// need the file name. Rewrites `200 text/html` pages up to [`PAGE_REWRITE_LIMIT`].
-async fn hide_paths(response: Response<Body>, notebook: &Path) -> Response<Body> {
-    let is_html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    let encoded = response.headers().contains_key(header::CONTENT_ENCODING);
-    let (Some(dir), true, false, StatusCode::OK) = (
-        notebook.parent().and_then(Path::to_str),
-        is_html,
-        encoded,
-        response.status(),
-    ) else {
-        return response;
-    };
-    let (mut parts, body) = response.into_parts();
-    let bytes = match Limited::new(body, PAGE_REWRITE_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            tracing::warn!(%error, "could not read the notebook page");
-            return crate::router::plain_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
-        }
-    };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let page = text
-        .replace(&format!("{dir}/"), "")
-        .replace(&format!("\"{dir}\""), "\".\"")
-        .replace(&format!("file://{dir}\""), "file://.\"");
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if let Ok(length) = HeaderValue::try_from(page.len().to_string()) {
-        parts.headers.insert(header::CONTENT_LENGTH, length);
-    }
-    Response::from_parts(parts, Body::from(page))
 }

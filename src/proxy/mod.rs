@@ -1,7 +1,12 @@
 //! The reverse proxy from the gateway to one notebook backend over its Unix socket.
 //!
-//! - HTTP goes through hyper-util's pooled client ([`uds::UdsConnector`]); bodies stream both
-//!   ways (`/sse` is an event stream, never buffered).
+//! - HTTP goes through hyper-util's pooled client ([`uds::UdsConnector`]) as HTTP/1.1, whatever
+//!   the client spoke (HTTP/2 requests included); bodies stream both ways (`/sse` is an event
+//!   stream, never buffered), except request bodies of at most [`REPLAY_LIMIT`] bytes with a
+//!   known length, which are held so that the request can be sent again.
+//! - A request whose reused pooled connection turns out to be dead before any byte of the
+//!   answer (the backend closed it while it sat idle, e.g. right after an error response) is
+//!   sent once more on a fresh connection, if its body was held or it has none.
 //! - Hop-by-hop headers (RFC 9110 §7.6.1, plus those named in `Connection`) are dropped in
 //!   both directions; `X-Forwarded-For/-Proto/-Host/-Prefix` are set; multi-valued headers such
 //!   as `Set-Cookie` are kept as separate fields.
@@ -17,8 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -41,6 +49,11 @@ pub(crate) const POOL_IDLE: Duration = Duration::from_secs(60);
 pub(crate) const POOL_MAX_IDLE: usize = 32;
 /// uvicorn's keep-alive for gateway connections.
 pub(crate) const BACKEND_KEEP_ALIVE_SECS: u64 = 600;
+/// The largest request body held in memory so that the request can be replayed on a fresh
+/// connection (64 KiB, with a length known up front: `Content-Length`, or no body). marimo's
+/// API calls are small JSON documents; uploads and streamed bodies pass through unheld and are
+/// never replayed.
+pub(crate) const REPLAY_LIMIT: u64 = 64 * 1024;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +64,30 @@ pub(crate) enum ProxyError {
     Timeout(Duration),
     #[error("the notebook backend closed the connection: {0}")]
     Broken(String),
+    #[error("the client's request body could not be read: {0}")]
+    RequestBody(String),
+}
+
+impl From<hyper_util::client::legacy::Error> for ProxyError {
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        if error.is_connect() {
+            return ProxyError::Unreachable;
+        }
+        // The legacy client's own message names only its step ("SendRequest"): add hyper's.
+        match std::error::Error::source(&error) {
+            Some(cause) => ProxyError::Broken(format!("{error}: {cause}")),
+            None => ProxyError::Broken(error.to_string()),
+        }
+    }
 }
 
 impl ProxyError {
     pub(crate) fn into_response(self) -> Response<Body> {
         let (status, text) = match self {
             ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Notebook backend timed out"),
+            ProxyError::RequestBody(_) => {
+                (StatusCode::BAD_REQUEST, "Could not read the request body")
+            }
             _ => (StatusCode::BAD_GATEWAY, "Notebook backend unavailable"),
         };
         plain_response(status, text)
@@ -109,19 +140,34 @@ impl Upstream {
     /// Forwards `req` (already stripped of the mount prefix) and returns the backend's answer.
     pub(crate) async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let prefix = mount_prefix(&req);
-        let req = prepare_request(req, false);
-        let response = tokio::time::timeout(self.response_timeout, self.client.request(req))
+        let outgoing = Outgoing::new(prepare_request(req, false)).await?;
+        let response = tokio::time::timeout(self.response_timeout, self.send(outgoing))
             .await
-            .map_err(|_| ProxyError::Timeout(self.response_timeout))?
-            .map_err(|error| {
-                if error.is_connect() {
-                    ProxyError::Unreachable
-                } else {
-                    ProxyError::Broken(error.to_string())
-                }
-            })?;
+            .map_err(|_| ProxyError::Timeout(self.response_timeout))??;
         self.answered.fetch_add(1, Ordering::Relaxed);
         Ok(prepare_response(response.map(Body::new), &prefix))
+    }
+
+    /// Sends `outgoing`, and once more on a fresh connection if a reused pooled connection
+    /// died under a replayable request before answering anything. hyper-util retries by itself
+    /// only a request it could not start writing; this covers one the backend closed the
+    /// connection on without reading (uvicorn closes a connection after an application error,
+    /// sometimes right after the error response, which carries no `Connection: close`).
+    async fn send(
+        &self,
+        outgoing: Outgoing,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        let (head, body) = match outgoing {
+            Outgoing::Streamed(req) => return Ok(self.client.request(req).await?),
+            Outgoing::Held(head, body) => (head, body),
+        };
+        match self.client.request(head.with_body(body.clone())).await {
+            Err(error) if died_unanswered(&error) => {
+                tracing::debug!(%error, "a pooled backend connection was closed; sending the request again");
+                Ok(self.client.request(head.with_body(body)).await?)
+            }
+            result => Ok(result?),
+        }
     }
 
     /// Tunnels a WebSocket handshake; `guard` lives as long as the tunnel does.
@@ -137,6 +183,61 @@ impl Upstream {
             .await
             .map_err(|_| ProxyError::Timeout(self.response_timeout))?
     }
+}
+
+/// A request ready for the pool: held (head and a small body, so it can be sent twice) or
+/// streamed (sent once).
+enum Outgoing {
+    Held(Head, Bytes),
+    Streamed(Request<Body>),
+}
+
+impl Outgoing {
+    /// Holds the body if its length is known and at most [`REPLAY_LIMIT`].
+    async fn new(req: Request<Body>) -> Result<Self, ProxyError> {
+        let small = req
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|length| length <= REPLAY_LIMIT);
+        if !small {
+            return Ok(Outgoing::Streamed(req));
+        }
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, REPLAY_LIMIT as usize)
+            .collect()
+            .await
+            .map_err(|error| ProxyError::RequestBody(error.to_string()))?
+            .to_bytes();
+        Ok(Outgoing::Held(Head(parts), body))
+    }
+}
+
+/// The parts of a held request (the pool's request needs none of its extensions).
+struct Head(http::request::Parts);
+
+impl Head {
+    fn with_body(&self, body: Bytes) -> Request<Body> {
+        let mut req = Request::new(Body::from(body));
+        *req.method_mut() = self.0.method.clone();
+        *req.uri_mut() = self.0.uri.clone();
+        *req.version_mut() = self.0.version;
+        *req.headers_mut() = self.0.headers.clone();
+        req
+    }
+}
+
+/// A request failed on a connection the pool had used before, and not one byte of the answer
+/// had arrived: the backend closed the connection without reading the request.
+fn died_unanswered(error: &hyper_util::client::legacy::Error) -> bool {
+    let Some(connected) = error.connect_info() else {
+        return false;
+    };
+    let mut extras = http::Extensions::new();
+    connected.get_extras(&mut extras);
+    extras
+        .get::<Arc<uds::Usage>>()
+        .is_some_and(|usage| usage.reused_and_unanswered())
 }
 
 fn mount_prefix<B>(req: &Request<B>) -> String {
@@ -179,11 +280,29 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Turns the client's request into the backend's: absolute URI for the pool, hop-by-hop
-/// fields out, forwarding fields and the gateway-only identity header in.
+/// Turns the client's request into the backend's: HTTP/1.1, absolute URI for the pool,
+/// hop-by-hop fields out, forwarding fields and the gateway-only identity header in.
 pub(crate) fn prepare_request(req: Request<Body>, upgrade: bool) -> Request<Body> {
     let (mut parts, body) = req.into_parts();
     let scheme_is_https = parts.uri.scheme_str() == Some("https");
+    // The backend speaks HTTP/1.1 whatever the client spoke: the pool refuses an HTTP/2
+    // request on an HTTP/1 connection, and HTTP/1.0 would cost keep-alive.
+    parts.version = http::Version::HTTP_11;
+    // An HTTP/2 request names its host in the URI (`:authority`), not in a `Host` field: the
+    // backend (and X-Forwarded-Host below) gets it as from an HTTP/1.1 client.
+    if !parts.headers.contains_key(header::HOST) {
+        // Host and port only: never a `user:password@` prefix.
+        let host = parts
+            .uri
+            .authority()
+            .map(|authority| match authority.port() {
+                Some(port) => format!("{}:{port}", authority.host()),
+                None => authority.host().to_owned(),
+            });
+        if let Some(host) = host.and_then(|host| HeaderValue::try_from(host).ok()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
     // The pool wants an absolute URI; the authority is a placeholder (the connector always
     // dials the backend's socket). Built from parts: no re-parsing of the path.
     let mut uri = http::uri::Parts::default();
@@ -400,6 +519,53 @@ mod tests {
             response.headers()[header::LOCATION],
             "/dash/auth/login?next=%2F"
         );
+    }
+
+    #[test]
+    fn upstream_requests_are_http_1_1_with_the_clients_host() {
+        let mut req = Request::get("http://user:pw@notebooks.example:8443/nb/?x=1")
+            .version(http::Version::HTTP_2)
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(MountPrefix("/nb".into()));
+        let req = prepare_request(req, false);
+        assert_eq!(req.version(), http::Version::HTTP_11);
+        assert_eq!(req.uri(), "http://backend/nb/?x=1");
+        assert_eq!(req.headers()[header::HOST], "notebooks.example:8443");
+        assert_eq!(req.headers()["x-forwarded-host"], "notebooks.example:8443");
+
+        let req = Request::get("/")
+            .version(http::Version::HTTP_10)
+            .header(header::HOST, "given")
+            .body(Body::empty())
+            .unwrap();
+        let req = prepare_request(req, false);
+        assert_eq!(req.version(), http::Version::HTTP_11);
+        assert_eq!(req.headers()[header::HOST], "given");
+    }
+
+    #[tokio::test]
+    async fn only_small_bodies_of_known_length_are_held_for_a_replay() {
+        let held = |body: Body| async move {
+            match Outgoing::new(Request::post("/").body(body).unwrap()).await {
+                Ok(Outgoing::Held(_, bytes)) => Some(bytes.len()),
+                Ok(Outgoing::Streamed(_)) => None,
+                Err(error) => panic!("{error}"),
+            }
+        };
+        assert_eq!(held(Body::empty()).await, Some(0));
+        assert_eq!(held(Body::from("{}")).await, Some(2));
+        let limit = REPLAY_LIMIT as usize;
+        assert_eq!(held(Body::from(vec![b'x'; limit])).await, Some(limit));
+        assert_eq!(held(Body::from(vec![b'x'; limit + 1])).await, None);
+        // A stream of unknown length is never held, however short.
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<
+            _,
+            std::convert::Infallible,
+        >(
+            http_body::Frame::data(Bytes::from_static(b"x")),
+        )]));
+        assert_eq!(held(Body::new(stream)).await, None);
     }
 
     #[test]

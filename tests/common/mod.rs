@@ -99,7 +99,11 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: &st
     let request = request
         .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
         .unwrap();
-    let response = client().request(request).await.expect("request failed");
+    reply(client().request(request).await.expect("request failed")).await
+}
+
+/// Reads a response in full.
+pub async fn reply(response: Response<hyper::body::Incoming>) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
