@@ -366,8 +366,7 @@ impl Inner {
         let backend = self
             .backends
             .add(&label, found.canonical.clone(), Mode::Run);
-        let api_wait = self.backends.options().api_wait;
-        let notebook = NotebookService::new(backend.clone(), found.canonical.clone(), api_wait);
+        let notebook = NotebookService::new(backend.clone());
         let service = apply_layers(&self.layers, notebook.into_mount_service());
         entries.insert(
             found.relative.clone(),
