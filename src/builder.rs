@@ -307,13 +307,8 @@ impl BuildContext {
                 path: mount.directory.clone(),
             })?;
         let backends = self.backends()?;
-        Ok(box_service(DirectoryService::new(
-            path.to_string(),
-            directory,
-            mount,
-            layers,
-            backends,
-        )))
+        let service = DirectoryService::new(path.to_string(), directory, mount, layers, backends);
+        Ok(service.into_mount_service())
     }
 }
 

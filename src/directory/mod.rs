@@ -21,19 +21,17 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use tower::util::ServiceExt;
-use tower_service::Service;
 
 use self::cache::Cache;
-use crate::builder::{LayerFn, MountLayer};
+use crate::builder::{box_service, LayerFn, MountLayer};
 use crate::notebook::Backends;
-use crate::router::{add_slash, not_found, plain_response};
+use crate::router::{add_slash, not_found, plain_response, MountService};
 use crate::{Body, MountPrefix};
 
 /// How many notebook backends a directory mount runs at once unless told otherwise.
@@ -220,18 +218,13 @@ impl DirectoryMount {
     }
 }
 
-struct Inner {
+/// What a directory mount becomes ([`into_mount_service`](Self::into_mount_service)).
+pub(crate) struct DirectoryService {
     /// Absolute, symlinks kept (resolved again on every request).
     directory: PathBuf,
     validate: Option<ValidateFn>,
     /// The running notebooks.
     cache: Arc<Cache>,
-}
-
-/// The service a directory mount becomes. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct DirectoryService {
-    inner: Arc<Inner>,
 }
 
 impl DirectoryService {
@@ -251,31 +244,21 @@ impl DirectoryService {
             backends,
         );
         Self {
-            inner: Arc::new(Inner {
-                directory,
-                validate: config.validate,
-                cache: Arc::new(cache),
-            }),
+            directory,
+            validate: config.validate,
+            cache: Arc::new(cache),
         }
     }
-}
 
-impl Service<Request<Body>> for DirectoryService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// The mount service: every clone shares this directory's cache.
+    pub(crate) fn into_mount_service(self) -> MountService {
+        let this = Arc::new(self);
+        box_service(tower::service_fn(move |req| {
+            let this = Arc::clone(&this);
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        }))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.handle(req).await) })
-    }
-}
-
-impl Inner {
     /// Resolves the request to a notebook, validates it, then hands it to the notebook's
     /// service (started on first use).
     async fn handle(&self, req: Request<Body>) -> Response<Body> {

@@ -3,12 +3,9 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use http::{header, Method, Request, Response, StatusCode};
-use tower_service::Service;
 
 use super::page::HidePaths;
 use super::process::{Backend, Status};
@@ -52,7 +49,11 @@ impl NotebookService {
     /// The mount service: this one behind response compression (gzip/brotli by
     /// `Accept-Encoding`, only when the backend did not compress).
     pub(crate) fn into_mount_service(self) -> MountService {
-        box_service(tower_http::compression::CompressionLayer::new().layer(self))
+        let service = tower::service_fn(move |req| {
+            let this = self.clone();
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        });
+        box_service(tower_http::compression::CompressionLayer::new().layer(service))
     }
 
     /// The origin guard (unless an outer one already judged the request), then
@@ -174,21 +175,6 @@ impl NotebookService {
             self.backend.demand();
         }
         error.into_response()
-    }
-}
-
-impl Service<Request<Body>> for NotebookService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
 
