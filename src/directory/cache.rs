@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use super::resolve::{self, Resolved};
 use crate::builder::{apply_layers, LayerFn};
-use crate::notebook::process::Backend;
-use crate::notebook::{Backends, Mode, NotebookService};
+use crate::notebook::{Backend, Backends, Mode, NotebookService};
 use crate::router::MountService;
 
 /// How often cached notebooks are checked for deletion or a re-pointed symlink.

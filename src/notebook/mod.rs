@@ -3,7 +3,7 @@
 
 mod assets;
 mod page;
-pub(crate) mod process;
+mod process;
 pub(crate) mod python;
 mod service;
 mod sessions;
@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub(crate) use service::NotebookService;
+pub(crate) use self::process::Backend;
+pub(crate) use self::service::NotebookService;
 
 use self::assets::StaticAssets;
-use self::process::Backend;
 use crate::error::BuildError;
 
 /// Why a notebook backend cannot run. Each message says what to do about it.

@@ -49,7 +49,7 @@ const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(3);
 const WATCHDOG_MISSES: u32 = 3;
 /// Failed starts (or crashes) in a row after which a notebook is marked failed for good,
 /// instead of being restarted forever.
-pub(crate) const MAX_FAILURES: u32 = 5;
+const MAX_FAILURES: u32 = 5;
 /// A backend that ran this long before it crashed is not part of a crash streak.
 const STABLE: Duration = Duration::from_secs(60);
 /// What "for good" means: no restart before this (in practice, until the service restarts).
@@ -79,6 +79,13 @@ pub(crate) enum Status {
 /// Counts an open WebSocket tunnel while alive (a backend with tunnels is never idle).
 #[derive(Debug)]
 struct TunnelGuard(Arc<Core>);
+
+impl TunnelGuard {
+    fn open(core: &Arc<Core>) -> Self {
+        core.tunnels.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(core))
+    }
+}
 
 impl Drop for TunnelGuard {
     fn drop(&mut self) {
@@ -216,11 +223,13 @@ impl Backend {
         &self.core.notebook
     }
 
+    /// Whether it runs the app or the editor.
     pub(crate) fn mode(&self) -> Mode {
         self.core.mode
     }
 
-    /// The backend's process id while it runs (for tests and diagnostics).
+    /// The backend's process id while it runs: which process accepted a marimo session, and
+    /// [`MarimoService::backend_pids`](crate::MarimoService::backend_pids).
     pub(crate) fn pid(&self) -> Option<u32> {
         match self.core.pid.load(Ordering::Relaxed) {
             0 => None,
@@ -278,8 +287,7 @@ impl Backend {
         req: Request<Body>,
         guard: G,
     ) -> Result<Response<Body>, ProxyError> {
-        self.core.tunnels.fetch_add(1, Ordering::Relaxed);
-        let open = TunnelGuard(self.core.clone());
+        let open = TunnelGuard::open(&self.core);
         self.core.upstream.tunnel(req, (open, guard)).await
     }
 
