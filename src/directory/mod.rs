@@ -286,7 +286,7 @@ impl DirectoryService {
         if found.rest.is_empty() {
             return add_slash(&found.prefix, parts.uri.query());
         }
-        // A notebook that is not running starts only for a request it allowed.
+        // A notebook starts only for a request the callback allowed.
         let Some(service) = running.or_else(|| self.cache.start(&found)) else {
             return too_busy();
         };
