@@ -219,15 +219,12 @@ impl Mount {
         path: &MountPath,
         ctx: &mut BuildContext,
     ) -> Result<MountService, BuildError> {
-        let (root, mode) = match self.kind {
-            MountKind::Service(service) => return Ok(apply_layers(&self.layers, service)),
-            MountKind::Directory(directory) => return ctx.directory(path, directory, self.layers),
-            MountKind::Notebook(root) => (root, Mode::Run),
-            MountKind::Edit(root) => (root, Mode::Edit),
-        };
-        let file = NotebookFile(std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()));
-        let service = apply_layers(&self.layers, ctx.notebook(path, root, mode)?);
-        Ok(with_notebook_file(file, service))
+        match self.kind {
+            MountKind::Service(service) => Ok(apply_layers(&self.layers, service)),
+            MountKind::Directory(directory) => ctx.directory(path, directory, self.layers),
+            MountKind::Notebook(root) => ctx.notebook(path, root, Mode::Run, &self.layers),
+            MountKind::Edit(root) => ctx.notebook(path, root, Mode::Edit, &self.layers),
+        }
     }
 }
 
@@ -256,33 +253,29 @@ struct BuildContext {
 }
 
 impl BuildContext {
-    /// A service for the notebook file `root`, with its backend registered.
+    /// A service for the notebook file `root`, with its backend registered, wrapped in
+    /// `layers`, which see the [`NotebookFile`] extension.
     fn notebook(
         &mut self,
         path: &MountPath,
         root: PathBuf,
         mode: Mode,
+        layers: &[LayerFn],
     ) -> Result<MountService, BuildError> {
         let notebook = std::fs::canonicalize(&root)
             .ok()
             .filter(|p| p.is_file())
             .ok_or(BuildError::NotebookNotFound { path: root })?;
-        let backends = match &self.backends {
-            Some(backends) => backends.clone(),
-            None => {
-                let options = self.options.take().unwrap_or_default();
-                let backends = Backends::new(options)?;
-                self.backends = Some(backends.clone());
-                backends
-            }
-        };
-        let backend = backends.add(&path.to_string(), notebook.clone(), mode);
-        let api_wait = backends.options().api_wait;
-        Ok(NotebookService::new(backend, notebook, api_wait).into_mount_service())
+        let backend = self
+            .backends()?
+            .add(&path.to_string(), notebook.clone(), mode);
+        let service = NotebookService::new(backend).into_mount_service();
+        Ok(with_notebook_file(
+            NotebookFile(notebook),
+            apply_layers(layers, service),
+        ))
     }
-}
 
-impl BuildContext {
     /// The backends registry, created with the first notebook mount.
     fn backends(&mut self) -> Result<Arc<Backends>, BuildError> {
         if let Some(backends) = &self.backends {
@@ -314,13 +307,8 @@ impl BuildContext {
                 path: mount.directory.clone(),
             })?;
         let backends = self.backends()?;
-        Ok(box_service(DirectoryService::new(
-            path.to_string(),
-            directory,
-            mount,
-            layers,
-            backends,
-        )))
+        let service = DirectoryService::new(path.to_string(), directory, mount, layers, backends);
+        Ok(service.into_mount_service())
     }
 }
 

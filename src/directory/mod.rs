@@ -2,42 +2,40 @@
 //! marimo's `create_asgi_app().with_dynamic_directory(...)`.
 //!
 //! A request for `{mount}/team/q3/…` is resolved at request time (see [`resolve`]) to
-//! `directory/team/q3.py`; its backend (the same supervised process as a `with_app` mount) is
-//! created on the first request and cached, one per file, at most
-//! [`DirectoryMount::max_backends`] at once (least recently used, WebSocket-free backends are
-//! stopped first). A background sweep stops the backends of files that were deleted or now
-//! resolve elsewhere (a re-pointed directory symlink).
+//! `directory/team/q3.py`, checked by the validate callback, then served by that file's
+//! backend (the same supervised process as a `with_app` mount), started on its first request
+//! and kept in the mount's [`cache`]: one per file, at most [`DirectoryMount::max_backends`]
+//! at once (least recently used, WebSocket-free backends are stopped first), swept when the
+//! file is deleted or now resolves elsewhere (a re-pointed directory symlink). `{mount}/` is
+//! the [`index`] page.
+//!
+//! This file holds the configuration ([`DirectoryMount`], [`Validation`], [`NotebookFile`])
+//! and the service that ties the pieces together.
 
+mod cache;
+mod index;
 mod resolve;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use tower::util::ServiceExt;
-use tower_service::Service;
 
-use crate::builder::{apply_layers, LayerFn, MountLayer};
-use crate::notebook::process::Backend;
-use crate::notebook::{Backends, Mode, NotebookService};
+use self::cache::Cache;
+use crate::builder::{box_service, LayerFn, MountLayer};
+use crate::notebook::Backends;
 use crate::router::{add_slash, not_found, plain_response, MountService};
 use crate::{Body, MountPrefix};
 
 /// How many notebook backends a directory mount runs at once unless told otherwise.
 pub(crate) const DEFAULT_MAX_BACKENDS: usize = 16;
-/// How often cached notebooks are checked for deletion or a re-pointed symlink.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The notebook file a request is for, in the request extensions of every request that
 /// reaches a notebook (marimo's `scope["marimo_app_file"]`).
@@ -220,31 +218,13 @@ impl DirectoryMount {
     }
 }
 
-/// One cached notebook: its backend and its (layered) service.
-struct Entry {
-    canonical: PathBuf,
-    backend: Backend,
-    service: MountService,
-}
-
-struct Inner {
-    /// The mount path, for log labels.
-    mount: String,
+/// What a directory mount becomes ([`into_mount_service`](Self::into_mount_service)).
+pub(crate) struct DirectoryService {
     /// Absolute, symlinks kept (resolved again on every request).
     directory: PathBuf,
     validate: Option<ValidateFn>,
-    layers: Vec<LayerFn>,
-    max_backends: usize,
-    backends: Arc<Backends>,
-    /// Keyed by the notebook's relative path (`team/q3.py`).
-    entries: Mutex<HashMap<PathBuf, Entry>>,
-    sweeping: AtomicBool,
-}
-
-/// The service a directory mount becomes. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct DirectoryService {
-    inner: Arc<Inner>,
+    /// The running notebooks.
+    cache: Arc<Cache>,
 }
 
 impl DirectoryService {
@@ -256,47 +236,43 @@ impl DirectoryService {
         layers: Vec<LayerFn>,
         backends: Arc<Backends>,
     ) -> Self {
+        let cache = Cache::new(
+            mount,
+            directory.clone(),
+            layers,
+            config.max_backends,
+            backends,
+        );
         Self {
-            inner: Arc::new(Inner {
-                mount,
-                directory,
-                validate: config.validate,
-                layers,
-                max_backends: config.max_backends,
-                backends,
-                entries: Mutex::new(HashMap::new()),
-                sweeping: AtomicBool::new(false),
-            }),
+            directory,
+            validate: config.validate,
+            cache: Arc::new(cache),
         }
     }
-}
 
-impl Service<Request<Body>> for DirectoryService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// The mount service: every clone shares this directory's cache.
+    pub(crate) fn into_mount_service(self) -> MountService {
+        let this = Arc::new(self);
+        box_service(tower::service_fn(move |req| {
+            let this = Arc::clone(&this);
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        }))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.handle(req).await) })
-    }
-}
-
-impl Inner {
-    async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
-        self.start_sweeping();
+    /// Resolves the request to a notebook, validates it, then hands it to the notebook's
+    /// service (started on first use).
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        self.cache.start_sweeping();
         if req.uri().path() == "/" {
-            return self.index(req).await;
+            return index::respond(&self.directory, self.validate.as_ref(), req).await;
         }
         let Some(found) = resolve::resolve(&self.directory, req.uri().path()) else {
             return not_found();
         };
+        // The cache is looked at once: a running notebook was found to be one when it started.
+        let running = self.cache.get(&found);
         // Only marimo notebooks exist here: a helper module is as absent as a missing file.
-        if self.cached(&found).is_none() && !resolve::is_marimo_notebook(&found.canonical) {
+        if running.is_none() && !resolve::is_marimo_notebook(&found.canonical) {
             return not_found();
         }
         let (mut parts, body) = req.into_parts();
@@ -310,7 +286,8 @@ impl Inner {
         if found.rest.is_empty() {
             return add_slash(&found.prefix, parts.uri.query());
         }
-        let Some(service) = self.service_for(&found) else {
+        // A notebook starts only for a request the callback allowed.
+        let Some(service) = running.or_else(|| self.cache.start(&found)) else {
             return too_busy();
         };
         let file = self.directory.join(&found.relative);
@@ -322,216 +299,6 @@ impl Inner {
             Err(never) => match never {},
         }
     }
-
-    /// The cached service for `found`, or a new backend for it (making room if needed).
-    /// `None` when the limit is reached and every backend has an open WebSocket.
-    fn service_for(&self, found: &resolve::Resolved) -> Option<MountService> {
-        if let Some(service) = self.cached(found) {
-            return Some(service);
-        }
-        let mut entries = self.entries.lock().expect("directory lock");
-        if let Some(entry) = entries.get(&found.relative) {
-            if entry.canonical == found.canonical {
-                return Some(entry.service.clone());
-            }
-        }
-        if let Some(stale) = entries.remove(&found.relative) {
-            self.retire(stale);
-        }
-        while entries.len() >= self.max_backends {
-            let victim = entries
-                .iter()
-                .filter(|(_, entry)| entry.backend.open_tunnels() == 0)
-                .max_by_key(|(_, entry)| entry.backend.idle_for())
-                .map(|(relative, _)| relative.clone());
-            let Some(victim) = victim else {
-                tracing::warn!(
-                    mount = %self.mount,
-                    max = self.max_backends,
-                    "every notebook backend of this directory has an open WebSocket; \
-                     refusing to start another"
-                );
-                return None;
-            };
-            if let Some(entry) = entries.remove(&victim) {
-                tracing::info!(
-                    mount = %self.mount,
-                    notebook = %victim.display(),
-                    "stopping the least recently used notebook backend to make room"
-                );
-                self.retire(entry);
-            }
-        }
-        let label = format!("{}{}", self.mount, found.prefix);
-        let backend = self
-            .backends
-            .add(&label, found.canonical.clone(), Mode::Run);
-        let api_wait = self.backends.options().api_wait;
-        let notebook = NotebookService::new(backend.clone(), found.canonical.clone(), api_wait);
-        let service = apply_layers(&self.layers, notebook.into_mount_service());
-        entries.insert(
-            found.relative.clone(),
-            Entry {
-                canonical: found.canonical.clone(),
-                backend,
-                service: service.clone(),
-            },
-        );
-        Some(service)
-    }
-
-    /// The cached service, if the cached file is still the one `found` resolved to. A name
-    /// that resolves to another file now (re-pointed symlink) retires its old backend.
-    fn cached(&self, found: &resolve::Resolved) -> Option<MountService> {
-        let mut entries = self.entries.lock().expect("directory lock");
-        let entry = entries.get(&found.relative)?;
-        if entry.canonical == found.canonical {
-            return Some(entry.service.clone());
-        }
-        if let Some(stale) = entries.remove(&found.relative) {
-            self.retire(stale);
-        }
-        None
-    }
-
-    /// Stops a backend that left the cache, then forgets it.
-    fn retire(&self, entry: Entry) {
-        let backends = self.backends.clone();
-        tokio::spawn(async move {
-            entry.backend.shutdown().await;
-            backends.remove(&entry.backend);
-        });
-    }
-
-    /// Starts the background sweep once (it ends when the service is dropped).
-    fn start_sweeping(self: &Arc<Self>) {
-        if self.sweeping.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(inner) => inner.sweep(),
-                    None => break,
-                }
-            }
-        });
-    }
-
-    /// Retires the backends of notebooks that were deleted, became unsafe, or resolve to
-    /// another file now.
-    fn sweep(&self) {
-        let cached: Vec<(PathBuf, PathBuf)> = {
-            let entries = self.entries.lock().expect("directory lock");
-            entries
-                .iter()
-                .map(|(relative, entry)| (relative.clone(), entry.canonical.clone()))
-                .collect()
-        };
-        let stale: Vec<(PathBuf, PathBuf)> = cached
-            .into_iter()
-            .filter(|(relative, canonical)| {
-                resolve::locate(&self.directory, relative).as_ref() != Some(canonical)
-            })
-            .collect();
-        if stale.is_empty() {
-            return;
-        }
-        let mut entries = self.entries.lock().expect("directory lock");
-        for (relative, canonical) in stale {
-            if entries
-                .get(&relative)
-                .is_some_and(|e| e.canonical == canonical)
-            {
-                if let Some(entry) = entries.remove(&relative) {
-                    tracing::info!(
-                        mount = %self.mount,
-                        notebook = %relative.display(),
-                        "notebook file is gone or moved; stopping its backend"
-                    );
-                    self.retire(entry);
-                }
-            }
-        }
-    }
-
-    /// The index page: the notebooks the requester may open.
-    async fn index(&self, req: Request<Body>) -> Response<Body> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut response = plain_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
-        }
-        let directory = self.directory.clone();
-        let listed = tokio::task::spawn_blocking(move || resolve::list_notebooks(&directory))
-            .await
-            .unwrap_or_default();
-        let (parts, _) = req.into_parts();
-        let shown = match &self.validate {
-            None => listed,
-            Some(validate) => {
-                let verdicts =
-                    futures_util::future::join_all(listed.iter().map(|nb| validate(nb, &parts)))
-                        .await;
-                listed
-                    .into_iter()
-                    .zip(verdicts)
-                    .filter(|(_, verdict)| matches!(verdict, Validation::Allow))
-                    .map(|(notebook, _)| notebook)
-                    .collect()
-            }
-        };
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .header(header::CACHE_CONTROL, "no-store")
-            .header("x-content-type-options", "nosniff")
-            .body(Body::from(index_page(&shown)))
-            .expect("valid index response")
-    }
-}
-
-/// Characters left as they are in a link segment (RFC 3986 unreserved).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn index_page(notebooks: &[PathBuf]) -> String {
-    let mut items = String::new();
-    for notebook in notebooks {
-        let Some(name) = notebook.to_str().and_then(|n| n.strip_suffix(".py")) else {
-            continue;
-        };
-        let href: Vec<String> = name
-            .split('/')
-            .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
-            .collect();
-        // `./` keeps a name like `javascript:x` from being read as a URL scheme.
-        items.push_str(&format!(
-            "<li><a href=\"./{}/\">{}</a></li>",
-            crate::html::escape(&href.join("/")),
-            crate::html::escape(name)
-        ));
-    }
-    let list = if items.is_empty() {
-        "<p>No notebooks.</p>".to_owned()
-    } else {
-        format!("<ul>{items}</ul>")
-    };
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Notebooks</title><style>body{{font-family:system-ui,sans-serif;margin:3rem;\
-         color:#333}}li{{margin:.4rem 0}}</style></head><body><h1>Notebooks</h1>{list}\
-         </body></html>"
-    )
 }
 
 /// Rewrites the request for the notebook: its path loses the notebook's prefix, which is
@@ -571,30 +338,6 @@ fn too_busy() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_index_links_are_relative_encoded_and_escaped() {
-        let page = index_page(&[
-            PathBuf::from("sales.py"),
-            PathBuf::from("team/q3.py"),
-            PathBuf::from("a&b <c>.py"),
-            PathBuf::from("javascript:alert(1).py"),
-        ]);
-        assert!(page.contains(r#"<a href="./sales/">sales</a>"#), "{page}");
-        assert!(
-            page.contains(r#"<a href="./team/q3/">team/q3</a>"#),
-            "{page}"
-        );
-        assert!(
-            page.contains(r#"<a href="./a%26b%20%3Cc%3E/">a&amp;b &lt;c&gt;</a>"#),
-            "{page}"
-        );
-        assert!(
-            page.contains(r#"href="./javascript%3Aalert%281%29/""#),
-            "{page}"
-        );
-        assert!(index_page(&[]).contains("No notebooks."));
-    }
 
     #[test]
     fn the_redirect_is_relative_and_keeps_the_query() {

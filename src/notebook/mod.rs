@@ -3,7 +3,7 @@
 
 mod assets;
 mod page;
-pub(crate) mod process;
+mod process;
 pub(crate) mod python;
 mod service;
 mod sessions;
@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub(crate) use service::NotebookService;
+pub(crate) use self::process::Backend;
+pub(crate) use self::service::NotebookService;
 
-use self::process::Backend;
+use self::assets::StaticAssets;
 use crate::error::BuildError;
 
 /// Why a notebook backend cannot run. Each message says what to do about it.
@@ -114,8 +115,6 @@ pub(crate) struct NotebookOptions {
     pub(crate) startup_timeout: Duration,
     pub(crate) api_wait: Duration,
     pub(crate) response_timeout: Duration,
-    /// marimo's frontend files, served by the gateway (shared by every backend).
-    pub(crate) assets: Arc<assets::StaticAssets>,
     /// The origin guard's policy (the built app's allowed origins), applied by every notebook
     /// service so that mounts without the gateway's auth are guarded too.
     pub(crate) origin: crate::auth::origin::Policy,
@@ -131,7 +130,6 @@ impl Default for NotebookOptions {
             startup_timeout: Duration::from_secs(60),
             api_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
-            assets: Arc::default(),
             origin: crate::auth::origin::Policy::default(),
         }
     }
@@ -142,15 +140,26 @@ impl Default for NotebookOptions {
 /// can be taken was left behind by a gateway that is gone — whatever became of its pid.
 const LOCK_FILE: &str = "gateway.lock";
 
-/// What all notebook mounts of one built service share: the private socket directory, the
-/// launcher script, the options and the list of backends (for shutdown).
+/// What every backend of one built service reads: handed to each [`Backend`] when it is
+/// created, and alive as long as one is.
+#[derive(Debug)]
+struct Shared {
+    options: NotebookOptions,
+    /// The launcher script, in the private directory.
+    launcher: PathBuf,
+    /// marimo's frontend files, read once and served by the gateway: every backend runs the
+    /// same Python environment, hence the same files. Runtime state, unlike `options`.
+    assets: StaticAssets,
+}
+
+/// What all notebook mounts of one built service share: the private socket directory, what
+/// every backend reads ([`Shared`]), and the list of backends (for start-up and shutdown).
 #[derive(Debug)]
 pub(crate) struct Backends {
     dir: tempfile::TempDir,
     /// Holds the lock on [`LOCK_FILE`] while this service lives.
     _lock: File,
-    launcher: PathBuf,
-    options: Arc<NotebookOptions>,
+    shared: Arc<Shared>,
     all: Mutex<Vec<Backend>>,
     /// Numbers socket names: never reused, even after a backend is removed.
     next_socket: AtomicUsize,
@@ -189,8 +198,11 @@ impl Backends {
         Ok(Arc::new(Self {
             dir,
             _lock: lock,
-            launcher,
-            options: Arc::new(options),
+            shared: Arc::new(Shared {
+                options,
+                launcher,
+                assets: StaticAssets::default(),
+            }),
             all: Mutex::new(Vec::new()),
             next_socket: AtomicUsize::new(0),
         }))
@@ -209,8 +221,7 @@ impl Backends {
             notebook,
             mode,
             socket,
-            self.launcher.clone(),
-            self.options.clone(),
+            self.shared.clone(),
         );
         self.all
             .lock()
@@ -225,11 +236,7 @@ impl Backends {
         self.all
             .lock()
             .expect("backends lock")
-            .retain(|kept| !Arc::ptr_eq(kept.core(), backend.core()));
-    }
-
-    pub(crate) fn options(&self) -> &NotebookOptions {
-        &self.options
+            .retain(|kept| kept != backend);
     }
 
     fn snapshot(&self) -> Vec<Backend> {
@@ -238,18 +245,19 @@ impl Backends {
 
     /// Starts every backend now and waits until each is ready or failed.
     pub(crate) async fn start_all(&self) -> Result<(), NotebookError> {
-        python::resolve(self.options.python.as_deref()).await?;
+        let options = &self.shared.options;
+        python::resolve(options.python.as_deref()).await?;
         let backends = self.snapshot();
         let waits = backends
             .iter()
-            .map(|backend| backend.ready_within(self.options.startup_timeout));
+            .map(|backend| backend.ready_within(options.startup_timeout));
         futures_util::future::join_all(waits).await;
         Ok(())
     }
 
     /// Starts backends in the background (eager mode), if a runtime is running.
     pub(crate) fn start_eager(&self) {
-        if self.options.eager && tokio::runtime::Handle::try_current().is_ok() {
+        if self.shared.options.eager && tokio::runtime::Handle::try_current().is_ok() {
             for backend in self.snapshot() {
                 backend.demand();
             }

@@ -17,9 +17,9 @@
 //! after a grace period) and removes the socket.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,12 @@ use tokio::process::{Child, Command};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::{python, Mode, NotebookOptions};
-use crate::proxy::{Upstream, BACKEND_KEEP_ALIVE_SECS};
+use http::{Request, Response};
+
+use super::assets::StaticAssets;
+use super::{python, Mode, NotebookOptions, Shared};
+use crate::proxy::{ProxyError, Upstream, BACKEND_KEEP_ALIVE_SECS};
+use crate::Body;
 
 /// The launcher, shipped inside the crate and written next to the sockets.
 pub(crate) const LAUNCHER: &str = include_str!("launcher.py");
@@ -45,7 +49,7 @@ const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(3);
 const WATCHDOG_MISSES: u32 = 3;
 /// Failed starts (or crashes) in a row after which a notebook is marked failed for good,
 /// instead of being restarted forever.
-pub(crate) const MAX_FAILURES: u32 = 5;
+const MAX_FAILURES: u32 = 5;
 /// A backend that ran this long before it crashed is not part of a crash streak.
 const STABLE: Duration = Duration::from_secs(60);
 /// What "for good" means: no restart before this (in practice, until the service restarts).
@@ -74,7 +78,14 @@ pub(crate) enum Status {
 
 /// Counts an open WebSocket tunnel while alive (a backend with tunnels is never idle).
 #[derive(Debug)]
-pub(crate) struct TunnelGuard(Arc<Core>);
+struct TunnelGuard(Arc<Core>);
+
+impl TunnelGuard {
+    fn open(core: &Arc<Core>) -> Self {
+        core.tunnels.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(core))
+    }
+}
 
 impl Drop for TunnelGuard {
     fn drop(&mut self) {
@@ -85,15 +96,16 @@ impl Drop for TunnelGuard {
 
 /// What the supervisor and the request path share.
 #[derive(Debug)]
-pub(crate) struct Core {
+struct Core {
     /// For log lines: `/dashboard (dashboard.py)`.
-    pub(crate) label: String,
+    label: String,
+    /// The notebook file, canonical.
     notebook: PathBuf,
-    pub(crate) mode: Mode,
+    mode: Mode,
     socket: PathBuf,
-    launcher: PathBuf,
-    options: Arc<NotebookOptions>,
-    pub(crate) upstream: Upstream,
+    /// What every backend of the service reads (options, launcher, frontend files).
+    shared: Arc<Shared>,
+    upstream: Upstream,
     status: watch::Sender<Status>,
     demand: Notify,
     stop: watch::Sender<bool>,
@@ -101,7 +113,8 @@ pub(crate) struct Core {
     last_activity_ms: AtomicU64,
     tunnels: AtomicUsize,
     stderr: Arc<Mutex<VecDeque<String>>>,
-    pid: AtomicU64,
+    /// The running process's id; 0 when none runs.
+    pid: AtomicU32,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -119,6 +132,17 @@ impl Core {
     fn stderr_tail(&self) -> String {
         let lines = self.stderr.lock().expect("stderr lock");
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn options(&self) -> &NotebookOptions {
+        &self.shared.options
+    }
+
+    /// The process is gone (reaped): its pid may be reused from now on, so it is no longer
+    /// reported, and its socket is removed.
+    fn gone(&self) {
+        self.pid.store(0, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -139,23 +163,29 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Two handles are equal when they are handles to the same backend.
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.core, &other.core)
+    }
+}
+
 impl Backend {
-    pub(crate) fn new(
+    /// A backend for `notebook` (canonical), reached at `socket`; `label` names it in logs.
+    pub(super) fn new(
         label: String,
         notebook: PathBuf,
         mode: Mode,
         socket: PathBuf,
-        launcher: PathBuf,
-        options: Arc<NotebookOptions>,
+        shared: Arc<Shared>,
     ) -> Self {
-        let upstream = Upstream::new(socket.clone(), options.response_timeout);
+        let upstream = Upstream::new(socket.clone(), shared.options.response_timeout);
         let core = Arc::new(Core {
             label,
             notebook,
             mode,
             socket,
-            launcher,
-            options,
+            shared,
             upstream,
             status: watch::Sender::new(Status::Idle),
             demand: Notify::new(),
@@ -164,7 +194,7 @@ impl Backend {
             last_activity_ms: AtomicU64::new(0),
             tunnels: AtomicUsize::new(0),
             stderr: Arc::default(),
-            pid: AtomicU64::new(0),
+            pid: AtomicU32::new(0),
             task: Mutex::new(None),
         });
         Self {
@@ -173,32 +203,44 @@ impl Backend {
         }
     }
 
-    pub(crate) fn core(&self) -> &Arc<Core> {
-        &self.core
-    }
-
     /// The options this backend runs with.
     pub(crate) fn options(&self) -> &NotebookOptions {
-        &self.core.options
+        self.core.options()
     }
 
-    /// The status right now.
-    pub(crate) fn status(&self) -> Status {
-        self.core.status.borrow().clone()
+    /// marimo's frontend files of this backend's Python environment.
+    pub(crate) fn assets(&self) -> &StaticAssets {
+        &self.core.shared.assets
     }
 
-    /// The backend's process id while it runs (for tests and diagnostics).
+    /// How logs name this backend: `/dashboard (dashboard.py)`.
+    pub(crate) fn label(&self) -> &str {
+        &self.core.label
+    }
+
+    /// The notebook file (canonical).
+    pub(crate) fn notebook(&self) -> &Path {
+        &self.core.notebook
+    }
+
+    /// Whether it runs the app or the editor.
+    pub(crate) fn mode(&self) -> Mode {
+        self.core.mode
+    }
+
+    /// The backend's process id while it runs: which process accepted a marimo session, and
+    /// [`MarimoService::backend_pids`](crate::MarimoService::backend_pids).
     pub(crate) fn pid(&self) -> Option<u32> {
         match self.core.pid.load(Ordering::Relaxed) {
             0 => None,
-            pid => Some(pid as u32),
+            pid => Some(pid),
         }
     }
 
     /// Marks activity and asks for a start if the backend is not running.
     pub(crate) fn demand(&self) {
         self.core.touch();
-        if matches!(self.status(), Status::Ready | Status::Starting) {
+        if matches!(*self.core.status.borrow(), Status::Ready | Status::Starting) {
             return;
         }
         let mut task = self.core.task.lock().expect("task lock");
@@ -233,10 +275,20 @@ impl Backend {
         }
     }
 
-    /// Counts an open WebSocket until the guard is dropped.
-    pub(crate) fn tunnel_guard(&self) -> TunnelGuard {
-        self.core.tunnels.fetch_add(1, Ordering::Relaxed);
-        TunnelGuard(self.core.clone())
+    /// Forwards `req` (stripped of the mount prefix) to the backend over its connection pool.
+    pub(crate) async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        self.core.upstream.forward(req).await
+    }
+
+    /// Tunnels a WebSocket handshake to the backend. The tunnel counts as activity (the
+    /// backend is never idle while one is open) and holds `guard` for as long as it is open.
+    pub(crate) async fn tunnel<G: Send + 'static>(
+        &self,
+        req: Request<Body>,
+        guard: G,
+    ) -> Result<Response<Body>, ProxyError> {
+        let open = TunnelGuard::open(&self.core);
+        self.core.upstream.tunnel(req, (open, guard)).await
     }
 
     /// How many WebSocket tunnels to this backend are open now.
@@ -337,8 +389,7 @@ async fn supervise(core: Arc<Core>) {
                 fail(&core, failures, reason);
             }
             Outcome::Exited(status) => {
-                core.pid.store(0, Ordering::Relaxed);
-                let _ = std::fs::remove_file(&core.socket);
+                core.gone();
                 let code = status
                     .map(|s| s.to_string())
                     .unwrap_or_else(|e| e.to_string());
@@ -376,7 +427,7 @@ fn fail(core: &Core, failures: u32, mut reason: String) {
 
 /// Resolves when the backend has had no request and no WebSocket for `idle_timeout`.
 async fn idle(core: &Core) {
-    let Some(limit) = core.options.idle_timeout else {
+    let Some(limit) = core.options().idle_timeout else {
         return std::future::pending().await;
     };
     loop {
@@ -426,7 +477,8 @@ enum StartError {
 
 /// Spawns the launcher and waits for `/health`.
 async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, StartError> {
-    let env = python::resolve(core.options.python.as_deref())
+    let options = core.options();
+    let env = python::resolve(options.python.as_deref())
         .await
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let _ = std::fs::remove_file(&core.socket);
@@ -438,11 +490,11 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         "mode": core.mode,
         "socket": core.socket,
         "keep_alive_secs": BACKEND_KEEP_ALIVE_SECS,
-        "marimo": core.options.marimo,
+        "marimo": options.marimo,
     });
     let mut command = Command::new(&env.python);
     command
-        .arg(&core.launcher)
+        .arg(&core.shared.launcher)
         .arg(config.to_string())
         .current_dir(core.notebook.parent().unwrap_or(std::path::Path::new("/")))
         .env("PYTHONUNBUFFERED", "1")
@@ -466,17 +518,17 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         .spawn()
         .map_err(|e| StartError::Failed(format!("cannot start {}: {e}", env.python.display())))?;
     let pid = child.id().unwrap_or(0);
-    core.pid.store(u64::from(pid), Ordering::Relaxed);
+    core.pid.store(pid, Ordering::Relaxed);
     tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
     if let Some(stderr) = child.stderr.take() {
         collect_stderr(core, stderr);
     }
 
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + core.options.startup_timeout;
+    let deadline = tokio::time::Instant::now() + options.startup_timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            core.pid.store(0, Ordering::Relaxed);
+            core.gone();
             // Give the stderr reader a moment to take the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
             return Err(StartError::Failed(format!(
@@ -491,7 +543,7 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
             terminate(core, &mut child).await;
             return Err(StartError::Failed(format!(
                 "the backend did not answer /health within {:?}",
-                core.options.startup_timeout
+                options.startup_timeout
             )));
         }
         if core.socket.exists() && core.upstream.is_healthy(Duration::from_secs(2)).await {
@@ -542,11 +594,8 @@ async fn terminate(core: &Core, child: &mut Child) {
             let _ = killpg(group, Signal::SIGKILL);
             let _ = child.wait().await;
         }
-        // Reaped: from here on the pid may be reused, so stop reporting it at once.
-        core.pid.store(0, Ordering::Relaxed);
         // Anything the backend started in its group (kernels in edit mode) goes too.
         let _ = killpg(group, Signal::SIGKILL);
     }
-    core.pid.store(0, Ordering::Relaxed);
-    let _ = std::fs::remove_file(&core.socket);
+    core.gone();
 }

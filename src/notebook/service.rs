@@ -2,14 +2,10 @@
 
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use http::{header, Method, Request, Response, StatusCode};
-use tower_service::Service;
 
 use super::page::HidePaths;
 use super::process::{Backend, Status};
@@ -26,26 +22,26 @@ use tower_layer::Layer as _;
 /// Serves one notebook: waits for (or starts) its backend, then proxies to it.
 #[derive(Clone, Debug)]
 pub(crate) struct NotebookService {
+    /// The backend, and through it the options it runs with.
     backend: Backend,
     /// Hides the notebook's location in its run-mode page.
     hide_paths: Arc<HidePaths>,
-    api_wait: Duration,
     /// The marimo sessions whose WebSockets this service tunnels.
     sessions: Arc<Sessions>,
 }
 
 impl NotebookService {
-    pub(crate) fn new(backend: Backend, notebook: PathBuf, api_wait: Duration) -> Self {
+    /// The service for `backend`'s notebook.
+    pub(crate) fn new(backend: Backend) -> Self {
         // marimo's session_ttl: 120 s by default in run mode, for ever in the editor.
-        let ttl = match (backend.options().marimo.session_ttl, backend.core().mode) {
+        let ttl = match (backend.options().marimo.session_ttl, backend.mode()) {
             (Some(secs), _) => Some(Duration::from_secs(secs)),
             (None, Mode::Run) => Some(Duration::from_secs(120)),
             (None, Mode::Edit) => None,
         };
         Self {
+            hide_paths: Arc::new(HidePaths::new(backend.notebook())),
             backend,
-            hide_paths: Arc::new(HidePaths::new(&notebook)),
-            api_wait,
             sessions: Sessions::new(ttl),
         }
     }
@@ -53,7 +49,11 @@ impl NotebookService {
     /// The mount service: this one behind response compression (gzip/brotli by
     /// `Accept-Encoding`, only when the backend did not compress).
     pub(crate) fn into_mount_service(self) -> MountService {
-        box_service(tower_http::compression::CompressionLayer::new().layer(self))
+        let service = tower::service_fn(move |req| {
+            let this = self.clone();
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        });
+        box_service(tower_http::compression::CompressionLayer::new().layer(service))
     }
 
     /// The origin guard (unless an outer one already judged the request), then
@@ -80,7 +80,7 @@ impl NotebookService {
 
     async fn respond(self, mut req: Request<Body>) -> Response<Body> {
         let options = self.backend.options();
-        let offloaded = options.assets.serve(
+        let offloaded = self.backend.assets().serve(
             req.method(),
             req.uri().path(),
             req.headers(),
@@ -90,7 +90,11 @@ impl NotebookService {
             return response;
         }
         let page = is_page_request(&req);
-        let wait = if page { Duration::ZERO } else { self.api_wait };
+        let wait = if page {
+            Duration::ZERO
+        } else {
+            options.api_wait
+        };
         match self.backend.ready_within(wait).await {
             Status::Ready => {}
             Status::Idle | Status::Starting => return starting(page),
@@ -107,14 +111,12 @@ impl NotebookService {
                 return unavailable(false, "The notebook server is shutting down.", 5)
             }
         }
-        let upstream = &self.backend.core().upstream;
         if is_upgrade_request(&req) {
             // The session is recorded once the backend accepted the socket; the tunnel holds
             // the record (through `slot`) for as long as it is open.
             let session = sessions::from_query(&req);
             let slot = Arc::new(std::sync::Mutex::new(None));
-            let guard = (self.backend.tunnel_guard(), Arc::clone(&slot));
-            let response = match upstream.tunnel(req, guard).await {
+            let response = match self.backend.tunnel(req, Arc::clone(&slot)).await {
                 Ok(response) => response,
                 Err(error) => return self.proxy_failed(error),
             };
@@ -132,7 +134,7 @@ impl NotebookService {
             let pid = self.backend.pid();
             if !self.sessions.knows_within(id, pid, sessions::GRACE).await {
                 tracing::debug!(
-                    backend = %self.backend.core().label,
+                    backend = %self.backend.label(),
                     session = id,
                     "API call for a marimo session this server does not hold"
                 );
@@ -144,7 +146,7 @@ impl NotebookService {
         // it back when saving.
         let rewrite = (req.method() == Method::GET || req.method() == Method::HEAD)
             && req.uri().path() == "/"
-            && self.backend.core().mode == Mode::Run;
+            && self.backend.mode() == Mode::Run;
         let head = req.method() == Method::HEAD;
         if rewrite {
             // The page is rewritten as text below: ask the backend not to compress it. A HEAD
@@ -152,7 +154,7 @@ impl NotebookService {
             req.headers_mut().remove(header::ACCEPT_ENCODING);
             *req.method_mut() = Method::GET;
         }
-        match upstream.forward(req).await {
+        match self.backend.forward(req).await {
             Ok(response) if rewrite => {
                 let response = self.hide_paths.rewrite(response).await;
                 if head {
@@ -167,27 +169,12 @@ impl NotebookService {
     }
 
     fn proxy_failed(&self, error: ProxyError) -> Response<Body> {
-        tracing::warn!(backend = %self.backend.core().label, %error, "proxy error");
+        tracing::warn!(backend = %self.backend.label(), %error, "proxy error");
         if matches!(error, ProxyError::Unreachable) {
             // The process may have just died: let the supervisor notice and restart it.
             self.backend.demand();
         }
         error.into_response()
-    }
-}
-
-impl Service<Request<Body>> for NotebookService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
 

@@ -47,6 +47,9 @@ pub(crate) const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Idle connections kept per backend: enough for bursts, bounded so a load spike does not
 /// leave hundreds of open sockets behind.
 pub(crate) const POOL_MAX_IDLE: usize = 32;
+/// The authority of upstream URIs: a placeholder, since every connection goes to the backend's
+/// socket.
+const BACKEND_AUTHORITY: &str = "backend";
 /// uvicorn's keep-alive for gateway connections.
 pub(crate) const BACKEND_KEEP_ALIVE_SECS: u64 = 600;
 /// The largest request body held in memory so that the request can be replayed on a fresh
@@ -140,7 +143,7 @@ impl Upstream {
     /// Forwards `req` (already stripped of the mount prefix) and returns the backend's answer.
     pub(crate) async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let prefix = mount_prefix(&req);
-        let outgoing = Outgoing::new(prepare_request(req, false)).await?;
+        let outgoing = Outgoing::new(prepare_request(req, &prefix, Via::Pool)).await?;
         let response = tokio::time::timeout(self.response_timeout, self.send(outgoing))
             .await
             .map_err(|_| ProxyError::Timeout(self.response_timeout))??;
@@ -240,6 +243,8 @@ fn died_unanswered(error: &hyper_util::client::legacy::Error) -> bool {
         .is_some_and(|usage| usage.reused_and_unanswered())
 }
 
+/// The request's [`MountPrefix`], read once per request: it goes into `X-Forwarded-Prefix` and
+/// under the response's `Location` and cookie paths.
 fn mount_prefix<B>(req: &Request<B>) -> String {
     req.extensions()
         .get::<MountPrefix>()
@@ -280,9 +285,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Turns the client's request into the backend's: HTTP/1.1, absolute URI for the pool,
-/// hop-by-hop fields out, forwarding fields and the gateway-only identity header in.
-pub(crate) fn prepare_request(req: Request<Body>, upgrade: bool) -> Request<Body> {
+/// How a request travels to the backend, which decides the form of its URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The pooled client, which wants the absolute form (`http://backend/path?query`); the
+    /// authority is a placeholder, the connector always dials the backend's socket.
+    Pool,
+    /// A WebSocket handshake on a connection of its own, which sends the URI as given: the
+    /// origin form (`/ws?…`), with `Upgrade` kept and a `Host` always present.
+    Tunnel,
+}
+
+/// Turns the client's request into the backend's: HTTP/1.1, the URI form `via` needs,
+/// hop-by-hop fields out, forwarding fields (`prefix` is the request's [`MountPrefix`]) and
+/// the gateway-only identity header in.
+fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> {
     let (mut parts, body) = req.into_parts();
     let scheme_is_https = parts.uri.scheme_str() == Some("https");
     // The backend speaks HTTP/1.1 whatever the client spoke: the pool refuses an HTTP/2
@@ -303,21 +320,24 @@ pub(crate) fn prepare_request(req: Request<Body>, upgrade: bool) -> Request<Body
             parts.headers.insert(header::HOST, host);
         }
     }
-    // The pool wants an absolute URI; the authority is a placeholder (the connector always
-    // dials the backend's socket). Built from parts: no re-parsing of the path.
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(http::uri::Authority::from_static("backend"));
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("http://backend/"));
+    // Built from parts: no re-parsing of the path.
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = match via {
+        Via::Pool => {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(http::uri::Authority::from_static(BACKEND_AUTHORITY));
+            uri.path_and_query = Some(path_and_query);
+            Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("http://backend/"))
+        }
+        Via::Tunnel => Uri::from(path_and_query),
+    };
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
+    strip_hop_by_hop(headers, via == Via::Tunnel);
     headers.remove(&USER_HEADER);
 
     if let Some(RemoteAddr(addr)) = parts.extensions.get::<RemoteAddr>() {
@@ -336,12 +356,10 @@ pub(crate) fn prepare_request(req: Request<Body>, upgrade: bool) -> Request<Body
     }
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);
+    } else if via == Via::Tunnel {
+        // HTTP/1.1 needs a `Host`; the pooled client would set this one from the URI.
+        headers.insert(header::HOST, HeaderValue::from_static(BACKEND_AUTHORITY));
     }
-    let prefix = parts
-        .extensions
-        .get::<MountPrefix>()
-        .map(|p| p.as_str())
-        .unwrap_or("");
     if let Ok(prefix) = HeaderValue::try_from(if prefix.is_empty() { "/" } else { prefix }) {
         headers.insert("x-forwarded-prefix", prefix);
     }
@@ -523,12 +541,11 @@ mod tests {
 
     #[test]
     fn upstream_requests_are_http_1_1_with_the_clients_host() {
-        let mut req = Request::get("http://user:pw@notebooks.example:8443/nb/?x=1")
+        let req = Request::get("http://user:pw@notebooks.example:8443/nb/?x=1")
             .version(http::Version::HTTP_2)
             .body(Body::empty())
             .unwrap();
-        req.extensions_mut().insert(MountPrefix("/nb".into()));
-        let req = prepare_request(req, false);
+        let req = prepare_request(req, "/nb", Via::Pool);
         assert_eq!(req.version(), http::Version::HTTP_11);
         assert_eq!(req.uri(), "http://backend/nb/?x=1");
         assert_eq!(req.headers()[header::HOST], "notebooks.example:8443");
@@ -539,9 +556,32 @@ mod tests {
             .header(header::HOST, "given")
             .body(Body::empty())
             .unwrap();
-        let req = prepare_request(req, false);
+        let req = prepare_request(req, "", Via::Pool);
         assert_eq!(req.version(), http::Version::HTTP_11);
         assert_eq!(req.headers()[header::HOST], "given");
+    }
+
+    #[test]
+    fn tunnelled_handshakes_keep_the_origin_form_and_upgrade() {
+        let req = Request::get("/ws?session_id=s1")
+            .version(http::Version::HTTP_10)
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(Body::empty())
+            .unwrap();
+        let req = prepare_request(req, "/nb", Via::Tunnel);
+        assert_eq!(req.version(), http::Version::HTTP_11);
+        assert_eq!(req.uri(), "/ws?session_id=s1");
+        assert_eq!(req.headers()[header::UPGRADE], "websocket");
+        assert_eq!(req.headers()[header::CONNECTION], "upgrade");
+        assert_eq!(req.headers()[header::HOST], "backend");
+        assert!(req.headers().get("x-forwarded-host").is_none());
+        assert_eq!(req.headers()["x-forwarded-prefix"], "/nb");
+
+        let pooled = Request::get("/ws").body(Body::empty()).unwrap();
+        let pooled = prepare_request(pooled, "", Via::Pool);
+        assert_eq!(pooled.uri(), "http://backend/ws");
+        assert_eq!(pooled.headers()["x-forwarded-prefix"], "/");
     }
 
     #[tokio::test]
@@ -573,14 +613,14 @@ mod tests {
         let mut req = Request::get("/x").body(Body::empty()).unwrap();
         req.headers_mut()
             .insert(USER_HEADER, HeaderValue::from_static("forged"));
-        let req = prepare_request(req, false);
+        let req = prepare_request(req, "", Via::Pool);
         assert!(req.headers().get(&USER_HEADER).is_none());
 
         let mut req = Request::get("/x").body(Body::empty()).unwrap();
         req.headers_mut()
             .insert(USER_HEADER, HeaderValue::from_static("forged"));
         req.extensions_mut().insert(User::new("ada"));
-        let req = prepare_request(req, false);
+        let req = prepare_request(req, "", Via::Pool);
         assert_ne!(req.headers()[&USER_HEADER], "forged");
     }
 }

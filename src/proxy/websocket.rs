@@ -8,7 +8,7 @@ use http::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::uds::UdsConnector;
-use super::{mount_prefix, prepare_request, prepare_response, ProxyError};
+use super::{mount_prefix, prepare_request, prepare_response, ProxyError, Via};
 use crate::Body;
 
 /// `Connection: upgrade` + `Upgrade: websocket` (case-insensitive, token lists allowed).
@@ -32,20 +32,11 @@ pub(super) async fn tunnel<G: Send + 'static>(
     let prefix = mount_prefix(&req);
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let mut upstream_req = prepare_request(Request::from_parts(parts, Body::empty()), true);
-    // A raw connection sends the URI as given: use origin-form (`/ws?…`), not the absolute
-    // form the pooled client wants.
-    let origin_form = upstream_req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    *upstream_req.uri_mut() = http::Uri::from(origin_form);
-    if !upstream_req.headers().contains_key(header::HOST) {
-        upstream_req
-            .headers_mut()
-            .insert(header::HOST, header::HeaderValue::from_static("backend"));
-    }
+    let upstream_req = prepare_request(
+        Request::from_parts(parts, Body::empty()),
+        &prefix,
+        Via::Tunnel,
+    );
 
     // A dedicated connection: once upgraded it belongs to this tunnel, not to the pool.
     let stream = connector

@@ -1,0 +1,117 @@
+//! A directory mount's index page (`{mount}/`): links to the notebooks the requester may
+//! open, those the validate callback allows.
+
+use std::path::{Path, PathBuf};
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::{resolve, ValidateFn, Validation};
+use crate::router::plain_response;
+use crate::Body;
+
+/// Answers `req` for the index of `directory`.
+pub(super) async fn respond(
+    directory: &Path,
+    validate: Option<&ValidateFn>,
+    req: Request<Body>,
+) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = plain_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let directory = directory.to_owned();
+    let listed = tokio::task::spawn_blocking(move || resolve::list_notebooks(&directory))
+        .await
+        .unwrap_or_default();
+    let (parts, _) = req.into_parts();
+    let shown = match validate {
+        None => listed,
+        Some(validate) => {
+            let verdicts =
+                futures_util::future::join_all(listed.iter().map(|nb| validate(nb, &parts))).await;
+            listed
+                .into_iter()
+                .zip(verdicts)
+                .filter(|(_, verdict)| matches!(verdict, Validation::Allow))
+                .map(|(notebook, _)| notebook)
+                .collect()
+        }
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(Body::from(index_page(&shown)))
+        .expect("valid index response")
+}
+
+/// Characters left as they are in a link segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn index_page(notebooks: &[PathBuf]) -> String {
+    let mut items = String::new();
+    for notebook in notebooks {
+        let Some(name) = notebook.to_str().and_then(|n| n.strip_suffix(".py")) else {
+            continue;
+        };
+        let href: Vec<String> = name
+            .split('/')
+            .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
+            .collect();
+        // `./` keeps a name like `javascript:x` from being read as a URL scheme.
+        items.push_str(&format!(
+            "<li><a href=\"./{}/\">{}</a></li>",
+            crate::html::escape(&href.join("/")),
+            crate::html::escape(name)
+        ));
+    }
+    let list = if items.is_empty() {
+        "<p>No notebooks.</p>".to_owned()
+    } else {
+        format!("<ul>{items}</ul>")
+    };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Notebooks</title><style>body{{font-family:system-ui,sans-serif;margin:3rem;\
+         color:#333}}li{{margin:.4rem 0}}</style></head><body><h1>Notebooks</h1>{list}\
+         </body></html>"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_links_are_relative_encoded_and_escaped() {
+        let page = index_page(&[
+            PathBuf::from("sales.py"),
+            PathBuf::from("team/q3.py"),
+            PathBuf::from("a&b <c>.py"),
+            PathBuf::from("javascript:alert(1).py"),
+        ]);
+        assert!(page.contains(r#"<a href="./sales/">sales</a>"#), "{page}");
+        assert!(
+            page.contains(r#"<a href="./team/q3/">team/q3</a>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"<a href="./a%26b%20%3Cc%3E/">a&amp;b &lt;c&gt;</a>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"href="./javascript%3Aalert%281%29/""#),
+            "{page}"
+        );
+        assert!(index_page(&[]).contains("No notebooks."));
+    }
+}
