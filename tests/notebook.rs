@@ -11,10 +11,11 @@ use common::marimo::{
     version, Gateway,
 };
 use common::{
-    assert_sent_to_login, eventually, example_notebook, wait_gone, ws_connect, Site, HTML,
+    assert_sent_to_login, eventually, example_notebook, wait_gone, ws_connect, Site, TestServer,
+    HTML,
 };
 use http::StatusCode;
-use marimo_rs::{create_app, BuildError};
+use marimo_rs::{create_app, BuildError, MarimoService};
 
 #[tokio::test]
 async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
@@ -76,6 +77,64 @@ async fn notebooks_are_served_under_their_prefix_and_at_the_root() {
         .filter(|entry| entry.path().extension().is_some_and(|e| e == "sock"))
         .collect();
     assert!(sockets.is_empty(), "sockets left behind: {sockets:?}");
+}
+
+/// The README's recipe for serving notebooks under a prefix of an axum app, as written
+/// there: [`the_readme_shows_the_prefix_recipe_as_tested`] checks that README.md holds the
+/// lines between the markers, character for character.
+fn readme_prefix_recipe() -> Result<(MarimoService, axum::Router), Box<dyn std::error::Error>> {
+    // README recipe: begin
+    let marimo = create_app()
+        .with_app("/marimo", "examples/notebooks/intro.py")
+        .build()?;
+    let host = axum::Router::new()
+        .route("/api/health", axum::routing::get(|| async { "ok" }))
+        .fallback_service(marimo.clone());
+    // README recipe: end
+    Ok((marimo, host))
+}
+
+#[test]
+fn the_readme_shows_the_prefix_recipe_as_tested() {
+    let source = include_str!("notebook.rs");
+    let begin = "    // README recipe: begin\n";
+    let start = source.find(begin).unwrap() + begin.len();
+    let end = start + source[start..].find("    // README recipe: end").unwrap();
+    // In the README the recipe is the body of `main`, in a code block of a list item.
+    let as_in_readme: String = source[start..end]
+        .lines()
+        .map(|line| format!("  {line}\n"))
+        .collect();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    assert!(
+        readme.contains(&as_in_readme),
+        "README.md does not show the prefix recipe as tested:\n{as_in_readme}"
+    );
+}
+
+#[tokio::test]
+async fn the_readme_prefix_recipe_serves_the_notebook_under_its_prefix() {
+    let (marimo, host) = readme_prefix_recipe().unwrap();
+    common::marimo::start_backends(&marimo).await;
+    let server = TestServer::start(host).await;
+    assert_eq!(server.get("/api/health", &[]).await.body, "ok");
+
+    // The bare prefix: the crate's redirect to the page's URL (ending in `/`), with the query.
+    let bare = server.get("/marimo?q=1", &[HTML]).await;
+    assert_eq!(bare.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(bare.header("location"), Some("marimo/?q=1"));
+    // There the page and the assets it loads relative to itself are served.
+    load_page(&server, "/marimo/", &[]).await;
+    let with_query = server.get("/marimo/?q=1", &[HTML]).await;
+    assert!(
+        common::marimo::is_notebook_page(&with_query),
+        "{}",
+        with_query.brief()
+    );
+    server.stop().await;
+    marimo.shutdown().await;
 }
 
 #[tokio::test]
