@@ -504,10 +504,25 @@ async fn nested_prefix_serves_notebooks_under_marimo_next_to_the_api() {
     let items = example.get("/api/items", &[]).await;
     assert_eq!(items.body, r#"[{"name":"apples"}]"#);
 
-    // The bare prefix redirects; the login redirect and cookie stay under /marimo.
-    let bare = example.get("/marimo?x=1", &[HTML]).await;
-    assert_eq!(bare.status, StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(bare.header("location"), Some("/marimo/"));
+    // The bare prefix redirects, keeping the query (a `?access_token=` link must survive
+    // it); the login redirect and cookie stay under /marimo.
+    for (path, location) in [
+        ("/marimo?x=1", "/marimo/?x=1"),
+        ("/marimo", "/marimo/"),
+        (
+            "/marimo?access_token=nested-secret&y=two%20words",
+            "/marimo/?access_token=nested-secret&y=two%20words",
+        ),
+    ] {
+        let bare = example.get(path, &[HTML]).await;
+        assert_eq!(bare.status, StatusCode::PERMANENT_REDIRECT, "{path}");
+        assert_eq!(bare.header("location"), Some(location), "{path}");
+    }
+    let link = example
+        .get("/marimo/?access_token=nested-secret&y=two%20words", &[HTML])
+        .await;
+    assert_eq!(link.status, StatusCode::SEE_OTHER, "{link:?}");
+    assert_eq!(link.header("location"), Some("/marimo/?y=two%20words"));
     let page = example.get("/marimo/", &[HTML]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(
