@@ -21,6 +21,8 @@ use http_body_util::{BodyExt, Full};
 use marimo_rs::{create_app, AppBuilder, AuthLayer, Mount, Token};
 
 const TOKEN: &str = "cross-site-token";
+/// `TOKEN` as an API client sends it.
+const BEARER: (&str, &str) = ("authorization", "Bearer cross-site-token");
 const WS: Duration = Duration::from_secs(30);
 const EVIL: &str = "http://evil.example";
 
@@ -100,29 +102,24 @@ async fn cross_site_writes_are_refused(
     .to_string();
     let url = server.url("/api/files/update");
     // A `fetch(…, {mode: "no-cors", credentials: "include"})` from the other page: a simple
-    // request (text/plain), so no preflight.
+    // request (text/plain), so no preflight. Some requests carry no Origin but say where they
+    // come from.
     let text_plain = ("content-type", "text/plain;charset=UTF-8");
-    let mut foreign = vec![text_plain, ("origin", foreign_origin)];
-    foreign.extend_from_slice(credentials);
-    let reply = send(Method::POST, &url, &foreign, &update).await;
-    assert_eq!(
-        reply.status,
-        StatusCode::FORBIDDEN,
-        "foreign Origin: {}",
-        reply.brief()
-    );
-    assert!(!reply.body.is_empty(), "a short reason: {}", reply.brief());
-    // Some requests carry no Origin but say where they come from.
-    for site in ["same-site", "cross-site"] {
-        let mut fetch_site = vec![text_plain, ("sec-fetch-site", site)];
-        fetch_site.extend_from_slice(credentials);
-        let reply = send(Method::POST, &url, &fetch_site, &update).await;
+    for (what, from) in [
+        ("foreign Origin", ("origin", foreign_origin)),
+        ("same-site", ("sec-fetch-site", "same-site")),
+        ("cross-site", ("sec-fetch-site", "cross-site")),
+    ] {
+        let mut headers = vec![text_plain, from];
+        headers.extend_from_slice(credentials);
+        let reply = send(Method::POST, &url, &headers, &update).await;
         assert_eq!(
             reply.status,
             StatusCode::FORBIDDEN,
-            "{site}: {}",
+            "{what}: {}",
             reply.brief()
         );
+        assert!(!reply.body.is_empty(), "a short reason: {}", reply.brief());
     }
     assert_eq!(
         std::fs::read_to_string(&fixture.victim).unwrap(),
@@ -443,13 +440,7 @@ async fn a_foreign_page_cannot_read_the_event_stream() {
 #[tokio::test]
 async fn run_mounts_with_token_auth_refuse_foreign_origins() {
     let server = app_at(|app| app.token(Token::new(TOKEN))).await;
-    let bearer = format!("Bearer {TOKEN}");
-    run_mount_refuses_foreign_origins(&RunTarget::new(
-        &server,
-        "/app",
-        &[("authorization", &bearer)],
-    ))
-    .await;
+    run_mount_refuses_foreign_origins(&RunTarget::new(&server, "/app", &[BEARER])).await;
     server.stop().await;
 }
 
@@ -548,7 +539,6 @@ async fn behind_a_trusted_proxy_the_forwarded_host_is_checked() {
             .allowed_hosts(["marimo.test"])
     })
     .await;
-    let bearer = format!("Bearer {TOKEN}");
     let local = server.addr.to_string();
     // Whatever the proxy forwards is checked; the Host the proxy sent no longer decides once
     // the public name the proxy forwards is allowed.
@@ -563,7 +553,7 @@ async fn behind_a_trusted_proxy_the_forwarded_host_is_checked() {
             &server,
             "/app/",
             host,
-            &[("x-forwarded-host", forwarded), ("authorization", &bearer)],
+            &[("x-forwarded-host", forwarded), BEARER],
         )
         .await;
         assert_eq!(
@@ -666,13 +656,7 @@ async fn allowed_origins_are_served_with_cors_with_and_without_auth() {
             Some(StatusCode::FORBIDDEN)
         );
     }
-    let bearer = format!("Bearer {TOKEN}");
-    allowed_origin_is_served_with_cors(&RunTarget::new(
-        &guarded,
-        "/app",
-        &[("authorization", &bearer)],
-    ))
-    .await;
+    allowed_origin_is_served_with_cors(&RunTarget::new(&guarded, "/app", &[BEARER])).await;
     open.stop().await;
     guarded.stop().await;
 }
