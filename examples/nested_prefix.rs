@@ -12,13 +12,14 @@
 //! - `curl http://127.0.0.1:3000/api/health` and
 //!   `curl -H 'content-type: application/json' -d '{"name":"apples"}' http://127.0.0.1:3000/api/items`:
 //!   the host's API, no token needed.
-//! - `http://127.0.0.1:3000/marimo` redirects to `/marimo/`, which sends a browser to the login
-//!   form at `/marimo/auth/login`; the session cookie has `Path=/marimo`, and the notebook's
-//!   API calls and WebSocket (`/marimo/ws`) work under the prefix.
+//! - `http://127.0.0.1:3000/marimo` redirects to `/marimo/`, keeping the query (so a
+//!   `/marimo?access_token=…` link works too); without a token there a browser goes to the
+//!   login form at `/marimo/auth/login`. The session cookie has `Path=/marimo`, and the
+//!   notebook's API calls and WebSocket (`/marimo/ws`) work under the prefix.
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Redirect;
 use axum::routing::get;
@@ -64,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // leaves `/marimo` itself free. (`nest_service("/marimo", …)` would also hand it
         // `/marimo` as `/`, where the notebook's relative URLs would resolve against the host
         // root, and a route for `/marimo` would then conflict with the nest.)
-        .route("/marimo", get(|| async { Redirect::permanent("/marimo/") }))
+        .route("/marimo", get(to_marimo))
         .nest_service("/marimo/", marimo.clone());
 
     let port = std::env::var("PORT").map_or(Ok(3000), |port| port.parse())?;
@@ -80,6 +81,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     marimo.shutdown().await;
     Ok(())
+}
+
+/// `/marimo` → `/marimo/`, with the query: a link such as `/marimo?access_token=…` must
+/// arrive with its token.
+async fn to_marimo(RawQuery(query): RawQuery) -> Redirect {
+    match query {
+        Some(query) => Redirect::permanent(&format!("/marimo/?{query}")),
+        None => Redirect::permanent("/marimo/"),
+    }
 }
 
 async fn list_items(State(items): State<Items>) -> Json<Vec<Item>> {

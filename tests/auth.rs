@@ -12,9 +12,10 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{get, send, Reply, TestServer};
+use common::marimo::Gateway;
+use common::{resolve, send, Endpoint, Reply, Site, TestServer};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use marimo_rs::{create_app, AuthLayer, Body, MarimoService, Mount, MountPrefix, Token, User};
 use tower::{Layer, ServiceExt};
 
@@ -25,15 +26,7 @@ const UNAUTHORIZED: &str = r#"{"detail":"Authorization header required"}"#;
 
 /// Answers with what it saw: path and query, the `User`, the `Authorization` and `Cookie`
 /// headers and the mount prefix.
-fn echo() -> impl tower::Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
+fn echo() -> impl Endpoint {
     tower::service_fn(|req: Request<Body>| async move {
         let header = |name: &str| {
             let values: Vec<String> = req
@@ -62,10 +55,10 @@ fn echo() -> impl tower::Service<
     })
 }
 
-/// The echo service at the root of a built app with `.token(TOKEN)`.
-fn app() -> MarimoService {
+/// The echo service at `mount` of a built app with `.token(TOKEN)`.
+fn app_at(mount: &str) -> MarimoService {
     create_app()
-        .with_service("", echo())
+        .with_service(mount, echo())
         .token(Token::new(TOKEN))
         .build()
         .unwrap()
@@ -81,64 +74,17 @@ fn app_with(layer: AuthLayer) -> MarimoService {
 }
 
 async fn start() -> TestServer {
-    TestServer::start(app()).await
+    TestServer::start(app_at("")).await
 }
 
 fn basic(userpass: &str) -> String {
     format!("Basic {}", STANDARD.encode(userpass))
 }
 
-/// `name=value` of the session cookie a response sets.
-fn session(reply: &Reply) -> String {
-    let set_cookie = reply.header("set-cookie").expect("a Set-Cookie header");
-    set_cookie.split(';').next().unwrap().to_owned()
-}
-
 fn form(pairs: &[(&str, &str)]) -> String {
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
-}
-
-/// Resolves a `Location` against the URL path it came from, as a browser does.
-fn resolve(base: &str, reference: &str) -> String {
-    let (ref_path, ref_query) = match reference.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (reference, None),
-    };
-    let base_path = base.split('?').next().unwrap();
-    let merged = if ref_path.starts_with('/') {
-        ref_path.to_owned()
-    } else if ref_path.is_empty() {
-        base_path.to_owned()
-    } else {
-        format!("{}{ref_path}", &base_path[..=base_path.rfind('/').unwrap()])
-    };
-    // RFC 3986 remove_dot_segments, for the `.` and `..` segments our redirects use.
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = merged.split('/').skip(1).collect();
-    for (i, segment) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        match *segment {
-            "." => {
-                if last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if last {
-                    out.push("");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    let path = format!("/{}", out.join("/"));
-    match ref_query {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    }
 }
 
 #[test]
@@ -161,14 +107,7 @@ async fn get_with_bytes(url: &str, headers: &[(&str, &[u8])]) -> Reply {
         .request(request.body(Full::new(Bytes::new())).unwrap())
         .await
         .expect("request failed");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    common::reply(response).await
 }
 
 fn assert_unauthorized(reply: &Reply, what: &str) {
@@ -196,7 +135,7 @@ async fn requests_without_credentials_get_401_json() {
         (Method::OPTIONS, "/x"),
         (Method::GET, "/nope/deeper"),
     ] {
-        let reply = send(method.clone(), &server.url(path), &[], "").await;
+        let reply = server.send(method.clone(), path, &[], "").await;
         assert_unauthorized(&reply, &format!("{method} {path}"));
         assert!(
             !reply.body.contains("path="),
@@ -222,26 +161,20 @@ async fn browsers_are_sent_to_the_login_form_with_next() {
         ),
     ];
     for (path, location) in cases {
-        let reply = send(Method::GET, &server.url(path), &[HTML], "").await;
+        let reply = server.get(path, &[HTML]).await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "{path}");
         assert_eq!(reply.header("location"), Some(location), "{path}");
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         assert!(resolve(path, location).starts_with("/auth/login?next="));
     }
-    let head = send(Method::HEAD, &server.url("/x"), &[HTML], "").await;
+    let head = server.send(Method::HEAD, "/x", &[HTML], "").await;
     assert_eq!(head.status, StatusCode::SEE_OTHER);
     // Not navigations: API paths, other methods, other Accept values.
-    let api = send(Method::GET, &server.url("/api/status"), &[HTML], "").await;
+    let api = server.get("/api/status", &[HTML]).await;
     assert_unauthorized(&api, "api path");
-    let post = send(Method::POST, &server.url("/x"), &[HTML], "").await;
+    let post = server.send(Method::POST, "/x", &[HTML], "").await;
     assert_unauthorized(&post, "post");
-    let json = send(
-        Method::GET,
-        &server.url("/x"),
-        &[("accept", "application/json")],
-        "",
-    )
-    .await;
+    let json = server.get("/x", &[("accept", "application/json")]).await;
     assert_unauthorized(&json, "json accept");
 }
 
@@ -251,10 +184,10 @@ async fn basic_challenge_answers_browsers_with_401() {
         AuthLayer::new(Token::new(TOKEN)).basic_challenge(true),
     ))
     .await;
-    let reply = send(Method::GET, &server.url("/page"), &[HTML], "").await;
+    let reply = server.get("/page", &[HTML]).await;
     assert_unauthorized(&reply, "browser with basic_challenge");
     // The login form is still there for those who want it.
-    assert_eq!(get(&server.url("/auth/login")).await.status, StatusCode::OK);
+    assert_eq!(server.get("/auth/login", &[]).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -271,13 +204,9 @@ async fn bearer_and_basic_headers_authenticate_in_any_case() {
         ),
     ];
     for (authorization, user) in cases {
-        let reply = send(
-            Method::GET,
-            &server.url("/api/x"),
-            &[("authorization", &authorization)],
-            "",
-        )
-        .await;
+        let reply = server
+            .get("/api/x", &[("authorization", &authorization)])
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{authorization}");
         assert!(
             reply
@@ -344,37 +273,28 @@ async fn bad_authorization_headers_are_refused() {
     .await;
     assert_unauthorized(&both_good, "two good headers");
     // The server is still fine afterwards.
-    let ok = send(
-        Method::GET,
-        &server.url("/api/x"),
-        &[("authorization", &good)],
-        "",
-    )
-    .await;
+    let ok = server.get("/api/x", &[("authorization", &good)]).await;
     assert_eq!(ok.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn access_token_authenticates_and_is_not_forwarded() {
     let server = start().await;
-    let reply = get(&server.url(&format!("/api/x?a=1&access_token={TOKEN}&b=two%20words"))).await;
+    let reply = server
+        .get(
+            &format!("/api/x?a=1&access_token={TOKEN}&b=two%20words"),
+            &[],
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(
-        reply
-            .body
-            .starts_with("path=/api/x?a=1&b=two%20words user=user authorization=- "),
-        "{}",
-        reply.body
-    );
-    let only = get(&server.url(&format!("/api/x?access_token={TOKEN}"))).await;
-    assert!(
-        only.body.starts_with("path=/api/x user=user "),
-        "{}",
-        only.body
-    );
-    let wrong = get(&server.url("/api/x?access_token=wrong")).await;
+    reply.assert_body_starts_with("path=/api/x?a=1&b=two%20words user=user authorization=- ");
+    let only = server
+        .get(&format!("/api/x?access_token={TOKEN}"), &[])
+        .await;
+    only.assert_body_starts_with("path=/api/x user=user ");
+    let wrong = server.get("/api/x?access_token=wrong", &[]).await;
     assert_unauthorized(&wrong, "wrong access_token");
-    let empty = get(&server.url("/api/x?access_token=")).await;
+    let empty = server.get("/api/x?access_token=", &[]).await;
     assert_unauthorized(&empty, "empty access_token");
 }
 
@@ -382,7 +302,7 @@ async fn access_token_authenticates_and_is_not_forwarded() {
 async fn access_token_page_load_redirects_without_the_token_and_sets_the_cookie() {
     let server = start().await;
     let path = format!("/nb/page?x=1&access_token={TOKEN}&y=two%20words");
-    let reply = send(Method::GET, &server.url(&path), &[HTML], "").await;
+    let reply = server.get(&path, &[HTML]).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     let location = reply.header("location").unwrap();
     assert_eq!(location, "./page?x=1&y=two%20words");
@@ -398,48 +318,36 @@ async fn access_token_page_load_redirects_without_the_token_and_sets_the_cookie(
         "{set_cookie}"
     );
     // The cookie opens the page it was redirected to.
-    let cookie = session(&reply);
-    let page = send(
-        Method::GET,
-        &server.url("/nb/page?x=1&y=two%20words"),
-        &[HTML, ("cookie", &cookie)],
-        "",
-    )
-    .await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(
-        page.body
-            .starts_with("path=/nb/page?x=1&y=two%20words user=user "),
-        "{}",
-        page.body
-    );
+    assert_signed_in(&server, &reply, "/nb/page?x=1&y=two%20words").await;
     // Only the token: a directory URL without a query.
-    let bare = send(
-        Method::GET,
-        &server.url(&format!("/nb/?access_token={TOKEN}")),
-        &[HTML],
-        "",
-    )
-    .await;
+    let bare = server
+        .get(&format!("/nb/?access_token={TOKEN}"), &[HTML])
+        .await;
     assert_eq!(bare.header("location"), Some("./"));
+}
+
+/// A browser (sending `headers` too) following the `access_token` link to the root.
+async fn token_link(server: &TestServer, headers: &[(&str, &str)]) -> Reply {
+    let headers = [&[HTML], headers].concat();
+    server
+        .get(&format!("/?access_token={TOKEN}"), &headers)
+        .await
 }
 
 #[tokio::test]
 async fn cookies_are_secure_over_https_only_when_told() {
     let plain = start().await;
-    let url = plain.url(&format!("/?access_token={TOKEN}"));
-    let forwarded = [HTML, ("x-forwarded-proto", "https")];
-    let untrusted = send(Method::GET, &url, &forwarded, "").await;
+    let forwarded = [("x-forwarded-proto", "https")];
+    let untrusted = token_link(&plain, &forwarded).await;
     assert!(!untrusted.header("set-cookie").unwrap().contains("Secure"));
 
     let trusting = TestServer::start(app_with(
         AuthLayer::new(Token::new(TOKEN)).trust_forwarded_headers(true),
     ))
     .await;
-    let url = trusting.url(&format!("/?access_token={TOKEN}"));
-    let trusted = send(Method::GET, &url, &forwarded, "").await;
+    let trusted = token_link(&trusting, &forwarded).await;
     assert!(trusted.header("set-cookie").unwrap().ends_with("; Secure"));
-    let http = send(Method::GET, &url, &[HTML], "").await;
+    let http = token_link(&trusting, &[]).await;
     assert!(!http.header("set-cookie").unwrap().contains("Secure"));
 
     let forced = TestServer::start(app_with(
@@ -448,13 +356,7 @@ async fn cookies_are_secure_over_https_only_when_told() {
             .cookie_max_age(Duration::from_secs(3600)),
     ))
     .await;
-    let reply = send(
-        Method::GET,
-        &forced.url(&format!("/?access_token={TOKEN}")),
-        &[HTML],
-        "",
-    )
-    .await;
+    let reply = token_link(&forced, &[]).await;
     let set_cookie = reply.header("set-cookie").unwrap();
     assert!(set_cookie.contains("; Max-Age=3600;"), "{set_cookie}");
     assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
@@ -462,14 +364,7 @@ async fn cookies_are_secure_over_https_only_when_told() {
 
 /// Gets a session cookie from a server through an `access_token` link.
 async fn cookie_from(server: &TestServer) -> String {
-    let reply = send(
-        Method::GET,
-        &server.url(&format!("/?access_token={TOKEN}")),
-        &[HTML],
-        "",
-    )
-    .await;
-    session(&reply)
+    token_link(server, &[]).await.cookie()
 }
 
 #[tokio::test]
@@ -484,7 +379,7 @@ async fn bad_cookies_are_refused() {
     assert_eq!(parts.len(), 4, "{value}");
     assert_eq!(parts[0], "v1");
     assert_eq!(parts[2], "dXNlcg", "base64url(\"user\")");
-    let ok = send(Method::GET, &server.url("/api/x"), &[("cookie", &good)], "").await;
+    let ok = server.get("/api/x", &[("cookie", &good)]).await;
     assert_eq!(ok.status, StatusCode::OK);
 
     let flip = |s: &str| {
@@ -506,14 +401,10 @@ async fn bad_cookies_are_refused() {
     ))
     .await;
     let other_token_cookie = {
-        let reply = send(
-            Method::GET,
-            &other_token.url("/?access_token=another-token"),
-            &[HTML],
-            "",
-        )
-        .await;
-        session(&reply)
+        let reply = other_token
+            .get("/?access_token=another-token", &[HTML])
+            .await;
+        reply.cookie()
     };
     assert_eq!(
         other_token_cookie.split_once('=').unwrap().0,
@@ -546,13 +437,7 @@ async fn bad_cookies_are_refused() {
         ("garbage", format!("{name}=%%%; {name}=")),
     ];
     for (what, cookie) in cases {
-        let reply = send(
-            Method::GET,
-            &server.url("/api/x"),
-            &[("cookie", &cookie)],
-            "",
-        )
-        .await;
+        let reply = server.get("/api/x", &[("cookie", &cookie)]).await;
         assert_unauthorized(&reply, what);
     }
     let non_utf8 = get_with_bytes(
@@ -572,7 +457,7 @@ async fn replicas_sharing_a_key_accept_each_others_cookies() {
     let one = TestServer::start(app_with(AuthLayer::new(Token::new(TOKEN)).cookie_key(key))).await;
     let two = TestServer::start(app_with(AuthLayer::new(Token::new(TOKEN)).cookie_key(key))).await;
     let cookie = cookie_from(&one).await;
-    let reply = send(Method::GET, &two.url("/api/x"), &[("cookie", &cookie)], "").await;
+    let reply = two.get("/api/x", &[("cookie", &cookie)]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     // Without a shared key, two gateways use different cookie names.
     let a = AuthLayer::new(Token::new(TOKEN));
@@ -584,16 +469,15 @@ async fn replicas_sharing_a_key_accept_each_others_cookies() {
 async fn the_inner_service_sees_the_user_and_no_credentials() {
     let server = start().await;
     let cookie = cookie_from(&server).await;
-    let reply = send(
-        Method::GET,
-        &server.url(&format!("/api/x?access_token={TOKEN}&keep=1")),
-        &[
-            ("cookie", &format!("theme=dark; {cookie}; lang=en")),
-            ("authorization", &basic(&format!("ada:{TOKEN}"))),
-        ],
-        "",
-    )
-    .await;
+    let reply = server
+        .get(
+            &format!("/api/x?access_token={TOKEN}&keep=1"),
+            &[
+                ("cookie", &format!("theme=dark; {cookie}; lang=en")),
+                ("authorization", &basic(&format!("ada:{TOKEN}"))),
+            ],
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     // The cookie is checked first, so its user wins.
     assert_eq!(
@@ -601,34 +485,29 @@ async fn the_inner_service_sees_the_user_and_no_credentials() {
         "path=/api/x?keep=1 user=user authorization=- cookie=theme=dark; lang=en prefix="
     );
     assert!(!reply.body.contains(TOKEN));
-    let basic_only = send(
-        Method::GET,
-        &server.url("/api/x"),
-        &[
-            ("cookie", "only=other"),
-            ("authorization", &basic(&format!("grace:{TOKEN}"))),
-        ],
-        "",
-    )
-    .await;
+    let basic_only = server
+        .get(
+            "/api/x",
+            &[
+                ("cookie", "only=other"),
+                ("authorization", &basic(&format!("grace:{TOKEN}"))),
+            ],
+        )
+        .await;
     assert_eq!(
         basic_only.body,
         "path=/api/x user=grace authorization=- cookie=only=other prefix="
     );
-    let only_ours = send(
-        Method::GET,
-        &server.url("/api/x"),
-        &[("cookie", &cookie)],
-        "",
-    )
-    .await;
+    let only_ours = server.get("/api/x", &[("cookie", &cookie)]).await;
     assert!(only_ours.body.contains(" cookie=- "), "{}", only_ours.body);
 }
 
 #[tokio::test]
 async fn the_login_form_is_served_with_strict_headers() {
     let server = start().await;
-    let reply = get(&server.url("/auth/login?next=%2Fdashboard%2F%3Fa%3D1")).await;
+    let reply = server
+        .get("/auth/login?next=%2Fdashboard%2F%3Fa%3D1", &[])
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.header("content-type"),
@@ -648,43 +527,53 @@ async fn the_login_form_is_served_with_strict_headers() {
         .body
         .contains("<form method=\"post\" action=\"login\">"));
     // Whatever is echoed is escaped.
-    let hostile =
-        get(&server.url("/auth/login?next=%2F%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E")).await;
+    let hostile = server
+        .get(
+            "/auth/login?next=%2F%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            &[],
+        )
+        .await;
     assert!(!hostile.body.contains("<script>"), "{}", hostile.body);
     assert!(hostile
         .body
         .contains("value=\"/&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""));
     // An unsafe next is not even shown.
-    let evil = get(&server.url("/auth/login?next=%2F%2Fevil.com")).await;
+    let evil = server.get("/auth/login?next=%2F%2Fevil.com", &[]).await;
     assert!(
         evil.body.contains("name=\"next\" value=\"/\""),
         "{}",
         evil.body
     );
-    let head = send(Method::HEAD, &server.url("/auth/login"), &[], "").await;
+    let head = server.send(Method::HEAD, "/auth/login", &[], "").await;
     assert_eq!(head.status, StatusCode::OK);
 }
 
 async fn post_login(server: &TestServer, path: &str, body: &str) -> Reply {
-    send(Method::POST, &server.url(path), &[FORM], body).await
+    server.send(Method::POST, path, &[FORM], body).await
 }
 
-/// The session cookie `reply` set opens `/nb/page?a=1` as the default user.
-async fn assert_signed_in(server: &TestServer, reply: &Reply) {
-    let cookie = session(reply);
-    let page = send(
-        Method::GET,
-        &server.url("/nb/page?a=1"),
-        &[HTML, ("cookie", &cookie)],
-        "",
-    )
-    .await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(
-        page.body.starts_with("path=/nb/page?a=1 user=user "),
-        "{}",
-        page.body
-    );
+/// Posts the token to the login form at `path`, with `next` as the form's if given.
+async fn sign_in(server: &TestServer, path: &str, next: Option<&str>) -> Reply {
+    let mut fields = vec![("password", TOKEN)];
+    fields.extend(next.map(|next| ("next", next)));
+    post_login(server, path, &form(&fields)).await
+}
+
+/// `reply`, to a request for `from`, is a `status` redirect to `location`, which a browser
+/// resolves to `resolved`.
+fn assert_redirect(reply: &Reply, status: StatusCode, from: &str, location: &str, resolved: &str) {
+    assert_eq!(reply.status, status, "{reply:?}");
+    assert_eq!(reply.header("location"), Some(location));
+    assert_eq!(resolve(from, location), resolved);
+}
+
+/// `reply` is not cached, and the session cookie it set opens `page` as the default user.
+async fn assert_signed_in(server: &TestServer, reply: &Reply, page: &str) {
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let cookie = reply.cookie();
+    let opened = server.get(page, &[HTML, ("cookie", &cookie)]).await;
+    assert_eq!(opened.status, StatusCode::OK);
+    opened.assert_body_starts_with(&format!("path={page} user=user "));
 }
 
 #[tokio::test]
@@ -714,23 +603,18 @@ async fn login_post_flow_end_to_end() {
         assert!(reply.header("set-cookie").is_none());
     }
 
-    let ok = post_login(
-        &server,
+    let ok = sign_in(&server, "/auth/login", Some("/nb/page?a=1&b=%20")).await;
+    assert_redirect(
+        &ok,
+        StatusCode::FOUND,
         "/auth/login",
-        &form(&[("password", TOKEN), ("next", "/nb/page?a=1&b=%20")]),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::FOUND);
-    assert_eq!(ok.header("location"), Some("../nb/page?a=1&b=%20"));
-    assert_eq!(
-        resolve("/auth/login", ok.header("location").unwrap()),
-        "/nb/page?a=1&b=%20"
+        "../nb/page?a=1&b=%20",
+        "/nb/page?a=1&b=%20",
     );
-    assert_eq!(ok.header("cache-control"), Some("no-store"));
-    assert_signed_in(&server, &ok).await;
+    assert_signed_in(&server, &ok, "/nb/page?a=1").await;
 
     // Without next: the service root.
-    let default = post_login(&server, "/auth/login", &form(&[("password", TOKEN)])).await;
+    let default = sign_in(&server, "/auth/login", None).await;
     assert_eq!(default.header("location"), Some("../"));
 }
 
@@ -738,7 +622,7 @@ async fn login_post_flow_end_to_end() {
 async fn login_refuses_other_methods_large_bodies_and_other_types() {
     let server = start().await;
     for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
-        let reply = send(method.clone(), &server.url("/auth/login"), &[], "").await;
+        let reply = server.send(method.clone(), "/auth/login", &[], "").await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(reply.header("allow"), Some("GET, POST"));
     }
@@ -764,16 +648,17 @@ async fn login_refuses_other_methods_large_bodies_and_other_types() {
         raw.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
     }
     raw.push_str("0\r\n\r\n");
-    let answer = common::raw(server.addr, raw.as_bytes()).await;
+    let answer = common::raw::round_trip(server.addr, raw.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 
-    let json = send(
-        Method::POST,
-        &server.url("/auth/login"),
-        &[("content-type", "application/json")],
-        &format!(r#"{{"password":"{TOKEN}"}}"#),
-    )
-    .await;
+    let json = server
+        .send(
+            Method::POST,
+            "/auth/login",
+            &[("content-type", "application/json")],
+            &format!(r#"{{"password":"{TOKEN}"}}"#),
+        )
+        .await;
     assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(json.header("set-cookie").is_none());
 }
@@ -796,12 +681,7 @@ async fn next_never_leaves_the_site() {
         "dashboard",
         "",
     ] {
-        let reply = post_login(
-            &server,
-            "/auth/login",
-            &form(&[("password", TOKEN), ("next", next)]),
-        )
-        .await;
+        let reply = sign_in(&server, "/auth/login", Some(next)).await;
         assert_eq!(reply.status, StatusCode::FOUND, "{next:?}");
         assert_eq!(reply.header("location"), Some("../"), "{next:?}");
     }
@@ -811,12 +691,7 @@ async fn next_never_leaves_the_site() {
 async fn login_takes_next_from_the_form_else_from_the_query() {
     let server = start().await;
     // As marimo's login page and its tests post: `next` in the query string.
-    let reply = post_login(
-        &server,
-        "/auth/login?next=/app1/",
-        &form(&[("password", TOKEN)]),
-    )
-    .await;
+    let reply = sign_in(&server, "/auth/login?next=/app1/", None).await;
     assert_eq!(reply.status, StatusCode::FOUND);
     assert_eq!(reply.header("location"), Some("../app1/"));
     let wrong = post_login(
@@ -831,12 +706,7 @@ async fn login_takes_next_from_the_form_else_from_the_query() {
         wrong.body
     );
     // The form's `next` wins over the query's.
-    let reply = post_login(
-        &server,
-        "/auth/login?next=/app1/",
-        &form(&[("password", TOKEN), ("next", "/app2/")]),
-    )
-    .await;
+    let reply = sign_in(&server, "/auth/login?next=/app1/", Some("/app2/")).await;
     assert_eq!(reply.header("location"), Some("../app2/"));
     // Both go through the open-redirect guard.
     for evil in [
@@ -846,12 +716,7 @@ async fn login_takes_next_from_the_form_else_from_the_query() {
         "javascript:alert(1)",
     ] {
         let query: String = form_urlencoded::byte_serialize(evil.as_bytes()).collect();
-        let reply = post_login(
-            &server,
-            &format!("/auth/login?next={query}"),
-            &form(&[("password", TOKEN)]),
-        )
-        .await;
+        let reply = sign_in(&server, &format!("/auth/login?next={query}"), None).await;
         assert_eq!(reply.status, StatusCode::FOUND, "{evil:?}");
         assert_eq!(reply.header("location"), Some("../"), "{evil:?}");
     }
@@ -917,35 +782,33 @@ async fn a_notebook_mounts_health_is_open_like_marimos_and_nothing_else() {
     )
     .unwrap();
     let seen = Seen::default();
-    let app = create_app()
-        .mount(
-            "/app1",
-            Mount::app(common::example_notebook("intro.py")).layer(seen.clone()),
-        )
-        .with_service("/svc", echo())
-        .with_dynamic_directory("/apps", dir.path())
-        .token(Token::new(TOKEN))
-        .build()
-        .unwrap();
-    common::start_backends(&app).await;
-    let backends = app.backend_pids().len();
-    let server = TestServer::start(app.clone()).await;
+    let server = Gateway::start(
+        create_app()
+            .mount(
+                "/app1",
+                Mount::app(common::example_notebook("intro.py")).layer(seen.clone()),
+            )
+            .with_service("/svc", echo())
+            .with_dynamic_directory("/apps", dir.path())
+            .token(Token::new(TOKEN)),
+    )
+    .await;
+    let backends = server.app.backend_pids().len();
 
     // A load balancer probes each app without credentials, as marimo allows.
     for path in ["/app1/health", "/app1/healthz", "/app1/health?probe=1"] {
-        let reply = get(&server.url(path)).await;
+        let reply = server.get(path, &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}: {reply:?}");
     }
-    let head = send(Method::HEAD, &server.url("/app1/healthz"), &[], "").await;
+    let head = server.send(Method::HEAD, "/app1/healthz", &[], "").await;
     assert_eq!(head.status, StatusCode::OK);
     // Credentials sent along are still stripped, and prove nothing.
-    let with = send(
-        Method::GET,
-        &server.url("/app1/health?access_token=wrong"),
-        &[("authorization", "Bearer wrong"), ("cookie", "a=b")],
-        "",
-    )
-    .await;
+    let with = server
+        .get(
+            "/app1/health?access_token=wrong",
+            &[("authorization", "Bearer wrong"), ("cookie", "a=b")],
+        )
+        .await;
     assert_eq!(with.status, StatusCode::OK);
     let last = seen.0.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
@@ -972,26 +835,26 @@ async fn a_notebook_mounts_health_is_open_like_marimos_and_nothing_else() {
         "/apps/health",
         "/nothing/health",
     ] {
-        let reply = get(&server.url(path)).await;
+        let reply = server.get(path, &[]).await;
         assert_unauthorized(&reply, path);
     }
     for method in [Method::POST, Method::PUT, Method::DELETE] {
-        let reply = send(method.clone(), &server.url("/app1/health"), &[], "").await;
+        let reply = server.send(method.clone(), "/app1/health", &[], "").await;
         assert_unauthorized(&reply, &format!("{method} /app1/health"));
     }
     assert_eq!(
-        app.backend_pids().len(),
+        server.app.backend_pids().len(),
         backends,
         "no directory notebook was started"
     );
-    app.shutdown().await;
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn health_endpoints_stay_open() {
     let server = start().await;
     for path in ["/health", "/healthz"] {
-        let reply = get(&server.url(path)).await;
+        let reply = server.get(path, &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
         assert_eq!(reply.body, r#"{"status":"healthy"}"#);
     }
@@ -1003,119 +866,67 @@ async fn health_endpoints_stay_open() {
             .service(echo()),
     )
     .await;
-    let reply = get(&direct.url("/health")).await;
+    let reply = direct.get("/health", &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(
-        reply.body.starts_with("path=/health user=- "),
-        "{}",
-        reply.body
-    );
+    reply.assert_body_starts_with("path=/health user=- ");
     // Only those paths, only GET/HEAD.
-    assert_unauthorized(&get(&direct.url("/health/x")).await, "/health/x");
-    assert_unauthorized(&get(&direct.url("/x/health")).await, "/x/health");
-    let post = send(Method::POST, &direct.url("/health"), &[], "").await;
+    assert_unauthorized(&direct.get("/health/x", &[]).await, "/health/x");
+    assert_unauthorized(&direct.get("/x/health", &[]).await, "/x/health");
+    let post = direct.send(Method::POST, "/health", &[], "").await;
     assert_unauthorized(&post, "POST /health");
+}
+
+/// A browser's login round trip from `{prefix}/dashboard/x?y=1`, where the host serves
+/// `app_at("/dashboard")` under `prefix`: sent to the login form with `next`, the password posted
+/// there brings it back, and the cookie then opens the page. Returns the first redirect's
+/// `Location` and the cookie.
+async fn login_round_trip(server: &TestServer, prefix: &str) -> (String, String) {
+    let page = format!("{prefix}/dashboard/x?y=1");
+    let first = server.get(&page, &[HTML]).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    let location = first.header("location").unwrap().to_owned();
+    let login_url = resolve(&page, &location);
+    assert_eq!(
+        login_url,
+        format!("{prefix}/auth/login?next=%2Fdashboard%2Fx%3Fy%3D1")
+    );
+    let form_page = server.get(&login_url, &[]).await;
+    assert_eq!(form_page.status, StatusCode::OK);
+    assert!(form_page.body.contains("value=\"/dashboard/x?y=1\""));
+
+    let login = format!("{prefix}/auth/login");
+    let posted = sign_in(server, &login, Some("/dashboard/x?y=1")).await;
+    assert_eq!(posted.status, StatusCode::FOUND);
+    let target = resolve(&login, posted.header("location").unwrap());
+    assert_eq!(target, page);
+    let cookie = posted.cookie();
+    let reply = server.get(&target, &[HTML, ("cookie", &cookie)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.assert_body_starts_with("path=/x?y=1 user=user ");
+    (location, cookie)
 }
 
 #[tokio::test]
 async fn login_round_trip_under_a_mount_prefix() {
-    let app = create_app()
-        .with_service("/dashboard", echo())
-        .token(Token::new(TOKEN))
-        .build()
-        .unwrap();
-    let server = TestServer::start(app).await;
-    let page = "/dashboard/x?y=1";
-    let first = send(Method::GET, &server.url(page), &[HTML], "").await;
-    assert_eq!(first.status, StatusCode::SEE_OTHER);
-    let location = first.header("location").unwrap();
+    let server = TestServer::start(app_at("/dashboard")).await;
+    let (location, cookie) = login_round_trip(&server, "").await;
     assert_eq!(location, "../auth/login?next=%2Fdashboard%2Fx%3Fy%3D1");
-    let login_url = resolve(page, location);
-    assert_eq!(login_url, "/auth/login?next=%2Fdashboard%2Fx%3Fy%3D1");
-    let form_page = get(&server.url(&login_url)).await;
-    assert!(form_page.body.contains("value=\"/dashboard/x?y=1\""));
-
-    let posted = post_login(
-        &server,
-        "/auth/login",
-        &form(&[("password", TOKEN), ("next", "/dashboard/x?y=1")]),
-    )
-    .await;
-    let target = resolve("/auth/login", posted.header("location").unwrap());
-    assert_eq!(target, "/dashboard/x?y=1");
-    let cookie = session(&posted);
-    let reply = send(
-        Method::GET,
-        &server.url(&target),
-        &[HTML, ("cookie", &cookie)],
-        "",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert!(
-        reply.body.starts_with("path=/x?y=1 user=user "),
-        "{}",
-        reply.body
-    );
     // The mount table's own redirect still happens, after auth.
-    let bare = send(
-        Method::GET,
-        &server.url("/dashboard"),
-        &[("cookie", &cookie)],
-        "",
-    )
-    .await;
+    let bare = server.get("/dashboard", &[("cookie", &cookie)]).await;
     assert_eq!(bare.status, StatusCode::TEMPORARY_REDIRECT);
 }
 
 #[tokio::test]
 async fn login_round_trip_nested_under_axum() {
-    let marimo = create_app()
-        .with_service("/dashboard", echo())
-        .token(Token::new(TOKEN))
-        .build()
-        .unwrap();
     let host = axum::Router::new()
         .route("/api/ping", axum::routing::get(|| async { "pong" }))
-        .nest_service("/marimo", marimo);
+        .nest_service("/marimo", app_at("/dashboard"));
     let server = TestServer::start(host).await;
-    assert_eq!(get(&server.url("/api/ping")).await.body, "pong");
-
-    let page = "/marimo/dashboard/x?y=1";
-    let first = send(Method::GET, &server.url(page), &[HTML], "").await;
-    assert_eq!(first.status, StatusCode::SEE_OTHER);
-    let login_url = resolve(page, first.header("location").unwrap());
-    assert_eq!(
-        login_url,
-        "/marimo/auth/login?next=%2Fdashboard%2Fx%3Fy%3D1"
-    );
-    assert_eq!(get(&server.url(&login_url)).await.status, StatusCode::OK);
-    let posted = post_login(
-        &server,
-        "/marimo/auth/login",
-        &form(&[("password", TOKEN), ("next", "/dashboard/x?y=1")]),
-    )
-    .await;
-    assert_eq!(posted.status, StatusCode::FOUND);
-    let target = resolve("/marimo/auth/login", posted.header("location").unwrap());
-    assert_eq!(target, "/marimo/dashboard/x?y=1");
-    let cookie = session(&posted);
-    let reply = send(
-        Method::GET,
-        &server.url(&target),
-        &[HTML, ("cookie", &cookie)],
-        "",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert!(
-        reply.body.starts_with("path=/x?y=1 user=user "),
-        "{}",
-        reply.body
-    );
+    assert_eq!(server.get("/api/ping", &[]).await.body, "pong");
+    login_round_trip(&server, "/marimo").await;
 
     let token_link = format!("/marimo/dashboard/x?access_token={TOKEN}");
-    let link = send(Method::GET, &server.url(&token_link), &[HTML], "").await;
+    let link = server.get(&token_link, &[HTML]).await;
     assert_eq!(
         resolve(&token_link, link.header("location").unwrap()),
         "/marimo/dashboard/x"
@@ -1130,32 +941,26 @@ async fn explicit_base_path_gives_absolute_redirects_and_the_cookie_path() {
         .build()
         .unwrap();
     let server = TestServer::start(axum::Router::new().nest_service("/marimo", marimo)).await;
-    let first = send(Method::GET, &server.url("/marimo/dashboard/x"), &[HTML], "").await;
+    let first = server.get("/marimo/dashboard/x", &[HTML]).await;
     assert_eq!(
         first.header("location"),
         Some("/marimo/auth/login?next=%2Fdashboard%2Fx")
     );
     // At the bare prefix the service sees `/`: only an absolute redirect can be right.
-    let bare = send(Method::GET, &server.url("/marimo"), &[HTML], "").await;
+    let bare = server.get("/marimo", &[HTML]).await;
     assert_eq!(bare.header("location"), Some("/marimo/auth/login?next=%2F"));
-    let posted = post_login(
-        &server,
-        "/marimo/auth/login",
-        &form(&[("password", TOKEN), ("next", "/dashboard/x")]),
-    )
-    .await;
+    let posted = sign_in(&server, "/marimo/auth/login", Some("/dashboard/x")).await;
     assert_eq!(posted.header("location"), Some("/marimo/dashboard/x"));
     assert!(posted
         .header("set-cookie")
         .unwrap()
         .contains("; Path=/marimo;"));
-    let link = send(
-        Method::GET,
-        &server.url(&format!("/marimo/dashboard/x?access_token={TOKEN}&k=v")),
-        &[HTML],
-        "",
-    )
-    .await;
+    let link = server
+        .get(
+            &format!("/marimo/dashboard/x?access_token={TOKEN}&k=v"),
+            &[HTML],
+        )
+        .await;
     assert_eq!(link.header("location"), Some("/marimo/dashboard/x?k=v"));
 }
 
@@ -1172,23 +977,23 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
     assert!(!link.contains(TOKEN));
 
     // HEAD (a link checker) does not use it up.
-    let head = send(Method::HEAD, &server.url(&link), &[], "").await;
+    let head = server.send(Method::HEAD, &link, &[], "").await;
     assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(head.header("allow"), Some("GET"));
 
-    let first = send(Method::GET, &server.url(&link), &[HTML], "").await;
-    assert_eq!(first.status, StatusCode::SEE_OTHER);
-    assert_eq!(first.header("location"), Some("../nb/page?a=1"));
-    assert_eq!(
-        resolve("/auth/sign-in", first.header("location").unwrap()),
-        "/nb/page?a=1"
+    let first = server.get(&link, &[HTML]).await;
+    assert_redirect(
+        &first,
+        StatusCode::SEE_OTHER,
+        "/auth/sign-in",
+        "../nb/page?a=1",
+        "/nb/page?a=1",
     );
-    assert_eq!(first.header("cache-control"), Some("no-store"));
     assert_eq!(first.header("referrer-policy"), Some("same-origin"));
-    assert_signed_in(&server, &first).await;
+    assert_signed_in(&server, &first, "/nb/page?a=1").await;
 
     // Used once: the second time it is the login form, with no cookie.
-    let again = send(Method::GET, &server.url(&link), &[HTML], "").await;
+    let again = server.get(&link, &[HTML]).await;
     assert_eq!(again.status, StatusCode::FORBIDDEN);
     assert!(again.header("set-cookie").is_none());
     assert!(
@@ -1201,26 +1006,20 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
     // Expired: unused but too late.
     let short = auth.sign_in_link("/", Duration::from_millis(300));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let late = send(Method::GET, &server.url(&short), &[HTML], "").await;
+    let late = server.get(&short, &[HTML]).await;
     assert_eq!(late.status, StatusCode::FORBIDDEN);
     assert!(late.header("set-cookie").is_none());
 
     // A wrong code is a wrong credential: the used and expired ones spent two of the three
     // attempts, so one more wrong code and then even a good link is refused unchecked.
-    let wrong = send(
-        Method::GET,
-        &server.url("/auth/sign-in?code=guess"),
-        &[HTML],
-        "",
-    )
-    .await;
+    let wrong = server.get("/auth/sign-in?code=guess", &[HTML]).await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let good = auth.sign_in_link("/", Duration::from_secs(60));
-    let limited = send(Method::GET, &server.url(&good), &[HTML], "").await;
+    let limited = server.get(&good, &[HTML]).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.header("retry-after").is_some());
     // No code at all is no credential: the page, not a 429.
-    let none = send(Method::GET, &server.url("/auth/sign-in"), &[HTML], "").await;
+    let none = server.get("/auth/sign-in", &[HTML]).await;
     assert_eq!(none.status, StatusCode::FORBIDDEN);
 
     // Under a base path the link and its redirect carry it.
@@ -1229,7 +1028,7 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
     let server = TestServer::start(axum::Router::new().nest_service("/marimo", marimo)).await;
     let link = based.sign_in_link("/dashboard/x", Duration::from_secs(60));
     assert!(link.starts_with("/marimo/auth/sign-in?code="), "{link}");
-    let reply = send(Method::GET, &server.url(&link), &[HTML], "").await;
+    let reply = server.get(&link, &[HTML]).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(reply.header("location"), Some("/marimo/dashboard/x"));
     assert!(reply
@@ -1249,14 +1048,9 @@ async fn a_layer_on_one_mount_uses_the_mount_prefix_for_the_cookie() {
         .build()
         .unwrap();
     let server = TestServer::start(app).await;
-    assert_eq!(get(&server.url("/public/x")).await.status, StatusCode::OK);
-    assert_unauthorized(&get(&server.url("/private/x")).await, "private mount");
-    let posted = post_login(
-        &server,
-        "/private/auth/login",
-        &form(&[("password", TOKEN)]),
-    )
-    .await;
+    assert_eq!(server.get("/public/x", &[]).await.status, StatusCode::OK);
+    assert_unauthorized(&server.get("/private/x", &[]).await, "private mount");
+    let posted = sign_in(&server, "/private/auth/login", None).await;
     assert_eq!(posted.status, StatusCode::FOUND);
     assert_eq!(
         resolve("/private/auth/login", posted.header("location").unwrap()),
@@ -1266,19 +1060,9 @@ async fn a_layer_on_one_mount_uses_the_mount_prefix_for_the_cookie() {
         .header("set-cookie")
         .unwrap()
         .contains("; Path=/private;"));
-    let cookie = session(&posted);
-    let reply = send(
-        Method::GET,
-        &server.url("/private/x"),
-        &[("cookie", &cookie)],
-        "",
-    )
-    .await;
-    assert!(
-        reply.body.starts_with("path=/x user=user "),
-        "{}",
-        reply.body
-    );
+    let cookie = posted.cookie();
+    let reply = server.get("/private/x", &[("cookie", &cookie)]).await;
+    reply.assert_body_starts_with("path=/x user=user ");
 }
 
 const WS: [(&str, &str); 4] = [
@@ -1339,13 +1123,7 @@ async fn websocket_upgrades_need_credentials_and_a_same_site_origin() {
     for (path, extra) in accepted {
         let reply = call(path, ws(&extra)).await;
         assert_eq!(reply.status, StatusCode::OK, "{extra:?}");
-        assert!(
-            reply
-                .body
-                .starts_with("path=/ws user=user authorization=- "),
-            "{}",
-            reply.body
-        );
+        reply.assert_body_starts_with("path=/ws user=user authorization=- ");
     }
     let by_query = call("/ws?access_token=sup3rs3cr3t&session_id=s1", ws(&[])).await;
     assert_eq!(
@@ -1353,11 +1131,7 @@ async fn websocket_upgrades_need_credentials_and_a_same_site_origin() {
         StatusCode::OK,
         "an upgrade is not redirected"
     );
-    assert!(
-        by_query.body.starts_with("path=/ws?session_id=s1 "),
-        "{}",
-        by_query.body
-    );
+    by_query.assert_body_starts_with("path=/ws?session_id=s1 ");
     // A foreign Origin is refused even with valid credentials.
     for origin in [
         "http://evil.com",
@@ -1373,13 +1147,9 @@ async fn websocket_upgrades_need_credentials_and_a_same_site_origin() {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{origin}");
     }
     // The same Origin check does not apply to ordinary requests.
-    let plain = send(
-        Method::GET,
-        &server.url("/x"),
-        &[("cookie", &cookie), ("origin", "http://evil.com")],
-        "",
-    )
-    .await;
+    let plain = server
+        .get("/x", &[("cookie", &cookie), ("origin", "http://evil.com")])
+        .await;
     assert_eq!(plain.status, StatusCode::OK);
 }
 

@@ -7,53 +7,32 @@
 //!
 //! Without Chromium the test warns and returns, except under CI (`CI` set), where it fails.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
+use common::Site;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cdp::{Browser, Page};
-use common::TestServer;
+use common::cdp::{Browser, Page};
+use common::marimo::{intro_at, Gateway};
 use marimo_rs::{create_app, Mount, Token};
 use serde_json::json;
 
-/// Whether Chromium is there (installing it if this process may); `false` means skip, which
-/// only happens outside CI.
-fn chromium_available() -> bool {
-    if Browser::executable().is_none() {
-        // `cargo test` installs what it needs, as `.ci/run` does (Debian's chromium, as root).
-        common::run_install_script("install-chromium");
-    }
-    if Browser::executable().is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Chromium is missing: run .ci/install-chromium (CI must not skip browser tests)"
-        );
-        eprintln!(
-            "warning: Chromium not found; skipping the browser test (run .ci/install-chromium)"
-        );
-        return false;
-    }
-    true
+/// Where a test saves its screenshot: `target/artifacts/{name}`.
+fn artifact(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/artifacts")
+        .join(name)
 }
 
 #[tokio::test]
 async fn login_render_and_move_the_slider_in_chromium() {
-    if !chromium_available() {
+    if !Browser::available() {
         return;
     }
-    let token = Token::new("browser-test-token");
-    let app = create_app()
-        .with_app("/dashboard", common::example_notebook("intro.py"))
-        .token(token)
-        .build()
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(120), app.start())
-        .await
-        .unwrap()
-        .unwrap();
-    let server = TestServer::start(app.clone()).await;
+    let server =
+        Gateway::start(intro_at("/dashboard").token(Token::new("browser-test-token"))).await;
 
     let browser = Browser::launch().await.expect("Chromium starts");
     let page = browser.new_page().await.unwrap();
@@ -70,18 +49,11 @@ async fn login_render_and_move_the_slider_in_chromium() {
     let login_url = page.eval("location.pathname").await.unwrap();
     assert_eq!(login_url, "/auth/login", "redirected to the login page");
 
-    page.type_into("input[name=password]", "wrong")
-        .await
-        .unwrap();
-    page.press_key("Enter").await.unwrap();
+    submit_password(&page, "wrong").await;
     page.wait_for_text("Invalid password", Duration::from_secs(10))
         .await
         .unwrap();
-
-    page.type_into("input[name=password]", "browser-test-token")
-        .await
-        .unwrap();
-    page.press_key("Enter").await.unwrap();
+    submit_password(&page, "browser-test-token").await;
     page.wait_for_text("Slider value is 3", Duration::from_secs(60))
         .await
         .expect("the notebook renders after login");
@@ -98,8 +70,7 @@ async fn login_render_and_move_the_slider_in_chromium() {
         .await
         .unwrap();
 
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/artifacts/browser-notebook.png");
+    let shot = artifact("browser-notebook.png");
     page.screenshot(&shot).await.unwrap();
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
@@ -111,7 +82,14 @@ async fn login_render_and_move_the_slider_in_chromium() {
     drop(page);
     drop(browser);
     server.stop().await;
-    app.shutdown().await;
+}
+
+/// Types `password` into the login form and submits it with Enter, as a person does.
+async fn submit_password(page: &Page, password: &str) {
+    page.type_into("input[name=password]", password)
+        .await
+        .unwrap();
+    page.press_key("Enter").await.unwrap();
 }
 
 /// A key pressed with the Ctrl modifier (marimo's `Mod` on Linux), as real input events.
@@ -139,12 +117,12 @@ async fn press_ctrl(page: &Page, key: &str, code: &str, key_code: i64) {
 /// change to the notebook file.
 #[tokio::test]
 async fn edit_run_and_save_a_cell_in_the_editor_in_chromium() {
-    if !chromium_available() {
+    if !Browser::available() {
         return;
     }
     // Not under /tmp: marimo's frontend treats notebooks there as unnamed scratch files and
     // asks for a name instead of saving.
-    let parent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&parent).unwrap();
     let dir = tempfile::tempdir_in(&parent).unwrap();
     let notebook = dir.path().join("edited.py");
@@ -154,14 +132,12 @@ async fn edit_run_and_save_a_cell_in_the_editor_in_chromium() {
          return\n\n\nif __name__ == \"__main__\":\n    app.run()\n",
     )
     .unwrap();
-    let token = Token::new("browser-editor-token");
-    let app = create_app()
-        .mount("/", Mount::edit(&notebook))
-        .token(token)
-        .build()
-        .unwrap();
-    common::start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = Gateway::start(
+        create_app()
+            .mount("/", Mount::edit(&notebook))
+            .token(Token::new("browser-editor-token")),
+    )
+    .await;
 
     let browser = Browser::launch().await.expect("Chromium starts");
     let page = browser.new_page().await.unwrap();
@@ -207,8 +183,7 @@ async fn edit_run_and_save_a_cell_in_the_editor_in_chromium() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/artifacts/browser-editor.png");
+    let shot = artifact("browser-editor.png");
     page.screenshot(&shot).await.unwrap();
     assert!(
         saved.contains("\"edited in \" + str(6 * 7)") && !saved.contains("\"before\""),
@@ -218,5 +193,4 @@ async fn edit_run_and_save_a_cell_in_the_editor_in_chromium() {
     drop(page);
     drop(browser);
     server.stop().await;
-    app.shutdown().await;
 }

@@ -5,151 +5,40 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{descendants, example_notebook, send, signal, wait_gone, ws_connect, ws_until};
+use common::marimo::{
+    intro_at, kernel, kernel_ready, page_until, server_token, start_backends, until_output,
+};
+use common::process::{marimo_rs, MarimoRs, STOP};
+use common::{assert_sent_to_login, FORM, HTML, JSON};
+use common::{
+    descendants, eventually, example_notebook, send, signal, wait_gone, ws_connect, Site,
+};
 use http::{Method, StatusCode};
 use marimo_rs::Token;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_marimo-rs");
-/// Generous: the first start may install marimo.
-const START: Duration = Duration::from_secs(180);
-const STOP: Duration = Duration::from_secs(20);
-const WS: Duration = Duration::from_secs(30);
-
-const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
-
-/// A running `marimo-rs` process; killed when dropped.
-struct Server {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    stderr: Arc<Mutex<String>>,
-    /// The line it printed.
-    url: String,
-}
-
-impl Server {
-    /// `http://127.0.0.1:PORT`, without path or query.
-    fn origin(&self) -> &str {
-        let after_scheme = "http://".len();
-        let end = self.url[after_scheme..]
-            .find('/')
-            .map_or(self.url.len(), |i| i + after_scheme);
-        &self.url[..end]
-    }
-
-    /// The URL without its query string.
-    fn page(&self) -> &str {
-        self.url.split('?').next().unwrap()
-    }
-
-    fn token(&self) -> Option<&str> {
-        self.url
-            .split_once("?access_token=")
-            .map(|(_, token)| token)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().expect("the server is running")
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then waits for the exit; returns the status and what else went to stdout.
-    async fn terminate(mut self) -> (ExitStatus, String, String) {
-        signal(self.pid(), nix::sys::signal::Signal::SIGTERM);
-        let status = tokio::time::timeout(STOP, self.child.wait())
-            .await
-            .expect("the server exits within 20 s of SIGTERM")
-            .unwrap();
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).await.unwrap();
-        // Let the stderr reader see the end of the stream.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (status, rest, self.stderr())
-    }
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_remove("MARIMO_RS_SECRET")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-/// `marimo-rs run NOTEBOOK --no-token --port 0 --headless`, for [`start_with`].
-fn open_run(notebook: &Path) -> Command {
-    let notebook = notebook.to_str().unwrap();
-    command(&["run", notebook, "--no-token", "--port", "0", "--headless"])
-}
-
-/// Starts `marimo-rs ARGS --port 0 --headless` and waits for its URL line.
-async fn start(args: &[&str]) -> Server {
-    start_with(
-        command(&[args, &["--port", "0", "--headless"]].concat()),
+/// `marimo-rs ARGS --port 0 --headless`, started.
+async fn start(args: &[&str]) -> MarimoRs {
+    MarimoRs::start(
+        marimo_rs(&[args, &["--port", "0", "--headless"]].concat()),
         None,
     )
     .await
 }
 
-/// Starts `command`, writes `stdin` to it if given, and waits for the URL line.
-async fn start_with(mut command: Command, stdin: Option<&str>) -> Server {
-    if stdin.is_some() {
-        command.stdin(Stdio::piped());
-    }
-    let mut child = command.spawn().expect("the marimo-rs binary starts");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input.as_bytes()).await.unwrap();
-        drop(pipe);
-    }
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = stderr.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut all = sink.lock().unwrap();
-            all.push_str(&line);
-            all.push('\n');
-        }
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut url = String::new();
-    let read = tokio::time::timeout(START, stdout.read_line(&mut url)).await;
-    if !matches!(read, Ok(Ok(n)) if n > 0) {
-        let _ = child.kill().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        panic!(
-            "no URL line from marimo-rs ({read:?}); stderr:\n{}",
-            stderr.lock().unwrap()
-        );
-    }
-    let url = url.trim_end().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    Server {
-        child,
-        stdout,
-        stderr,
-        url,
-    }
+/// `marimo-rs run NOTEBOOK --no-token --port 0 --headless`, to start with [`MarimoRs::start`].
+fn open_run(notebook: &Path) -> Command {
+    let notebook = notebook.to_str().unwrap();
+    marimo_rs(&["run", notebook, "--no-token", "--port", "0", "--headless"])
 }
 
 /// Runs `marimo-rs ARGS` to completion (it must not start a server).
 async fn fail(args: &[&str]) -> (ExitStatus, String, String) {
-    finish(command(args)).await
+    finish(marimo_rs(args)).await
 }
 
 /// Runs `command` to completion (it must not start a server).
@@ -166,7 +55,7 @@ async fn finish(mut command: Command) -> (ExitStatus, String, String) {
 }
 
 /// SIGTERM: exit status 0, nothing more on stdout, every descendant gone, no panic.
-async fn assert_clean_stop(server: Server) -> String {
+async fn assert_clean_stop(server: MarimoRs) -> String {
     let children = descendants(server.pid());
     assert!(
         !children.is_empty(),
@@ -185,10 +74,17 @@ async fn assert_clean_stop(server: Server) -> String {
     stderr
 }
 
-async fn kernel_ready(url: &str) -> (common::Ws, serde_json::Value) {
-    let mut ws = ws_connect(url, &[]).await.expect("WebSocket accepted");
-    let ready = ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
-    (ws, ready)
+/// SIGTERM: exit status 0, and the token is not in the log.
+async fn assert_stops_without_logging(server: MarimoRs, token: &str) -> String {
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(token), "the token is never logged");
+    stderr
+}
+
+/// The kernel WebSocket of session `session` at `server`'s `path` (`/ws`, `/base/x/ws`).
+fn ws_at(server: &MarimoRs, path: &str, session: &str) -> String {
+    common::marimo::ws_url(&server.url(&format!("{path}?session_id={session}")))
 }
 
 /// A copy of the example notebook in `dir`, with `Hello` replaced by `greeting`.
@@ -201,28 +97,30 @@ fn notebook_copy(dir: &Path, name: &str, greeting: &str) -> (std::path::PathBuf,
     (path, code)
 }
 
+/// `Basic base64(anyone:password)`.
+fn basic(password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("anyone:{password}"))
+    )
+}
+
 #[tokio::test]
 async fn run_serves_page_and_websocket_and_sigterm_stops_everything() {
     let notebook = example_notebook("intro.py");
     let server = start(&["run", notebook.to_str().unwrap(), "--no-token"]).await;
-    assert_eq!(server.token(), None, "{}", server.url);
-    assert!(server.url.ends_with('/'), "{}", server.url);
+    assert_eq!(server.token(), None, "{}", server.printed);
+    assert!(server.printed.ends_with('/'), "{}", server.printed);
 
-    let page = send(Method::GET, &server.url, &[HTML], "").await;
+    let page = send(Method::GET, &server.printed, &[HTML], "").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body.contains("__MARIMO_MOUNT_CONFIG__"),
         "marimo's page"
     );
     assert!(page.body.contains(r#""mode": "read""#), "run mode");
-    let ws_url = format!("{}/ws?session_id=cli-run", server.origin()).replace("http", "ws");
-    let (mut ws, _) = kernel_ready(&ws_url).await;
-    ws_until(&mut ws, WS, |m| {
-        m["data"]["output"]["data"]
-            .as_str()
-            .is_some_and(|html| html.contains("Hello from marimo_rs"))
-    })
-    .await;
+    let mut ws = kernel(&ws_at(&server, "/ws", "cli-run"), &[]).await;
+    until_output(&mut ws, "Hello from marimo_rs").await;
     drop(ws);
 
     let stderr = assert_clean_stop(server).await;
@@ -233,11 +131,8 @@ async fn run_serves_page_and_websocket_and_sigterm_stops_everything() {
 /// under its file lock): read from the command line of a backend the library starts, so the
 /// tests need not know where the cache directory is.
 async fn managed_python() -> PathBuf {
-    let app = marimo_rs::create_app()
-        .with_app("/", example_notebook("intro.py"))
-        .build()
-        .unwrap();
-    common::start_backends(&app).await;
+    let app = intro_at("/").build().unwrap();
+    start_backends(&app).await;
     let pid = app.backend_pids()[0];
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     app.shutdown().await;
@@ -261,11 +156,16 @@ impl Installation {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = command(args);
+        let mut command = marimo_rs(args);
         command
             .env("MARIMO_RS_CACHE_DIR", self.cache.path())
             .env("MARIMO_RS_PYTHON", &self.python);
         command
+    }
+
+    /// `marimo-rs ARGS` in this installation, started.
+    async fn start(&self, args: &[&str]) -> MarimoRs {
+        MarimoRs::start(self.command(args), None).await
     }
 
     fn secret_path(&self) -> PathBuf {
@@ -284,6 +184,18 @@ impl Installation {
     }
 }
 
+/// `run NOTEBOOK AUTH --port 0 --headless`.
+fn run_args<'a>(notebook: &'a Path, auth: &'a str) -> [&'a str; 6] {
+    [
+        "run",
+        notebook.to_str().unwrap(),
+        auth,
+        "--port",
+        "0",
+        "--headless",
+    ]
+}
+
 #[tokio::test]
 async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,28 +205,14 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     let secret = "a-server-secret";
     let installation = Installation::new(&managed_python().await);
 
-    let first_args = [
-        "run",
-        a.to_str().unwrap(),
-        "--token",
-        "--port",
-        "0",
-        "--headless",
-    ];
-    let changed_args = [
-        "run",
-        b.to_str().unwrap(),
-        "--auth",
-        "--port",
-        "0",
-        "--headless",
-    ];
+    let first_args = run_args(&a, "--token");
+    let changed_args = run_args(&b, "--auth");
     let mut keyed = installation.command(&first_args);
     keyed.env("MARIMO_RS_SECRET", secret);
     let (first, changed, keyed) = tokio::join!(
-        start_with(installation.command(&first_args), None),
-        start_with(installation.command(&changed_args), None),
-        start_with(keyed, None),
+        installation.start(&first_args),
+        installation.start(&changed_args),
+        MarimoRs::start(keyed, None),
     );
     let installation_secret = installation.secret();
     let first_token = first.token().expect("--token turns auth on").to_owned();
@@ -335,18 +233,14 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     );
 
     // The printed URL signs the browser in; without it, the page asks to log in.
-    let signed_in = send(Method::GET, &first.url, &[HTML], "").await;
+    let signed_in = send(Method::GET, &first.printed, &[HTML], "").await;
     assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
     assert!(signed_in.header("set-cookie").is_some());
-    let anonymous = send(Method::GET, first.page(), &[HTML], "").await;
-    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
-    assert!(anonymous.header("location").unwrap().contains("auth/login"));
+    assert_sent_to_login(&send(Method::GET, first.page(), &[HTML], "").await);
 
-    let (status, _, stderr) = first.terminate().await;
-    assert!(status.success(), "{stderr}");
-    assert!(!stderr.contains(&first_token), "the token is never logged");
+    assert_stops_without_logging(first, &first_token).await;
 
-    let restarted = start_with(installation.command(&first_args), None).await;
+    let restarted = installation.start(&first_args).await;
     assert_eq!(
         restarted.token(),
         Some(first_token.as_str()),
@@ -354,9 +248,7 @@ async fn generated_tokens_are_stable_across_restarts_and_follow_the_code() {
     );
     for server in [restarted, changed, keyed] {
         let token = server.token().unwrap().to_owned();
-        let (status, _, stderr) = server.terminate().await;
-        assert!(status.success(), "{stderr}");
-        assert!(!stderr.contains(&token), "the token is never logged");
+        assert_stops_without_logging(server, &token).await;
     }
 }
 
@@ -366,21 +258,14 @@ async fn generated_tokens_are_keyed_by_a_secret_of_the_installation() {
     let (notebook, code) = notebook_copy(dir.path(), "nb.py", "Hello");
     let python = managed_python().await;
     let (one, two) = (Installation::new(&python), Installation::new(&python));
-    let args = [
-        "run",
-        notebook.to_str().unwrap(),
-        "--token",
-        "--port",
-        "0",
-        "--headless",
-    ];
+    let args = run_args(&notebook, "--token");
 
     // Three first starts of one installation at once, and one of another installation.
     let (a, b, c, other) = tokio::join!(
-        start_with(one.command(&args), None),
-        start_with(one.command(&args), None),
-        start_with(one.command(&args), None),
-        start_with(two.command(&args), None),
+        one.start(&args),
+        one.start(&args),
+        one.start(&args),
+        two.start(&args),
     );
     let token = a.token().expect("--token turns auth on").to_owned();
     assert_ne!(
@@ -405,17 +290,15 @@ async fn generated_tokens_are_keyed_by_a_secret_of_the_installation() {
     );
     for server in [a, b, c, other] {
         let token = server.token().unwrap().to_owned();
-        let (status, _, stderr) = server.terminate().await;
-        assert!(status.success(), "{stderr}");
+        let stderr = assert_stops_without_logging(server, &token).await;
         assert!(
             stderr.contains("keyed by the installation secret"),
             "which key is logged: {stderr}"
         );
-        assert!(!stderr.contains(&token), "the token is never logged");
     }
 
     // The same installation after a restart: the same token.
-    let restarted = start_with(one.command(&args), None).await;
+    let restarted = one.start(&args).await;
     assert_eq!(restarted.token(), Some(token.as_str()));
     let (status, _, stderr) = restarted.terminate().await;
     assert!(status.success(), "{stderr}");
@@ -424,7 +307,7 @@ async fn generated_tokens_are_keyed_by_a_secret_of_the_installation() {
     let three = Installation::new(&python);
     let mut keyed = three.command(&args);
     keyed.env("MARIMO_RS_SECRET", "replica-secret");
-    let keyed = start_with(keyed, None).await;
+    let keyed = MarimoRs::start(keyed, None).await;
     assert_eq!(
         keyed.token(),
         Some(Token::from_code_with_secret(&code, b"replica-secret").expose_secret())
@@ -485,7 +368,7 @@ async fn the_browser_gets_a_one_time_link_and_never_the_token() {
 
     let token = "opener-s3cret-t0ken";
     let notebook = example_notebook("intro.py");
-    let mut command = command(&[
+    let mut command = marimo_rs(&[
         "run",
         notebook.to_str().unwrap(),
         &format!("--token={token}"),
@@ -493,21 +376,22 @@ async fn the_browser_gets_a_one_time_link_and_never_the_token() {
         "0",
     ]);
     command.env("PATH", path);
-    let server = start_with(command, None).await;
+    let server = MarimoRs::start(command, None).await;
     assert_eq!(
         server.token(),
         Some(token),
         "standard output has the token URL"
     );
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let argv = loop {
-        if let Ok(argv) = std::fs::read_to_string(&recorded) {
-            break argv;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the opener ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Until the opener ran.
+    let argv = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || std::fs::read_to_string(&recorded),
+        Result::is_ok,
+    )
+    .await
+    .unwrap();
     assert!(!argv.contains(token), "the token is not in argv: {argv}");
     assert!(!argv.contains("access_token"), "{argv}");
     let link = argv.trim_end();
@@ -521,34 +405,26 @@ async fn the_browser_gets_a_one_time_link_and_never_the_token() {
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
     let location = first.header("location").unwrap();
     assert!(!location.contains("code"), "{location}");
-    let cookie = first
-        .header("set-cookie")
-        .expect("the link sets the session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let api = format!("{}/api/version", server.origin());
+    let cookie = first.cookie();
+    let api = server.url("/api/version");
     let signed_in = send(Method::GET, &api, &[("cookie", &cookie)], "").await;
     assert_eq!(signed_in.status, StatusCode::OK, "{signed_in:?}");
     let again = send(Method::GET, link, &[HTML], "").await;
     assert!(again.header("set-cookie").is_none(), "{again:?}");
     assert_ne!(again.status, StatusCode::SEE_OTHER, "single use: {again:?}");
 
-    let (status, _, stderr) = server.terminate().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = assert_stops_without_logging(server, token).await;
     assert!(
         stderr.contains("--token-password-file"),
         "--token=VALUE is visible in ps, and the log says so: {stderr}"
     );
-    assert!(!stderr.contains(token), "the token is never logged");
 }
 
 #[tokio::test]
 async fn token_password_file_dash_reads_standard_input() {
     let secret = "from-stdin-s3cret";
     let notebook = example_notebook("intro.py");
-    let command = command(&[
+    let command = marimo_rs(&[
         "run",
         notebook.to_str().unwrap(),
         "--token-password-file",
@@ -557,28 +433,20 @@ async fn token_password_file_dash_reads_standard_input() {
         "0",
         "--headless",
     ]);
-    let server = start_with(command, Some(&format!("{secret}\n"))).await;
+    let server = MarimoRs::start(command, Some(&format!("{secret}\n"))).await;
     assert_eq!(
         server.token(),
         Some(secret),
         "the trailing newline is not part of it"
     );
 
-    let api = format!("{}/api/version", server.origin());
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("anyone:{secret}"))
-    );
-    let with = send(Method::GET, &api, &[("authorization", &basic)], "").await;
+    let api = server.url("/api/version");
+    let with = send(Method::GET, &api, &[("authorization", &basic(secret))], "").await;
     assert_eq!(with.status, StatusCode::OK, "{with:?}");
     assert_eq!(with.body.trim_matches('"'), marimo_rs::MARIMO_VERSION);
     let without = send(Method::GET, &api, &[], "").await;
     assert_eq!(without.status, StatusCode::UNAUTHORIZED);
-    let wrong = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("anyone:wrong")
-    );
-    let wrong = send(Method::GET, &api, &[("authorization", &wrong)], "").await;
+    let wrong = send(Method::GET, &api, &[("authorization", &basic("wrong"))], "").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let page = send(Method::GET, server.page(), &[HTML], "").await;
     assert_eq!(
@@ -613,54 +481,36 @@ async fn serve_composes_apps_and_a_directory_under_a_base_url() {
     ])
     .await;
     assert_eq!(server.token(), None, "serve is open by default");
-    assert_eq!(server.url, format!("{}/base/", server.origin()));
+    assert_eq!(server.printed, server.url("/base/"));
 
     for path in ["/base/", "/base/second/"] {
-        let page = send(
-            Method::GET,
-            &format!("{}{path}", server.origin()),
-            &[HTML],
-            "",
-        )
-        .await;
+        let page = server.get(path, &[HTML]).await;
         assert_eq!(page.status, StatusCode::OK, "{path}");
         assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "{path}");
     }
     // A directory notebook starts on its first request: a "starting" page, then marimo's.
-    let extra = format!("{}/base/more/extra/", server.origin());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let page = send(Method::GET, &extra, &[HTML], "").await;
-        if page.status == StatusCode::OK {
-            assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"));
-            break;
-        }
-        assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{page:?}");
-        assert!(tokio::time::Instant::now() < deadline, "{page:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let outside = send(
-        Method::GET,
-        &format!("{}/second/", server.origin()),
-        &[HTML],
-        "",
+    let page = page_until(
+        &server,
+        "/base/more/extra/",
+        Duration::from_secs(60),
+        |page| {
+            if page.status != StatusCode::OK {
+                assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{page:?}");
+            }
+            page.status == StatusCode::OK
+        },
     )
     .await;
+    assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"));
+    let outside = server.get("/second/", &[HTML]).await;
     assert_eq!(
         outside.status,
         StatusCode::NOT_FOUND,
         "nothing outside the base URL"
     );
 
-    let ws_url =
-        format!("{}/base/second/ws?session_id=cli-serve", server.origin()).replace("http", "ws");
-    let (mut ws, _) = kernel_ready(&ws_url).await;
-    ws_until(&mut ws, WS, |m| {
-        m["data"]["output"]["data"]
-            .as_str()
-            .is_some_and(|html| html.contains("Second from marimo_rs"))
-    })
-    .await;
+    let mut ws = kernel(&ws_at(&server, "/base/second/ws", "cli-serve"), &[]).await;
+    until_output(&mut ws, "Second from marimo_rs").await;
     drop(ws);
     assert_clean_stop(server).await;
 }
@@ -684,13 +534,7 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
     assert!(page.body.contains(r#""mode": "edit""#), "marimo's editor");
     // The editor has marimo's skew protection on (as `marimo edit` does): its POSTs carry
     // the page's server token, as marimo's frontend sends it.
-    let server_token = page
-        .body
-        .split("\"serverToken\": \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the editor page carries marimo's server token")
-        .to_owned();
+    let server_token = server_token(&page.body);
     let anonymous = send(Method::GET, server.page(), &[HTML], "").await;
     assert_eq!(
         anonymous.status,
@@ -698,34 +542,24 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
         "the editor is not open"
     );
 
-    let ws_url = format!(
-        "{}/ws?session_id=cli-edit&access_token={token}",
-        server.origin()
-    )
-    .replace("http", "ws");
-    let (mut ws, ready) = kernel_ready(&ws_url).await;
+    let ws_url = ws_at(&server, "/ws", &format!("cli-edit&access_token={token}"));
+    let (mut ws, ready) = kernel_ready(&ws_url, &[]).await;
     let cell = ready["data"]["cell_ids"][0]
         .as_str()
         .expect("a cell")
         .to_owned();
     let headers = [
         auth,
-        ("content-type", "application/json"),
+        JSON,
         ("marimo-session-id", "cli-edit"),
         ("marimo-server-token", server_token.as_str()),
     ];
-    let api = |path: &str| format!("{}/api/kernel/{path}", server.origin());
+    let api = |path: &str| server.url(&format!("/api/kernel/{path}"));
     let code = "6 * 7";
     let run = serde_json::json!({ "cellIds": [&cell], "codes": [code] }).to_string();
     let ran = send(Method::POST, &api("run"), &headers, &run).await;
     assert_eq!(ran.status, StatusCode::OK, "{ran:?}");
-    ws_until(&mut ws, WS, |m| {
-        m["op"] == "cell-op"
-            && m["data"]["output"]["data"]
-                .as_str()
-                .is_some_and(|out| out.contains(">42<"))
-    })
-    .await;
+    until_output(&mut ws, ">42<").await;
     let save = serde_json::json!({
         "cellIds": [&cell],
         "codes": [code],
@@ -753,9 +587,9 @@ async fn edit_creates_the_notebook_and_edits_it_through_the_gateway() {
 async fn new_picks_a_fresh_name_and_no_token_opens_the_editor() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("new_notebook.py"), "taken").unwrap();
-    let mut new = command(&["new", "--no-token", "--port", "0", "--headless"]);
+    let mut new = marimo_rs(&["new", "--no-token", "--port", "0", "--headless"]);
     new.current_dir(dir.path());
-    let server = start_with(new, None).await;
+    let server = MarimoRs::start(new, None).await;
     assert_eq!(server.token(), None, "--no-token");
     let created = dir.path().join("new_notebook_1.py");
     assert!(created.is_file(), "the next free name");
@@ -787,15 +621,9 @@ async fn notebooks_cannot_read_the_gateways_secrets_from_their_environment() {
         .env("MARIMO_RS_OLD_SECRETS", "old-secret-value")
         .env("MARIMO_RS_REPLICA_ID", "replica-1")
         .env("NOTEBOOK_MAY_SEE_THIS", "1");
-    let server = start_with(run, None).await;
-    let ws_url = format!("{}/ws?session_id=cli-env", server.origin()).replace("http", "ws");
-    let (mut ws, _) = kernel_ready(&ws_url).await;
-    let output = ws_until(&mut ws, WS, |m| {
-        m["data"]["output"]["data"]
-            .as_str()
-            .is_some_and(|html| html.contains("ENV: "))
-    })
-    .await;
+    let server = MarimoRs::start(run, None).await;
+    let mut ws = kernel(&ws_at(&server, "/ws", "cli-env"), &[]).await;
+    let output = until_output(&mut ws, "ENV: ").await;
     let keys = output["data"]["output"]["data"].as_str().unwrap();
     assert!(keys.contains("NOTEBOOK_MAY_SEE_THIS"), "{keys}");
     assert!(!keys.contains("MARIMO_RS_"), "{keys}");
@@ -810,7 +638,7 @@ async fn a_killed_gateways_private_folder_is_removed_by_the_next_start() {
     let gateway = || {
         let mut run = open_run(&notebook);
         run.env("TMPDIR", tmp.path());
-        run
+        MarimoRs::start(run, None)
     };
     let folders = || {
         let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(tmp.path())
@@ -826,12 +654,12 @@ async fn a_killed_gateways_private_folder_is_removed_by_the_next_start() {
         found.sort();
         found
     };
-    let live = start_with(gateway(), None).await;
+    let live = gateway().await;
     let [live_dir] = &folders()[..] else {
         panic!("one private folder per gateway: {:?}", folders())
     };
     let live_dir = live_dir.clone();
-    let mut killed = start_with(gateway(), None).await;
+    let mut killed = gateway().await;
     let killed_dir = folders()
         .into_iter()
         .find(|dir| *dir != live_dir)
@@ -840,10 +668,10 @@ async fn a_killed_gateways_private_folder_is_removed_by_the_next_start() {
     let foreign = tmp.path().join("marimo-rs-abc123");
     std::fs::create_dir(&foreign).unwrap();
     signal(killed.pid(), nix::sys::signal::Signal::SIGKILL);
-    killed.child.wait().await.unwrap();
+    killed.process.child.wait().await.unwrap();
     assert!(killed_dir.is_dir(), "kill -9 leaves the folder behind");
 
-    let next = start_with(gateway(), None).await;
+    let next = gateway().await;
     assert!(!killed_dir.exists(), "the dead gateway's folder is removed");
     assert!(live_dir.is_dir(), "a live gateway's folder is kept");
     assert!(foreign.is_dir(), "an unknown folder is kept");
@@ -910,16 +738,14 @@ async fn errors_are_one_line_and_a_non_zero_exit() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_forwarded_headers_count() {
     let notebook = example_notebook("intro.py");
-    let bad = command(&["run", notebook.to_str().unwrap(), "--trusted-proxy", "nope"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2), "a clap usage error");
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an IP address"));
+    let notebook = notebook.to_str().unwrap();
+    let (status, _, stderr) = fail(&["run", notebook, "--trusted-proxy", "nope"]).await;
+    assert_eq!(status.code(), Some(2), "a clap usage error");
+    assert!(stderr.contains("not an IP address"));
 
     let server = start(&[
         "run",
-        notebook.to_str().unwrap(),
+        notebook,
         "--token=proxy-s3cret",
         "--trusted-proxy",
         "127.0.0.1",
@@ -928,35 +754,30 @@ async fn behind_a_trusted_proxy_forwarded_headers_count() {
         "--secure-cookie",
     ])
     .await;
-    let login = send(
-        Method::POST,
-        &format!("{}/auth/login", server.origin()),
-        &[("content-type", "application/x-www-form-urlencoded")],
-        "password=proxy-s3cret",
-    )
-    .await;
+    let login = server
+        .send(
+            Method::POST,
+            "/auth/login",
+            &[FORM],
+            "password=proxy-s3cret",
+        )
+        .await;
     assert_eq!(login.status, StatusCode::FOUND, "{login:?}");
     let cookie = login.header("set-cookie").unwrap();
     assert!(cookie.contains("; Secure"), "{cookie}");
 
     // The login limit keys on the client the trusted proxy names, not on the proxy itself.
-    let api = format!("{}/api/version", server.origin());
-    let wrong = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("anyone:wrong")
-    );
-    let attempt = |client: &'static str| {
-        let (api, wrong) = (api.clone(), wrong.clone());
-        async move {
-            send(
-                Method::GET,
-                &api,
-                &[("authorization", &wrong), ("x-forwarded-for", client)],
-                "",
-            )
-            .await
-            .status
-        }
+    let api = server.url("/api/version");
+    let wrong = basic("wrong");
+    let attempt = async |client: &str| {
+        send(
+            Method::GET,
+            &api,
+            &[("authorization", &wrong), ("x-forwarded-for", client)],
+            "",
+        )
+        .await
+        .status
     };
     let mut statuses = Vec::new();
     for _ in 0..11 {
@@ -1003,16 +824,15 @@ async fn allow_origins_and_allow_host_open_the_guards_for_the_named_ones_only() 
         "marimo.test",
     ])
     .await;
-    let port = server.origin().rsplit(':').next().unwrap().to_owned();
-    let named = format!("marimo.test:{port}");
+    let named = format!("marimo.test:{}", server.port());
     let page = send(Method::GET, server.page(), &[HTML, ("host", &named)], "").await;
     assert_eq!(page.status, StatusCode::OK, "an allowed host name");
-    let evil = format!("evil.test:{port}");
+    let evil = format!("evil.test:{}", server.port());
     let page = send(Method::GET, server.page(), &[HTML, ("host", &evil)], "").await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "any other name");
 
     // An allowed origin's page gets a preflight answer and may read the API, with credentials.
-    let api = format!("{}/api/kernel/set_ui_element_value", server.origin());
+    let api = server.url("/api/kernel/set_ui_element_value");
     let preflight = send(
         Method::OPTIONS,
         &api,
@@ -1040,34 +860,18 @@ async fn allow_origins_and_allow_host_open_the_guards_for_the_named_ones_only() 
         preflight.header("access-control-allow-headers"),
         Some("content-type,marimo-session-id")
     );
-    let version = format!("{}/api/version", server.origin());
-    let read = send(
-        Method::GET,
-        &version,
-        &[("origin", "http://localhost:3000")],
-        "",
-    )
-    .await;
-    assert_eq!(read.status, StatusCode::OK);
-    assert_eq!(
-        read.header("access-control-allow-origin"),
-        Some("http://localhost:3000")
-    );
-    let foreign = send(
-        Method::GET,
-        &version,
-        &[("origin", "http://evil.example")],
-        "",
-    )
-    .await;
-    assert_eq!(foreign.header("access-control-allow-origin"), None);
+    for (origin, allowed) in [
+        ("http://localhost:3000", Some("http://localhost:3000")),
+        ("http://evil.example", None),
+    ] {
+        let read = server.get("/api/version", &[("origin", origin)]).await;
+        assert_eq!(read.status, StatusCode::OK, "{origin}");
+        assert_eq!(read.header("access-control-allow-origin"), allowed);
+    }
 
     // Its WebSocket is accepted; a foreign one is not.
-    let ws_url = format!("{}/ws?session_id=cli-allowed", server.origin()).replace("http", "ws");
-    let mut ws = ws_connect(&ws_url, &[("origin", "https://app.example.com")])
-        .await
-        .expect("the allowed origin's WebSocket");
-    ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
+    let ws_url = ws_at(&server, "/ws", "cli-allowed");
+    let ws = kernel(&ws_url, &[("origin", "https://app.example.com")]).await;
     drop(ws);
     assert_eq!(
         ws_connect(&ws_url, &[("origin", "http://evil.example")])

@@ -5,7 +5,7 @@ mod common;
 
 use std::convert::Infallible;
 
-use common::{get, send, TestServer};
+use common::{resolve, Endpoint, Site, TestServer};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use marimo_rs::{create_app, Body, BuildError, Mount, MountPrefix, OriginalUri};
 use tower::layer::layer_fn;
@@ -14,17 +14,7 @@ use tower::ServiceExt;
 
 /// A service that answers with what it saw: its name, method, path and query, the mount prefix,
 /// the original URI and any `x-seen` request header (added by test layers).
-fn echo(
-    name: &'static str,
-) -> impl tower::Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
+fn echo(name: &'static str) -> impl Endpoint {
     tower::service_fn(move |req: Request<Body>| async move {
         let prefix = req
             .extensions()
@@ -61,20 +51,12 @@ fn two_apps() -> marimo_rs::AppBuilder {
 #[tokio::test]
 async fn multiple_apps_each_get_their_own_prefix_stripped() {
     let server = TestServer::start(two_apps().build().unwrap()).await;
-    let one = get(&server.url("/app1/")).await;
+    let one = server.get("/app1/", &[]).await;
     assert_eq!(one.status, StatusCode::OK);
-    assert!(
-        one.body
-            .starts_with("app=app1 method=GET path=/ prefix=/app1 original=/app1/"),
-        "{}",
-        one.body
-    );
-    let two = get(&server.url("/app2/x/y?z=1")).await;
-    assert!(
-        two.body
-            .starts_with("app=app2 method=GET path=/x/y?z=1 prefix=/app2 original=/app2/x/y?z=1"),
-        "{}",
-        two.body
+    one.assert_body_starts_with("app=app1 method=GET path=/ prefix=/app1 original=/app1/");
+    let two = server.get("/app2/x/y?z=1", &[]).await;
+    two.assert_body_starts_with(
+        "app=app2 method=GET path=/x/y?z=1 prefix=/app2 original=/app2/x/y?z=1",
     );
 }
 
@@ -82,7 +64,7 @@ async fn multiple_apps_each_get_their_own_prefix_stripped() {
 async fn no_root_mount_means_404_at_root_and_unknown_paths() {
     let server = TestServer::start(two_apps().build().unwrap()).await;
     for path in ["/", "/app3/", "/app1x", "/favicon.ico"] {
-        let reply = get(&server.url(path)).await;
+        let reply = server.get(path, &[]).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(reply.body, "Not Found");
     }
@@ -102,28 +84,22 @@ async fn root_mount_never_shadows_longer_mounts_whatever_the_order() {
         .unwrap();
     for app in [root_first, root_last] {
         let server = TestServer::start(app).await;
-        assert!(get(&server.url("/app1/"))
+        let body = async |path: &str| server.get(path, &[]).await.body;
+        assert!(body("/app1/").await.starts_with("app=app1 "));
+        assert!(body("/app1/deep/er")
             .await
-            .body
-            .starts_with("app=app1 "));
-        assert!(get(&server.url("/app1/deep/er"))
-            .await
-            .body
             .starts_with("app=app1 method=GET path=/deep/er"));
-        let root = get(&server.url("/")).await;
+        let root = body("/").await;
         assert!(
-            root.body.starts_with("app=root method=GET path=/ prefix= "),
-            "{}",
-            root.body
+            root.starts_with("app=root method=GET path=/ prefix= "),
+            "{root}"
         );
         // Not the app1 prefix: a different segment goes to the root mount, unstripped.
-        assert!(get(&server.url("/app1x/y"))
+        assert!(body("/app1x/y")
             .await
-            .body
             .starts_with("app=root method=GET path=/app1x/y"));
-        assert!(get(&server.url("/other"))
+        assert!(body("/other")
             .await
-            .body
             .starts_with("app=root method=GET path=/other"));
     }
 }
@@ -131,14 +107,14 @@ async fn root_mount_never_shadows_longer_mounts_whatever_the_order() {
 #[tokio::test]
 async fn bare_prefix_redirects_with_a_trailing_slash_and_keeps_the_query() {
     let server = TestServer::start(two_apps().build().unwrap()).await;
-    let reply = get(&server.url("/app1?a=1&b=two%20words&c")).await;
+    let reply = server.get("/app1?a=1&b=two%20words&c", &[]).await;
     assert_eq!(reply.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(reply.header("location"), Some("app1/?a=1&b=two%20words&c"));
-    let plain = get(&server.url("/app2")).await;
+    let plain = server.get("/app2", &[]).await;
     assert_eq!(plain.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(plain.header("location"), Some("app2/"));
     // 307 keeps the method: a POST to the bare prefix is redirected too, not served.
-    let post = send(Method::POST, &server.url("/app1"), &[], "x").await;
+    let post = server.send(Method::POST, "/app1", &[], "x").await;
     assert_eq!(post.status, StatusCode::TEMPORARY_REDIRECT);
 }
 
@@ -161,10 +137,10 @@ async fn nested_prefixes_route_to_the_longest_match() {
         ("/a/b/cd", "app=ab method=GET path=/cd prefix=/a/b "),
     ];
     for (path, expected) in cases {
-        let reply = get(&server.url(path)).await;
+        let reply = server.get(path, &[]).await;
         assert!(reply.body.starts_with(expected), "{path}: {}", reply.body);
     }
-    let redirect = get(&server.url("/a/b?q=1")).await;
+    let redirect = server.get("/a/b?q=1", &[]).await;
     assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(redirect.header("location"), Some("b/?q=1"));
 }
@@ -173,29 +149,19 @@ async fn nested_prefixes_route_to_the_longest_match() {
 async fn path_edge_cases() {
     let server = TestServer::start(two_apps().build().unwrap()).await;
     // A double slash after the prefix is passed on as is.
-    let double = get(&server.url("/app1//x")).await;
-    assert!(
-        double.body.starts_with("app=app1 method=GET path=//x "),
-        "{}",
-        double.body
-    );
+    let double = server.get("/app1//x", &[]).await;
+    double.assert_body_starts_with("app=app1 method=GET path=//x ");
     // Percent-encoded bytes after the prefix are passed on undecoded.
-    let encoded = get(&server.url("/app1/a%20b/%2e%2e/c")).await;
-    assert!(
-        encoded
-            .body
-            .starts_with("app=app1 method=GET path=/a%20b/%2e%2e/c "),
-        "{}",
-        encoded.body
-    );
+    let encoded = server.get("/app1/a%20b/%2e%2e/c", &[]).await;
+    encoded.assert_body_starts_with("app=app1 method=GET path=/a%20b/%2e%2e/c ");
     // The prefix itself must match byte for byte: `%31` is not `1`.
     assert_eq!(
-        get(&server.url("/app%31/")).await.status,
+        server.get("/app%31/", &[]).await.status,
         StatusCode::NOT_FOUND
     );
     // A very long path is routed, not rejected.
     let long = format!("/app2/{}", "x".repeat(8000));
-    let reply = get(&server.url(&long)).await;
+    let reply = server.get(&long, &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.contains(&format!("path=/{} ", "x".repeat(8000))));
 }
@@ -203,15 +169,9 @@ async fn path_edge_cases() {
 #[tokio::test]
 async fn head_and_options_pass_through() {
     let server = TestServer::start(two_apps().build().unwrap()).await;
-    let options = send(Method::OPTIONS, &server.url("/app1/thing"), &[], "").await;
-    assert!(
-        options
-            .body
-            .starts_with("app=app1 method=OPTIONS path=/thing"),
-        "{}",
-        options.body
-    );
-    let head = send(Method::HEAD, &server.url("/app2/thing"), &[], "").await;
+    let options = server.send(Method::OPTIONS, "/app1/thing", &[], "").await;
+    options.assert_body_starts_with("app=app1 method=OPTIONS path=/thing");
+    let head = server.send(Method::HEAD, "/app2/thing", &[], "").await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.body, "", "HEAD has no body");
     let length: usize = head.header("content-length").unwrap().parse().unwrap();
@@ -245,13 +205,13 @@ async fn per_mount_layers_apply_in_order_and_only_to_their_mount() {
         .build()
         .unwrap();
     let server = TestServer::start(app).await;
-    let one = get(&server.url("/app1/")).await;
+    let one = server.get("/app1/", &[]).await;
     assert!(
         one.body.ends_with("seen=outer,inner,first,second"),
         "{}",
         one.body
     );
-    let two = get(&server.url("/app2/")).await;
+    let two = server.get("/app2/", &[]).await;
     assert!(two.body.ends_with("seen=outer,inner"), "{}", two.body);
     // Whole-service layers also see requests that no mount matches.
     let layered_404 = create_app()
@@ -260,10 +220,7 @@ async fn per_mount_layers_apply_in_order_and_only_to_their_mount() {
         .build()
         .unwrap();
     let server = TestServer::start(layered_404).await;
-    assert_eq!(
-        get(&server.url("/nope")).await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(server.get("/nope", &[]).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -273,23 +230,17 @@ async fn nested_under_axum_nest_service() {
         .route("/api/ping", axum::routing::get(|| async { "pong" }))
         .nest_service("/marimo", marimo);
     let server = TestServer::start(host).await;
-    assert_eq!(get(&server.url("/api/ping")).await.body, "pong");
-    let inner = get(&server.url("/marimo/app1/x?y=1")).await;
-    assert!(
-        inner
-            .body
-            .starts_with("app=app1 method=GET path=/x?y=1 prefix=/app1 "),
-        "{}",
-        inner.body
-    );
+    assert_eq!(server.get("/api/ping", &[]).await.body, "pong");
+    let inner = server.get("/marimo/app1/x?y=1", &[]).await;
+    inner.assert_body_starts_with("app=app1 method=GET path=/x?y=1 prefix=/app1 ");
     // The relative redirect resolves to /marimo/app1/ from /marimo/app1.
-    let redirect = get(&server.url("/marimo/app1?y=1")).await;
+    let redirect = server.get("/marimo/app1?y=1", &[]).await;
     assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(redirect.header("location"), Some("app1/?y=1"));
-    let resolved = url_join("/marimo/app1?y=1", redirect.header("location").unwrap());
+    let resolved = resolve("/marimo/app1?y=1", redirect.header("location").unwrap());
     assert_eq!(resolved, "/marimo/app1/?y=1");
     assert_eq!(
-        get(&server.url("/marimo/nope")).await.status,
+        server.get("/marimo/nope", &[]).await.status,
         StatusCode::NOT_FOUND
     );
 }
@@ -298,7 +249,8 @@ async fn nested_under_axum_nest_service() {
 async fn served_as_axum_fallback_and_called_in_process() {
     let host = axum::Router::new().fallback_service(two_apps().build().unwrap());
     let server = TestServer::start(host).await;
-    assert!(get(&server.url("/app2/"))
+    assert!(server
+        .get("/app2/", &[])
         .await
         .body
         .starts_with("app=app2 "));
@@ -371,19 +323,12 @@ async fn thousand_mounts_route_correctly() {
     }
 }
 
-/// Resolves a relative reference against a path the way a browser does (enough for tests).
-fn url_join(base: &str, reference: &str) -> String {
-    let base_path = base.split('?').next().unwrap();
-    let dir = &base_path[..=base_path.rfind('/').unwrap()];
-    format!("{dir}{reference}")
-}
-
 #[tokio::test]
 async fn server_survives_malformed_requests() {
     let server = TestServer::start(two_apps().build().unwrap()).await;
-    let garbage = common::raw(server.addr, b"GARBAGE\r\n\r\n").await;
+    let garbage = common::raw::round_trip(server.addr, b"GARBAGE\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
-    let ok = get(&server.url("/app1/")).await;
+    let ok = server.get("/app1/", &[]).await;
     assert_eq!(ok.status, StatusCode::OK);
     server.stop().await;
 }

@@ -8,53 +8,26 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{
-    example_notebook, html, output_contains, send, slider_id, start_backends, ws_connect, ws_until,
-    Reply, TestServer, Ws,
+use common::marimo::{
+    intro_at, kernel, server_token, set_slider, slider_at, until_output, until_slider, Gateway,
 };
+use common::{example_notebook, send, ws_connect, Reply, Site, TestServer, Ws, HTML, JSON};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use marimo_rs::{create_app, AuthLayer, MarimoService, Mount, Token};
+use marimo_rs::{create_app, AppBuilder, AuthLayer, Mount, Token};
 
 const TOKEN: &str = "cross-site-token";
+/// `TOKEN` as an API client sends it.
+const BEARER: (&str, &str) = ("authorization", "Bearer cross-site-token");
 const WS: Duration = Duration::from_secs(30);
 const EVIL: &str = "http://evil.example";
 
 /// A notebook with one cell, for the editor.
 const NOTEBOOK: &str = "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    x = 1\n    return (x,)\n\n\nif __name__ == \"__main__\":\n    app.run()\n";
-
-/// marimo's skew-protection token, from the page (`"serverToken": "…"`).
-fn server_token(page: &str) -> String {
-    let start = page
-        .find("\"serverToken\": \"")
-        .map(|i| i + "\"serverToken\": \"".len())
-        .expect("the page carries a server token");
-    let end = start + page[start..].find('"').unwrap();
-    page[start..end].to_owned()
-}
-
-/// Status and the start of the body, for assertion messages (pages are long).
-fn brief(reply: &Reply) -> String {
-    let end = reply
-        .body
-        .char_indices()
-        .nth(120)
-        .map_or(reply.body.len(), |(i, _)| i);
-    format!("{} {:?}", reply.status, &reply.body[..end])
-}
-
-/// The `name=value` of the session cookie a response sets.
-fn cookie_of(reply: &Reply) -> String {
-    let set = reply
-        .header("set-cookie")
-        .unwrap_or_else(|| panic!("a session cookie: {}", brief(reply)));
-    set.split(';').next().unwrap().to_owned()
-}
 
 /// Sends a request and returns the status and headers without reading the body (event
 /// streams never end).
@@ -129,29 +102,24 @@ async fn cross_site_writes_are_refused(
     .to_string();
     let url = server.url("/api/files/update");
     // A `fetch(…, {mode: "no-cors", credentials: "include"})` from the other page: a simple
-    // request (text/plain), so no preflight.
+    // request (text/plain), so no preflight. Some requests carry no Origin but say where they
+    // come from.
     let text_plain = ("content-type", "text/plain;charset=UTF-8");
-    let mut foreign = vec![text_plain, ("origin", foreign_origin)];
-    foreign.extend_from_slice(credentials);
-    let reply = send(Method::POST, &url, &foreign, &update).await;
-    assert_eq!(
-        reply.status,
-        StatusCode::FORBIDDEN,
-        "foreign Origin: {}",
-        brief(&reply)
-    );
-    assert!(!reply.body.is_empty(), "a short reason: {}", brief(&reply));
-    // Some requests carry no Origin but say where they come from.
-    for site in ["same-site", "cross-site"] {
-        let mut fetch_site = vec![text_plain, ("sec-fetch-site", site)];
-        fetch_site.extend_from_slice(credentials);
-        let reply = send(Method::POST, &url, &fetch_site, &update).await;
+    for (what, from) in [
+        ("foreign Origin", ("origin", foreign_origin)),
+        ("same-site", ("sec-fetch-site", "same-site")),
+        ("cross-site", ("sec-fetch-site", "cross-site")),
+    ] {
+        let mut headers = vec![text_plain, from];
+        headers.extend_from_slice(credentials);
+        let reply = send(Method::POST, &url, &headers, &update).await;
         assert_eq!(
             reply.status,
             StatusCode::FORBIDDEN,
-            "{site}: {}",
-            brief(&reply)
+            "{what}: {}",
+            reply.brief()
         );
+        assert!(!reply.body.is_empty(), "a short reason: {}", reply.brief());
     }
     assert_eq!(
         std::fs::read_to_string(&fixture.victim).unwrap(),
@@ -170,12 +138,14 @@ async fn cross_site_writes_are_refused(
         ("origin", foreign_origin),
     ];
     form.extend_from_slice(credentials);
-    let reply = send(Method::POST, &server.url("/api/files/create"), &form, &body).await;
+    let reply = server
+        .send(Method::POST, "/api/files/create", &form, &body)
+        .await;
     assert_eq!(
         reply.status,
         StatusCode::FORBIDDEN,
         "multipart: {}",
-        brief(&reply)
+        reply.brief()
     );
     assert!(
         !fixture.dir.path().join("dropped.py").exists(),
@@ -189,14 +159,14 @@ async fn same_origin_write_works(
     fixture: &EditFixture,
     credentials: &[(&str, &str)],
 ) {
-    let mut page_headers = vec![html()[0]];
+    let mut page_headers = vec![HTML];
     page_headers.extend_from_slice(credentials);
-    let page = send(Method::GET, &server.url("/"), &page_headers, "").await;
-    assert_eq!(page.status, StatusCode::OK, "{}", brief(&page));
+    let page = server.get("/", &page_headers).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.brief());
     let token = server_token(&page.body);
-    let own = format!("http://{}", server.addr);
+    let own = server.origin();
     let mut headers = vec![
-        ("content-type", "application/json"),
+        JSON,
         ("origin", own.as_str()),
         ("sec-fetch-site", "same-origin"),
         ("marimo-server-token", token.as_str()),
@@ -207,41 +177,35 @@ async fn same_origin_write_works(
         "contents": "edited by its owner\n",
     })
     .to_string();
-    let reply = send(
-        Method::POST,
-        &server.url("/api/files/update"),
-        &headers,
-        &update,
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", brief(&reply));
-    assert!(reply.body.contains("\"success\":true"), "{}", brief(&reply));
+    let reply = server
+        .send(Method::POST, "/api/files/update", &headers, &update)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.brief());
+    assert!(reply.body.contains("\"success\":true"), "{}", reply.brief());
     assert_eq!(
         std::fs::read_to_string(&fixture.victim).unwrap(),
         "edited by its owner\n"
     );
 }
 
+/// The editor of the fixture's notebook at `/`, with `auth` applied to the builder.
+async fn editor(fixture: &EditFixture, auth: impl FnOnce(AppBuilder) -> AppBuilder) -> Gateway {
+    Gateway::start(auth(
+        create_app().mount("/", Mount::edit(&fixture.notebook)),
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn a_signed_in_editor_refuses_cross_site_writes() {
     let fixture = edit_fixture();
-    let app = create_app()
-        .mount("/", Mount::edit(&fixture.notebook))
-        .token(Token::new(TOKEN))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = editor(&fixture, |app| app.token(Token::new(TOKEN))).await;
     // Signed in the way a browser is: a SameSite=Lax session cookie.
-    let signed_in = send(
-        Method::GET,
-        &server.url(&format!("/?access_token={TOKEN}")),
-        &html(),
-        "",
-    )
-    .await;
+    let signed_in = server
+        .get(&format!("/?access_token={TOKEN}"), &[HTML])
+        .await;
     assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "{signed_in:?}");
-    let cookie = cookie_of(&signed_in);
+    let cookie = signed_in.cookie();
     let credentials = [("cookie", cookie.as_str())];
 
     // Another port of the same host is same-site: the Lax cookie goes along.
@@ -250,39 +214,40 @@ async fn a_signed_in_editor_refuses_cross_site_writes() {
     cross_site_writes_are_refused(&server, &fixture, &credentials, &neighbour).await;
     same_origin_write_works(&server, &fixture, &credentials).await;
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_editor_without_auth_refuses_cross_site_writes() {
     let fixture = edit_fixture();
-    let app = create_app()
-        .mount("/", Mount::edit(&fixture.notebook))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = editor(&fixture, |app| app).await;
     cross_site_writes_are_refused(&server, &fixture, &[], EVIL).await;
     same_origin_write_works(&server, &fixture, &[]).await;
     server.stop().await;
-    app.shutdown().await;
 }
 
 /// Where a run-mode notebook is reached, and with what credentials.
 struct RunTarget<'a> {
-    addr: SocketAddr,
+    server: &'a TestServer,
     /// `/app` or `/apps/intro`: the notebook page is at `{mount}/`.
     mount: &'a str,
     credentials: &'a [(&'a str, &'a str)],
 }
 
-impl RunTarget<'_> {
+impl<'a> RunTarget<'a> {
+    fn new(server: &'a TestServer, mount: &'a str, credentials: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            server,
+            mount,
+            credentials,
+        }
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("http://{}{}{path}", self.addr, self.mount)
+        self.server.url(&format!("{}{path}", self.mount))
     }
 
     fn own_origin(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.origin()
     }
 
     fn with<'h>(&'h self, extra: &[(&'h str, &'h str)]) -> Vec<(&'h str, &'h str)> {
@@ -292,7 +257,9 @@ impl RunTarget<'_> {
     }
 
     async fn ws(&self, session: &str, origin: &str) -> Result<Ws, StatusCode> {
-        let url = format!("ws://{}{}/ws?session_id={session}", self.addr, self.mount);
+        let url = self
+            .server
+            .ws_url(&format!("{}/ws?session_id={session}", self.mount));
         ws_connect(&url, &self.with(&[("origin", origin)])).await
     }
 
@@ -304,15 +271,19 @@ impl RunTarget<'_> {
             .ws(session, origin)
             .await
             .unwrap_or_else(|status| panic!("{mount}: WebSocket from {origin} refused: {status}"));
-        let mut slider = None;
-        ws_until(&mut ws, WS, |m| {
-            if let Some(id) = slider_id(m) {
-                slider = Some(id);
-            }
-            output_contains(m, "Slider value is <strong>3</strong>")
-        })
-        .await;
-        (ws, slider.expect("the slider's cell output arrived"))
+        let slider = until_slider(&mut ws).await;
+        (ws, slider)
+    }
+
+    /// Moves the slider of `session` to `value`, with `headers` and the credentials.
+    async fn set_slider(
+        &self,
+        session: &str,
+        slider: &str,
+        value: u32,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        set_slider(&self.url(""), session, slider, value, &self.with(headers)).await
     }
 }
 
@@ -341,16 +312,10 @@ async fn run_mount_refuses_foreign_origins(target: &RunTarget<'_>) {
                 ("origin", EVIL),
             ],
         ),
-        (
-            "Origin null",
-            vec![("content-type", "application/json"), ("origin", "null")],
-        ),
+        ("Origin null", vec![JSON, ("origin", "null")]),
         (
             "Sec-Fetch-Site: cross-site",
-            vec![
-                ("content-type", "application/json"),
-                ("sec-fetch-site", "cross-site"),
-            ],
+            vec![JSON, ("sec-fetch-site", "cross-site")],
         ),
     ] {
         let mut headers = target.with(&headers);
@@ -360,26 +325,24 @@ async fn run_mount_refuses_foreign_origins(target: &RunTarget<'_>) {
             reply.status,
             StatusCode::FORBIDDEN,
             "{mount}: {what}: {}",
-            brief(&reply)
+            reply.brief()
         );
     }
-    let mut headers = target.with(&[
-        ("content-type", "application/json"),
-        ("origin", &own),
-        ("sec-fetch-site", "same-origin"),
-    ]);
-    headers.push(("marimo-session-id", &session));
-    let reply = send(Method::POST, &api, &headers, &set(7)).await;
+    let reply = target
+        .set_slider(
+            &session,
+            &slider,
+            7,
+            &[("origin", &own), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
     assert_eq!(
         reply.status,
         StatusCode::OK,
         "{mount}: same origin: {}",
-        brief(&reply)
+        reply.brief()
     );
-    ws_until(&mut ws, WS, |m| {
-        output_contains(m, "Slider value is <strong>7</strong>")
-    })
-    .await;
+    until_output(&mut ws, &slider_at(7)).await;
     drop(ws);
     event_stream_and_reads_refuse_foreign_origins(target, &session).await;
 }
@@ -424,7 +387,7 @@ async fn event_stream_and_reads_refuse_foreign_origins(target: &RunTarget<'_>, s
             reply.status,
             StatusCode::OK,
             "{mount}{path}: {}",
-            brief(&reply)
+            reply.brief()
         );
         assert_no_cors(mount, path, &reply.headers);
     }
@@ -447,68 +410,38 @@ fn notebook_directory() -> tempfile::TempDir {
 }
 
 /// `/app` (one notebook) and `/apps` (a directory with `intro.py`), no auth.
-fn open_app(directory: &Path) -> MarimoService {
-    create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .with_dynamic_directory("/apps", directory)
-        .build()
-        .unwrap()
+fn open_app(directory: &Path) -> AppBuilder {
+    intro_at("/app").with_dynamic_directory("/apps", directory)
+}
+
+/// The example notebook at `/app`, with `configure` applied to the builder, served.
+async fn app_at(configure: impl FnOnce(AppBuilder) -> AppBuilder) -> Gateway {
+    Gateway::start(configure(intro_at("/app"))).await
 }
 
 #[tokio::test]
 async fn run_mounts_without_auth_refuse_foreign_origins() {
     let directory = notebook_directory();
-    let app = open_app(directory.path());
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = Gateway::start(open_app(directory.path())).await;
     for mount in ["/app", "/apps/intro"] {
-        let target = RunTarget {
-            addr: server.addr,
-            mount,
-            credentials: &[],
-        };
-        run_mount_refuses_foreign_origins(&target).await;
+        run_mount_refuses_foreign_origins(&RunTarget::new(&server, mount, &[])).await;
     }
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_foreign_page_cannot_read_the_event_stream() {
-    let app = create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
-    let target = RunTarget {
-        addr: server.addr,
-        mount: "/app",
-        credentials: &[],
-    };
+    let server = app_at(|app| app).await;
+    let target = RunTarget::new(&server, "/app", &[]);
     event_stream_and_reads_refuse_foreign_origins(&target, "s_x").await;
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn run_mounts_with_token_auth_refuse_foreign_origins() {
-    let app = create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .token(Token::new(TOKEN))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
-    let bearer = format!("Bearer {TOKEN}");
-    let target = RunTarget {
-        addr: server.addr,
-        mount: "/app",
-        credentials: &[("authorization", &bearer)],
-    };
-    run_mount_refuses_foreign_origins(&target).await;
+    let server = app_at(|app| app.token(Token::new(TOKEN))).await;
+    run_mount_refuses_foreign_origins(&RunTarget::new(&server, "/app", &[BEARER])).await;
     server.stop().await;
-    app.shutdown().await;
 }
 
 /// A host that authenticates with its own middleware in front of the built service, the way
@@ -530,19 +463,19 @@ async fn run_mounts_behind_a_hosts_own_middleware_refuse_foreign_origins() {
         }
     }
     let directory = notebook_directory();
-    let app = open_app(directory.path());
-    start_backends(&app).await;
+    let app = open_app(directory.path()).build().unwrap();
+    common::marimo::start_backends(&app).await;
     let host = axum::Router::new()
         .fallback_service(app.clone())
         .layer(axum::middleware::from_fn(host_auth));
     let server = TestServer::start(host).await;
     for mount in ["/app", "/apps/intro"] {
-        let target = RunTarget {
-            addr: server.addr,
+        run_mount_refuses_foreign_origins(&RunTarget::new(
+            &server,
             mount,
-            credentials: &[("cookie", "host_session=ada")],
-        };
-        run_mount_refuses_foreign_origins(&target).await;
+            &[("cookie", "host_session=ada")],
+        ))
+        .await;
     }
     server.stop().await;
     app.shutdown().await;
@@ -550,17 +483,15 @@ async fn run_mounts_behind_a_hosts_own_middleware_refuse_foreign_origins() {
 
 /// `Host: {name}` requests against a gateway bound to 127.0.0.1.
 async fn with_host(server: &TestServer, path: &str, host: &str, extra: &[(&str, &str)]) -> Reply {
-    let mut headers = vec![("host", host), html()[0]];
+    let mut headers = vec![("host", host), HTML];
     headers.extend_from_slice(extra);
-    send(Method::GET, &server.url(path), &headers, "").await
+    server.get(path, &headers).await
 }
 
 #[tokio::test]
 async fn a_rebound_dns_name_is_refused_on_loopback() {
     let directory = notebook_directory();
-    let app = open_app(directory.path());
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = Gateway::start(open_app(directory.path())).await;
     let port = server.addr.port();
     let evil = format!("evil.test:{port}");
     let evil_origin = format!("http://{evil}");
@@ -571,13 +502,13 @@ async fn a_rebound_dns_name_is_refused_on_loopback() {
             reply.status,
             StatusCode::FORBIDDEN,
             "{path}: {}",
-            brief(&reply)
+            reply.brief()
         );
-        assert!(reply.body.contains("Host"), "says why: {}", brief(&reply));
+        assert!(reply.body.contains("Host"), "says why: {}", reply.brief());
     }
     // The attacker's page is same-origin with itself: Host and Origin agree.
     for path in ["/app/ws", "/apps/intro/ws"] {
-        let url = format!("ws://{}{path}?session_id=rebound", server.addr);
+        let url = server.ws_url(&format!("{path}?session_id=rebound"));
         let refused = ws_connect(&url, &[("host", &evil), ("origin", &evil_origin)]).await;
         assert_eq!(refused.err(), Some(StatusCode::FORBIDDEN), "{path}");
     }
@@ -593,55 +524,27 @@ async fn a_rebound_dns_name_is_refused_on_loopback() {
     .enumerate()
     {
         let reply = with_host(&server, "/app/", &host, &[]).await;
-        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", brief(&reply));
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.brief());
         let origin = format!("http://{host}");
-        let url = format!("ws://{}/apps/intro/ws?session_id=local-{n}", server.addr);
-        let mut ws = ws_connect(&url, &[("host", &host), ("origin", &origin)])
-            .await
-            .unwrap_or_else(|status| panic!("{host}: {status}"));
-        ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
+        let url = server.ws_url(&format!("/apps/intro/ws?session_id=local-{n}"));
+        kernel(&url, &[("host", &host), ("origin", &origin)]).await;
     }
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_host_is_checked() {
-    let app = create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .auth(AuthLayer::new(Token::new(TOKEN)).trust_forwarded_headers(true))
-        .allowed_hosts(["marimo.test"])
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
-    let bearer = format!("Bearer {TOKEN}");
+    let server = app_at(|app| {
+        app.auth(AuthLayer::new(Token::new(TOKEN)).trust_forwarded_headers(true))
+            .allowed_hosts(["marimo.test"])
+    })
+    .await;
     let local = server.addr.to_string();
-    let reply = with_host(
-        &server,
-        "/app/",
-        &local,
-        &[
-            ("x-forwarded-host", "evil.test"),
-            ("authorization", &bearer),
-        ],
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", brief(&reply));
-    let reply = with_host(
-        &server,
-        "/app/",
-        &local,
-        &[
-            ("x-forwarded-host", "localhost"),
-            ("authorization", &bearer),
-        ],
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", brief(&reply));
-    // The public name the proxy forwards, once allowed; the Host the proxy sent no longer
-    // decides.
+    // Whatever the proxy forwards is checked; the Host the proxy sent no longer decides once
+    // the public name the proxy forwards is allowed.
     for (host, forwarded, status) in [
+        (local.as_str(), "evil.test", StatusCode::FORBIDDEN),
+        (local.as_str(), "localhost", StatusCode::OK),
         (local.as_str(), "marimo.test:443", StatusCode::OK),
         ("evil.test", "marimo.test", StatusCode::OK),
         (local.as_str(), "other.test", StatusCode::FORBIDDEN),
@@ -650,18 +553,17 @@ async fn behind_a_trusted_proxy_the_forwarded_host_is_checked() {
             &server,
             "/app/",
             host,
-            &[("x-forwarded-host", forwarded), ("authorization", &bearer)],
+            &[("x-forwarded-host", forwarded), BEARER],
         )
         .await;
         assert_eq!(
             reply.status,
             status,
             "{host} / {forwarded}: {}",
-            brief(&reply)
+            reply.brief()
         );
     }
     server.stop().await;
-    app.shutdown().await;
 }
 
 const ALLOWED: &str = "https://app.example.com";
@@ -699,16 +601,12 @@ async fn allowed_origin_is_served_with_cors(target: &RunTarget<'_>) {
 
     let session = format!("allowed{}", mount.replace('/', "-"));
     let (mut ws, slider) = target.kernel(&session, ALLOWED).await;
-    let body = serde_json::json!({ "objectIds": [slider], "values": [5] }).to_string();
-    let mut headers = target.with(&[("content-type", "application/json"), ("origin", ALLOWED)]);
-    headers.push(("marimo-session-id", &session));
-    let reply = send(Method::POST, &api, &headers, &body).await;
-    assert_eq!(reply.status, StatusCode::OK, "{mount}: {}", brief(&reply));
+    let reply = target
+        .set_slider(&session, &slider, 5, &[("origin", ALLOWED)])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{mount}: {}", reply.brief());
     assert_cors_for(mount, "POST", &reply.headers);
-    ws_until(&mut ws, WS, |m| {
-        output_contains(m, "Slider value is <strong>5</strong>")
-    })
-    .await;
+    until_output(&mut ws, &slider_at(5)).await;
     drop(ws);
     let page = send(
         Method::GET,
@@ -717,7 +615,7 @@ async fn allowed_origin_is_served_with_cors(target: &RunTarget<'_>) {
         "",
     )
     .await;
-    assert_eq!(page.status, StatusCode::OK, "{mount}: {}", brief(&page));
+    assert_eq!(page.status, StatusCode::OK, "{mount}: {}", page.brief());
     assert_cors_for(mount, "page", &page.headers);
 }
 
@@ -741,28 +639,16 @@ fn assert_cors_for(mount: &str, what: &str, headers: &HeaderMap) {
 #[tokio::test]
 async fn allowed_origins_are_served_with_cors_with_and_without_auth() {
     let directory = notebook_directory();
-    let open = create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .with_dynamic_directory("/apps", directory.path())
-        .allowed_origins([ALLOWED])
-        .build()
-        .unwrap();
+    let open = app_at(|app| {
+        app.with_dynamic_directory("/apps", directory.path())
+            .allowed_origins([ALLOWED])
+    })
+    .await;
     // The auth layer's own list reaches the notebook services too.
-    let guarded = create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .auth(AuthLayer::new(Token::new(TOKEN)).allowed_origins([ALLOWED]))
-        .build()
-        .unwrap();
-    start_backends(&open).await;
-    start_backends(&guarded).await;
-    let open_server = TestServer::start(open.clone()).await;
-    let guarded_server = TestServer::start(guarded.clone()).await;
+    let guarded =
+        app_at(|app| app.auth(AuthLayer::new(Token::new(TOKEN)).allowed_origins([ALLOWED]))).await;
     for mount in ["/app", "/apps/intro"] {
-        let target = RunTarget {
-            addr: open_server.addr,
-            mount,
-            credentials: &[],
-        };
+        let target = RunTarget::new(&open, mount, &[]);
         allowed_origin_is_served_with_cors(&target).await;
         // Other origins are still refused.
         assert_eq!(
@@ -770,40 +656,25 @@ async fn allowed_origins_are_served_with_cors_with_and_without_auth() {
             Some(StatusCode::FORBIDDEN)
         );
     }
-    let bearer = format!("Bearer {TOKEN}");
-    let target = RunTarget {
-        addr: guarded_server.addr,
-        mount: "/app",
-        credentials: &[("authorization", &bearer)],
-    };
-    allowed_origin_is_served_with_cors(&target).await;
-    open_server.stop().await;
-    guarded_server.stop().await;
-    open.shutdown().await;
-    guarded.shutdown().await;
+    allowed_origin_is_served_with_cors(&RunTarget::new(&guarded, "/app", &[BEARER])).await;
+    open.stop().await;
+    guarded.stop().await;
 }
 
 #[tokio::test]
 async fn allowed_host_names_pass_on_loopback() {
-    let app = create_app()
-        .with_app("/app", example_notebook("intro.py"))
-        .allowed_hosts(["marimo.test"])
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = app_at(|app| app.allowed_hosts(["marimo.test"])).await;
     let port = server.addr.port();
     let named = format!("marimo.test:{port}");
     let reply = with_host(&server, "/app/", &named, &[]).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", brief(&reply));
-    let url = format!("ws://{}/app/ws?session_id=named", server.addr);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.brief());
     let origin = format!("http://{named}");
-    let mut ws = ws_connect(&url, &[("host", &named), ("origin", &origin)])
-        .await
-        .expect("an allowed name's WebSocket");
-    ws_until(&mut ws, WS, |m| m["op"] == "kernel-ready").await;
+    kernel(
+        &server.ws_url("/app/ws?session_id=named"),
+        &[("host", &named), ("origin", &origin)],
+    )
+    .await;
     let other = with_host(&server, "/app/", &format!("other.test:{port}"), &[]).await;
-    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", brief(&other));
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.brief());
     server.stop().await;
-    app.shutdown().await;
 }

@@ -4,13 +4,13 @@
 //! (`nginx -t` with Debian's nginx, which `.ci/install-haproxy` installs).
 //! tests/replicas.rs runs the nginx configuration in front of real replicas.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize as _;
 use serde_yaml_ng::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_marimo-rs");
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,7 +45,7 @@ fn str_of<'a>(value: &'a Value, what: &str) -> &'a str {
 
 /// `[default: N]` of `--port` in `marimo-rs serve --help`.
 fn default_port() -> u16 {
-    let help = Command::new(BIN)
+    let help = Command::new(common::process::bin())
         .args(["serve", "--help"])
         .output()
         .unwrap();
@@ -127,7 +127,7 @@ fn the_kubernetes_manifest_is_complete_and_matches_the_binary() {
         .collect();
     assert!(args.contains(&"--token"), "authentication is on: {args:?}");
     // Every flag the manifest passes is one the binary knows (no drift from the CLI).
-    let help = Command::new(BIN)
+    let help = Command::new(common::process::bin())
         .args(["serve", "--help"])
         .output()
         .unwrap();
@@ -261,17 +261,6 @@ fn the_dockerfile_builds_the_binary_and_runs_it_on_pinned_marimo_as_a_user() {
         .is_file());
 }
 
-/// The nginx binary (Debian installs it in /usr/sbin).
-fn nginx() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())
-        .expect(
-            "nginx is not installed: run `bash .ci/install-haproxy` (installs haproxy and nginx)",
-        )
-}
-
 #[test]
 fn the_nginx_configuration_passes_nginx_t() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,7 +277,7 @@ fn the_nginx_configuration_passes_nginx_t() {
         ),
     )
     .unwrap();
-    let output = Command::new(nginx())
+    let output = Command::new(common::balancer::program("nginx"))
         .arg("-t")
         .arg("-p")
         .arg(dir.path())

@@ -9,19 +9,19 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::marimo::{kernel, load_page, output_contains, until_output, Gateway, OUTPUT_WAIT};
+use common::raw::round_trip;
 use common::{
-    example_notebook, first_script, get, html, output_contains, raw, send, start_backends,
-    wait_gone, ws_connect, ws_until, TestServer, Ws,
+    eventually, example_notebook, wait_gone, ws_until, Endpoint, Reply, Site, TestServer, Ws, HTML,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use marimo_rs::{
-    create_app, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile, User, Validation,
+    create_app, AppBuilder, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile,
+    User, Validation,
 };
 use tower::layer::layer_fn;
 use tower::util::{BoxCloneSyncService, MapRequestLayer};
 use tower::ServiceExt;
-
-const MESSAGES: Duration = Duration::from_secs(60);
 
 type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
@@ -38,24 +38,39 @@ fn put(dir: &Path, relative: &str, content: &str) {
     std::fs::write(path, content).unwrap();
 }
 
+/// A kernel session of the directory notebook `notebook` (`team/q3`), ready.
 async fn open_session(
     server: &TestServer,
     notebook: &str,
     session: &str,
     headers: &[(&str, &str)],
 ) -> Ws {
-    let url = format!(
-        "ws://{}/apps/{notebook}/ws?session_id={session}",
-        server.addr
-    );
-    let mut ws = ws_connect(&url, headers).await.expect("WebSocket accepted");
-    ws_until(&mut ws, MESSAGES, |m| m["op"] == "kernel-ready").await;
-    ws
+    kernel(
+        &server.ws_url(&format!("/apps/{notebook}/ws?session_id={session}")),
+        headers,
+    )
+    .await
 }
 
-/// `GET {path}api/version` (waits for the backend): the notebook's backend answers.
-async fn version(server: &TestServer, notebook_path: &str) -> common::Reply {
-    get(&server.url(&format!("{notebook_path}api/version"))).await
+/// `GET {notebook}/api/version` (waits for the backend): the notebook's backend answers.
+async fn version(server: &TestServer, notebook: &str) -> Reply {
+    common::marimo::version(&server.url(notebook)).await
+}
+
+/// The fixture's directory at `/apps`, served (its notebooks start on demand).
+async fn serve_fixture(fixture: &Fixture) -> Gateway {
+    Gateway::serve(
+        create_app()
+            .with_dynamic_directory("/apps", &fixture.dir)
+            .build()
+            .unwrap(),
+    )
+    .await
+}
+
+/// `/apps` serving `dir`, started on demand, behind a real server (Python provisioned).
+async fn apps(builder: AppBuilder) -> Gateway {
+    Gateway::start(builder.startup_wait(Duration::from_secs(90))).await
 }
 
 /// Whether the app reports no running backend within `timeout` (a stopped process is seen
@@ -155,14 +170,11 @@ fn the_mount_path_and_the_directory_are_checked_at_build() {
 #[tokio::test]
 async fn unsafe_missing_and_hidden_paths_are_404_and_start_nothing() {
     let fixture = fixture();
-    let app = create_app()
-        .with_dynamic_directory("/apps", &fixture.dir)
-        .build()
-        .unwrap();
-    let server = TestServer::start(app.clone()).await;
+    let server = serve_fixture(&fixture).await;
+    let app = &server.app;
 
     // The control case: the same requests can reach a notebook.
-    let valid = get(&server.url("/apps/sales")).await;
+    let valid = server.get("/apps/sales", &[]).await;
     assert_eq!(valid.status, StatusCode::TEMPORARY_REDIRECT);
 
     for path in [
@@ -206,7 +218,7 @@ async fn unsafe_missing_and_hidden_paths_are_404_and_start_nothing() {
         "/apps/escape",
         "/apps/linked/secret/",
     ] {
-        let reply = get(&server.url(path)).await;
+        let reply = server.get(path, &[]).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {reply:?}");
         assert_eq!(reply.body, "Not Found", "{path}");
     }
@@ -215,7 +227,7 @@ async fn unsafe_missing_and_hidden_paths_are_404_and_start_nothing() {
         "GET /apps/..\\secret/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         "GET /apps/team\\..\\..\\secret/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     ] {
-        let response = raw(server.addr, request.as_bytes()).await;
+        let response = round_trip(server.addr, request.as_bytes()).await;
         assert!(
             response.starts_with("HTTP/1.1 404") || response.starts_with("HTTP/1.1 400"),
             "{request:?}: {response}"
@@ -223,23 +235,19 @@ async fn unsafe_missing_and_hidden_paths_are_404_and_start_nothing() {
     }
     assert!(app.backend_pids().is_empty(), "nothing was started");
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_index_lists_visible_notebooks_with_relative_escaped_links() {
     let fixture = fixture();
-    let app = create_app()
-        .with_dynamic_directory("/apps", &fixture.dir)
-        .build()
-        .unwrap();
-    let server = TestServer::start(app.clone()).await;
+    let server = serve_fixture(&fixture).await;
+    let app = &server.app;
 
-    let redirect = get(&server.url("/apps?x=1")).await;
+    let redirect = server.get("/apps?x=1", &[]).await;
     assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(redirect.header("location"), Some("apps/?x=1"));
 
-    let index = get(&server.url("/apps/")).await;
+    let index = server.get("/apps/", &[]).await;
     assert_eq!(index.status, StatusCode::OK);
     assert!(index
         .header("content-type")
@@ -260,11 +268,11 @@ async fn the_index_lists_visible_notebooks_with_relative_escaped_links() {
         assert!(!body.contains(hidden), "{hidden} is listed: {body}");
     }
     // The listed links work: a relative link from /apps/ reaches the notebook.
-    let linked = get(&server.url("/apps/a%26b")).await;
+    let linked = server.get("/apps/a%26b", &[]).await;
     assert_eq!(linked.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(linked.header("location"), Some("a%26b/"));
 
-    let post = send(Method::POST, &server.url("/apps/"), &[], "").await;
+    let post = server.send(Method::POST, "/apps/", &[], "").await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(app.backend_pids().is_empty());
     server.stop().await;
@@ -277,17 +285,12 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
     put(dir, "sales.py", &notebook("Sales report"));
     put(dir, "team/q3.py", &notebook("Team Q3 numbers"));
     put(dir, "a/b/c/d/deep.py", &notebook("Deep down"));
-    let app = create_app()
-        .with_dynamic_directory("/apps", dir)
-        .startup_wait(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
+    let server = apps(create_app().with_dynamic_directory("/apps", dir)).await;
+    let app = &server.app;
     assert!(
         app.backend_pids().is_empty(),
         "directory notebooks start on demand"
     );
-    let server = TestServer::start(app.clone()).await;
 
     for (path, location) in [
         ("/apps/sales?x=1&y=two", "sales/?x=1&y=two"),
@@ -295,58 +298,45 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
         ("/apps/team/q3?tab=2", "q3/?tab=2"),
         ("/apps/a/b/c/d/deep?k=v", "deep/?k=v"),
     ] {
-        let redirect = get(&server.url(path)).await;
+        let redirect = server.get(path, &[]).await;
         assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
         assert_eq!(redirect.header("location"), Some(location), "{path}");
     }
     assert!(app.backend_pids().is_empty(), "redirects start nothing");
 
-    let reply = version(&server, "/apps/team/q3/").await;
+    let reply = version(&server, "/apps/team/q3").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.body.trim_matches('"'), marimo_rs::MARIMO_VERSION);
-    let q3 = one_pid(&app);
+    let q3 = one_pid(app);
 
-    let page = send(Method::GET, &server.url("/apps/team/q3/"), &html(), "").await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(
-        page.body.contains("__MARIMO_MOUNT_CONFIG__"),
-        "marimo's page"
-    );
+    let page = load_page(&server, "/apps/team/q3/", &[]).await;
     assert!(page.body.contains(r#""filename": "q3.py""#));
     assert!(
         !page.body.contains(dir.to_str().unwrap()),
         "the directory is not leaked"
     );
-    let asset = first_script(&page.body);
-    let script = get(&server.url(&format!("/apps/team/q3/{asset}"))).await;
-    assert_eq!(script.status, StatusCode::OK, "{asset}");
-    assert!(script
-        .header("content-type")
-        .unwrap()
-        .contains("javascript"));
 
     let mut ws = open_session(&server, "team/q3", "nested-1", &[]).await;
-    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Team Q3 numbers")).await;
+    until_output(&mut ws, "Team Q3 numbers").await;
     drop(ws);
 
     // Every request for the same file used the same backend.
     assert_eq!(
-        version(&server, "/apps/team/q3/").await.status,
+        version(&server, "/apps/team/q3").await.status,
         StatusCode::OK
     );
-    assert_eq!(one_pid(&app), q3, "one backend per file");
+    assert_eq!(one_pid(app), q3, "one backend per file");
 
-    let deep = version(&server, "/apps/a/b/c/d/deep/").await;
+    let deep = version(&server, "/apps/a/b/c/d/deep").await;
     assert_eq!(deep.status, StatusCode::OK, "{deep:?}");
     let pids = app.backend_pids();
     assert_eq!(pids.len(), 2, "{pids:?}");
     assert!(pids.contains(&q3));
     let mut ws = open_session(&server, "a/b/c/d/deep", "deep-1", &[]).await;
-    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Deep down")).await;
+    until_output(&mut ws, "Deep down").await;
     drop(ws);
 
     server.stop().await;
-    app.shutdown().await;
     for pid in pids {
         assert!(
             wait_gone(pid, Duration::from_secs(10)).await,
@@ -359,37 +349,34 @@ async fn nested_notebooks_redirects_assets_websocket_and_one_backend_per_file() 
 async fn files_added_and_deleted_at_runtime_are_picked_up() {
     let base = tempfile::tempdir().unwrap();
     let dir = base.path();
-    let app = create_app()
-        .with_dynamic_directory("/apps", dir)
-        .startup_wait(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = apps(create_app().with_dynamic_directory("/apps", dir)).await;
+    let app = &server.app;
 
     assert_eq!(
-        get(&server.url("/apps/late/")).await.status,
+        server.get("/apps/late/", &[]).await.status,
         StatusCode::NOT_FOUND
     );
-    assert!(get(&server.url("/apps/"))
+    assert!(server
+        .get("/apps/", &[])
         .await
         .body
         .contains("No notebooks."));
 
     put(dir, "late.py", &notebook("Added later"));
-    let reply = version(&server, "/apps/late/").await;
+    let reply = version(&server, "/apps/late").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    let pid = one_pid(&app);
-    assert!(get(&server.url("/apps/"))
+    let pid = one_pid(app);
+    assert!(server
+        .get("/apps/", &[])
         .await
         .body
         .contains(r#"href="./late/""#));
 
     std::fs::remove_file(dir.join("late.py")).unwrap();
-    let gone = send(Method::GET, &server.url("/apps/late/"), &html(), "").await;
+    let gone = server.get("/apps/late/", &[HTML]).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        version(&server, "/apps/late/").await.status,
+        version(&server, "/apps/late").await.status,
         StatusCode::NOT_FOUND
     );
     assert!(
@@ -397,35 +384,21 @@ async fn files_added_and_deleted_at_runtime_are_picked_up() {
         "the deleted notebook's backend stopped"
     );
     assert!(
-        no_backends_within(&app, Duration::from_secs(5)).await,
+        no_backends_within(app, Duration::from_secs(5)).await,
         "{:?}",
         app.backend_pids()
     );
-    assert!(!get(&server.url("/apps/")).await.body.contains("late"));
+    assert!(!server.get("/apps/", &[]).await.body.contains("late"));
 
     // Put back, it is served again (by a new backend).
     put(dir, "late.py", &notebook("Added later"));
-    assert_eq!(version(&server, "/apps/late/").await.status, StatusCode::OK);
-    assert_ne!(one_pid(&app), pid);
+    assert_eq!(version(&server, "/apps/late").await.status, StatusCode::OK);
+    assert_ne!(one_pid(app), pid);
     server.stop().await;
-    app.shutdown().await;
 }
 
 /// A per-notebook layer that reports what it saw on response headers.
-fn reporting_layer() -> impl tower::Layer<
-    Inner,
-    Service = impl tower::Service<
-        Request<Body>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future = impl Send,
-    > + Clone
-                  + Send
-                  + Sync
-                  + 'static,
-> + Send
-       + Sync
-       + 'static {
+fn reporting_layer() -> impl tower::Layer<Inner, Service = impl Endpoint> + Send + Sync + 'static {
     layer_fn(|inner: Inner| {
         tower::service_fn(move |req: Request<Body>| {
             let file = req
@@ -472,7 +445,7 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
     for name in ["open", "secret", "forbidden"] {
         put(dir, &format!("{name}.py"), &notebook(name));
     }
-    let app = create_app()
+    let builder = create_app()
         .layer(test_login())
         .mount(
             "/apps",
@@ -505,38 +478,31 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
         .mount(
             "/single",
             Mount::app(example_notebook("intro.py")).layer(reporting_layer()),
-        )
-        .startup_wait(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
+        );
+    let server = apps(builder).await;
+    let app = &server.app;
     // `start()` started the `with_app` notebook; directory notebooks start on demand.
-    let single_pid = one_pid(&app);
-    let server = TestServer::start(app.clone()).await;
+    let single_pid = one_pid(app);
 
     for path in ["/apps/secret/", "/apps/secret", "/apps/secret/api/version"] {
-        let denied = get(&server.url(path)).await;
+        let denied = server.get(path, &[]).await;
         assert_eq!(denied.status, StatusCode::NOT_FOUND, "{path}");
         assert!(
             denied.header("x-notebook-file").is_none(),
             "denied before the layers"
         );
     }
-    let forbidden = send(
-        Method::GET,
-        &server.url("/apps/forbidden/"),
-        &[("x-test-login", "bob")],
-        "",
-    )
-    .await;
+    let forbidden = server
+        .get("/apps/forbidden/", &[("x-test-login", "bob")])
+        .await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
     assert_eq!(forbidden.body, "forbidden for bob");
     assert_eq!(
-        get(&server.url("/apps/open")).await.status,
+        server.get("/apps/open", &[]).await.status,
         StatusCode::TEMPORARY_REDIRECT
     );
 
-    let index = get(&server.url("/apps/")).await;
+    let index = server.get("/apps/", &[]).await;
     assert!(index.body.contains(r#"href="./open/""#), "{}", index.body);
     assert!(
         !index.body.contains("secret") && !index.body.contains("forbidden"),
@@ -544,7 +510,7 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
         index.body
     );
 
-    let allowed = version(&server, "/apps/open/").await;
+    let allowed = version(&server, "/apps/open").await;
     assert_eq!(allowed.status, StatusCode::OK, "{allowed:?}");
     let expected = std::path::absolute(dir.join("open.py")).unwrap();
     assert_eq!(
@@ -557,7 +523,7 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
     assert!(pids.contains(&single_pid));
 
     // `with_app` mounts give their layers the notebook file too.
-    let single = version(&server, "/single/").await;
+    let single = version(&server, "/single").await;
     assert_eq!(single.status, StatusCode::OK, "{single:?}");
     let expected = example_notebook("intro.py").canonicalize().unwrap();
     assert_eq!(
@@ -566,7 +532,6 @@ async fn the_validate_callback_allows_denies_or_answers_and_layers_see_the_file(
     );
     assert_eq!(single.header("x-mount-prefix"), Some("/single"));
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
@@ -574,9 +539,8 @@ async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
     use base64::Engine;
     let base = tempfile::tempdir().unwrap();
     put(base.path(), "whoami.py", &notebook("Who am I"));
-    let app = create_app()
-        .layer(test_login())
-        .mount(
+    let server = apps(
+        create_app().layer(test_login()).mount(
             "/apps",
             Mount::directory(base.path())
                 // A sync callback that reads the host's `User`: the anonymous get nothing.
@@ -585,61 +549,34 @@ async fn the_host_user_reaches_the_notebook_and_a_client_header_does_not() {
                     let forging = request.headers.contains_key("x-forging");
                     (signed_in || forging).into()
                 }),
-        )
-        .startup_wait(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+        ),
+    )
+    .await;
     assert_eq!(
-        get(&server.url("/apps/whoami/")).await.status,
+        server.get("/apps/whoami/", &[]).await.status,
         StatusCode::NOT_FOUND
     );
 
     let forged =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"name":"mallory","meta":{}}"#);
-    let mut ada = open_session(&server, "whoami", "as-ada", &[("x-test-login", "ada")]).await;
-    ws_until(&mut ada, MESSAGES, |m| {
-        output_contains(m, "Signed in as: <strong>ada</strong>")
-    })
-    .await;
-    drop(ada);
-
-    let mut ada_forging = open_session(
-        &server,
-        "whoami",
-        "ada-forging",
-        &[("x-test-login", "ada"), ("x-marimo-rs-user", &forged)],
-    )
-    .await;
-    ws_until(&mut ada_forging, MESSAGES, |m| {
-        assert!(
-            !output_contains(m, "mallory"),
-            "the forged identity reached the notebook"
-        );
-        output_contains(m, "Signed in as: <strong>ada</strong>")
-    })
-    .await;
-    drop(ada_forging);
-
-    let mut forger = open_session(
-        &server,
-        "whoami",
-        "forger",
-        &[("x-forging", "1"), ("x-marimo-rs-user", &forged)],
-    )
-    .await;
-    ws_until(&mut forger, MESSAGES, |m| {
-        assert!(
-            !output_contains(m, "mallory"),
-            "the forged identity reached the notebook"
-        );
-        output_contains(m, "Not signed in.")
-    })
-    .await;
-    drop(forger);
+    let signed_in_as = async |session: &str, headers: &[(&str, &str)], expected: &str| {
+        let mut ws = open_session(&server, "whoami", session, headers).await;
+        ws_until(&mut ws, OUTPUT_WAIT, |m| {
+            assert!(
+                !output_contains(m, "mallory"),
+                "the forged identity reached the notebook"
+            );
+            output_contains(m, expected)
+        })
+        .await;
+    };
+    let ada = "Signed in as: <strong>ada</strong>";
+    signed_in_as("as-ada", &[("x-test-login", "ada")], ada).await;
+    let forging_ada = [("x-test-login", "ada"), ("x-marimo-rs-user", &forged)];
+    signed_in_as("ada-forging", &forging_ada, ada).await;
+    let forger = [("x-forging", "1"), ("x-marimo-rs-user", &forged)];
+    signed_in_as("forger", &forger, "Not signed in.").await;
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
@@ -649,18 +586,13 @@ async fn a_re_pointed_directory_symlink_serves_the_new_version() {
     put(base.path(), "v2/report.py", &notebook("Version two"));
     let current = base.path().join("current");
     std::os::unix::fs::symlink("v1", &current).unwrap();
-    let app = create_app()
-        .with_dynamic_directory("/apps", &current)
-        .startup_wait(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = apps(create_app().with_dynamic_directory("/apps", &current)).await;
+    let app = &server.app;
 
     let mut ws = open_session(&server, "report", "before", &[]).await;
-    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Version one")).await;
+    until_output(&mut ws, "Version one").await;
     drop(ws);
-    let old = one_pid(&app);
+    let old = one_pid(app);
 
     // An atomic deploy: a new symlink renamed over the old one.
     let next = base.path().join("next");
@@ -668,15 +600,14 @@ async fn a_re_pointed_directory_symlink_serves_the_new_version() {
     std::fs::rename(&next, &current).unwrap();
 
     let mut ws = open_session(&server, "report", "after", &[]).await;
-    ws_until(&mut ws, MESSAGES, |m| output_contains(m, "Version two")).await;
+    until_output(&mut ws, "Version two").await;
     drop(ws);
     assert!(
         wait_gone(old, Duration::from_secs(15)).await,
         "the old version's backend stopped"
     );
-    assert_ne!(settled_pid(&app).await, old);
+    assert_ne!(settled_pid(app).await, old);
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
@@ -684,43 +615,36 @@ async fn beyond_max_backends_the_least_recently_used_idle_one_stops() {
     let base = tempfile::tempdir().unwrap();
     put(base.path(), "a.py", &notebook("Notebook A"));
     put(base.path(), "b.py", &notebook("Notebook B"));
-    let app = create_app()
-        .mount("/apps", Mount::directory(base.path()).max_backends(1))
-        .startup_wait(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server =
+        apps(create_app().mount("/apps", Mount::directory(base.path()).max_backends(1))).await;
+    let app = &server.app;
 
-    assert_eq!(version(&server, "/apps/a/").await.status, StatusCode::OK);
-    let a = one_pid(&app);
-    assert_eq!(version(&server, "/apps/b/").await.status, StatusCode::OK);
+    assert_eq!(version(&server, "/apps/a").await.status, StatusCode::OK);
+    let a = one_pid(app);
+    assert_eq!(version(&server, "/apps/b").await.status, StatusCode::OK);
     assert!(
         wait_gone(a, Duration::from_secs(15)).await,
         "a was stopped to make room for b"
     );
-    let b = settled_pid(&app).await;
+    let b = settled_pid(app).await;
     assert_ne!(a, b);
 
     // A backend with an open WebSocket is never stopped for another one.
     let ws = open_session(&server, "b", "keep-b", &[]).await;
-    let busy = get(&server.url("/apps/a/api/version")).await;
+    let busy = server.get("/apps/a/api/version", &[]).await;
     assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE, "{busy:?}");
     assert!(busy.header("retry-after").is_some());
-    assert_eq!(one_pid(&app), b);
+    assert_eq!(one_pid(app), b);
 
     // Once it closes, the next notebook can take its place.
     drop(ws);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = version(&server, "/apps/a/").await;
-        if reply.status == StatusCode::OK {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        async || version(&server, "/apps/a").await,
+        |reply| reply.status == StatusCode::OK,
+    )
+    .await;
     assert!(wait_gone(b, Duration::from_secs(15)).await);
     server.stop().await;
-    app.shutdown().await;
 }

@@ -6,15 +6,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::ExitStatus;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{output_contains, send, wait_gone, ws_connect, ws_until, Reply};
+use common::marimo::{is_notebook_page, kernel, until_output};
+use common::process::Spawned;
+use common::{
+    assert_sent_to_login, descendants, wait_gone, ws_connect, Reply, Site, FORM, HTML, JSON,
+};
 use http::{Method, StatusCode};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
 const EXAMPLES: &[&str] = &[
     "axum_custom_login",
@@ -23,11 +26,6 @@ const EXAMPLES: &[&str] = &[
     "dynamic_directory",
     "nested_prefix",
 ];
-/// A notebook backend's first start (and, on a fresh machine, provisioning Python) is slow.
-const WS_WAIT: Duration = Duration::from_secs(120);
-
-const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 /// The example binaries, built once per test run (a no-op after `cargo test` built them).
 fn example_binary(name: &str) -> PathBuf {
@@ -69,10 +67,7 @@ fn example_binary(name: &str) -> PathBuf {
 
 /// One running example.
 struct Example {
-    name: &'static str,
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    log: Arc<Mutex<String>>,
+    process: Spawned,
     /// `http://127.0.0.1:PORT`, from its `listening on` line.
     base: String,
 }
@@ -85,152 +80,64 @@ impl Example {
             .env("PORT", "0")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("the example starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().unwrap(), log.clone());
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut example = Self {
-            name,
-            child,
-            stdout,
-            log,
-            base: String::new(),
-        };
-        let first = example.line().await;
-        example.base = first
+            .envs(env.iter().copied());
+        let mut process = Spawned::start(name, command, None).await;
+        let first = process.line(Duration::from_secs(60)).await;
+        let base = first
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("{name} printed {first:?} first"))
             .to_owned();
-        example
+        Self { process, base }
     }
 
     /// The next line the example printed on stdout.
     async fn line(&mut self) -> String {
-        let line = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{} printed nothing for 60 s", self.name))
-            .unwrap();
-        line.unwrap_or_else(|| panic!("{} closed its stdout", self.name))
+        self.process.line(Duration::from_secs(60)).await
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Posts an HTML form's `body` to `path`.
+    async fn post_form(&self, path: &str, body: &str) -> Reply {
+        self.send(Method::POST, path, &[FORM], body).await
     }
 
-    fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.base.strip_prefix("http://").unwrap())
+    /// The status a WebSocket to `path` with `headers` is refused with.
+    async fn ws_refusal(&self, path: &str, headers: &[(&str, &str)]) -> Option<StatusCode> {
+        ws_connect(&self.ws_url(path), headers).await.err()
     }
 
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Reply {
-        send(method, &self.url(path), headers, body).await
+    /// Opens the notebook's WebSocket at `path`, waits for `kernel-ready`, then for an output
+    /// containing `text`.
+    async fn expect_output(&self, path: &str, headers: &[(&str, &str)], text: &str) {
+        let mut ws = kernel(&self.ws_url(path), headers).await;
+        until_output(&mut ws, text).await;
     }
 
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        self.request(Method::GET, path, headers, "").await
+    /// Signed in with `cookie`: the kernel at `ws` shows `text`, and `page` is marimo's page.
+    async fn expect_notebook(&self, ws: &str, page: &str, cookie: &str, text: &str) {
+        self.expect_output(ws, &[("cookie", cookie)], text).await;
+        let reply = self.get(page, &[HTML, ("cookie", cookie)]).await;
+        assert!(is_notebook_page(&reply), "{page}: {}", reply.brief());
     }
 
     /// SIGTERM, then waits for the exit; returns its status. Also checks that the notebook
     /// backends it started are gone with it.
     async fn stop(mut self) -> ExitStatus {
-        let pid = self.child.id().expect("still running");
-        let backends = children_of(pid);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not exit within 30 s of SIGTERM", self.name))
-            .unwrap();
+        let backends = descendants(self.process.pid());
+        let (status, _, _) = self.process.terminate(Duration::from_secs(30)).await;
         for backend in backends {
             assert!(
                 wait_gone(backend, Duration::from_secs(10)).await,
-                "{}: backend {backend} outlived it",
-                self.name
+                "backend {backend} outlived the example"
             );
         }
         status
     }
 }
 
-impl Drop for Example {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} stderr ---\n{}", self.name, self.log.lock().unwrap());
-        }
+impl Site for Example {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
-}
-
-/// Appends everything `stream` says to `log`.
-fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut log = log.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-}
-
-/// Process ids whose parent is `pid` (an example's notebook backends).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
-                // "pid (comm) state ppid …"; comm may contain spaces and parentheses.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(pid)
-            })
-        })
-        .collect()
-}
-
-/// `name=value` of the `Set-Cookie` for `name`, as a `Cookie` header value.
-fn cookie_named(reply: &Reply, name: &str) -> String {
-    reply
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|value| value.to_str().unwrap())
-        .find(|value| value.starts_with(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} cookie in {reply:?}"))
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-/// Opens the notebook's WebSocket at `path`, waits for `kernel-ready`, then for an output
-/// containing `text`.
-async fn expect_output(example: &Example, path: &str, headers: &[(&str, &str)], text: &str) {
-    let url = example.ws_url(path);
-    let mut ws = ws_connect(&url, headers)
-        .await
-        .unwrap_or_else(|status| panic!("{url}: WebSocket refused with {status}"));
-    ws_until(&mut ws, WS_WAIT, |m| m["op"] == "kernel-ready").await;
-    ws_until(&mut ws, Duration::from_secs(60), |m| {
-        output_contains(m, text)
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -248,9 +155,7 @@ async fn axum_custom_login_signs_in_and_the_notebook_sees_the_user() {
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     assert_eq!(api.body, r#"{"detail":"Not authenticated"}"#);
     assert_eq!(
-        ws_connect(&example.ws_url("/ws?session_id=anon"), &[])
-            .await
-            .err(),
+        example.ws_refusal("/ws?session_id=anon", &[]).await,
         Some(StatusCode::UNAUTHORIZED)
     );
     let form = example.get("/login?next=%2F", &[HTML]).await;
@@ -262,16 +167,14 @@ async fn axum_custom_login_signs_in_and_the_notebook_sees_the_user() {
         "username=alice&password=nope",
         "username=mallory&password=wonderland",
     ] {
-        let refused = example.request(Method::POST, "/login", &[FORM], body).await;
+        let refused = example.post_form("/login", body).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{body}");
         assert!(refused.header("set-cookie").is_none());
     }
     // `next` must stay on this site.
     let offsite = example
-        .request(
-            Method::POST,
+        .post_form(
             "/login?next=%2F%2Fevil.example",
-            &[FORM],
             "username=bob&password=builder",
         )
         .await;
@@ -279,10 +182,8 @@ async fn axum_custom_login_signs_in_and_the_notebook_sees_the_user() {
     assert_eq!(offsite.header("location"), Some("/"));
 
     let login = example
-        .request(
-            Method::POST,
+        .post_form(
             "/login?next=%2Fdashboard%2F",
-            &[FORM],
             "username=alice&password=wonderland",
         )
         .await;
@@ -293,37 +194,30 @@ async fn axum_custom_login_signs_in_and_the_notebook_sees_the_user() {
         set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
         "{set_cookie}"
     );
-    let session = cookie_named(&login, "session");
+    let session = login.cookie_named("session");
 
     // Signed in: the index notebook's kernel runs and shows the user the middleware set.
-    expect_output(
-        &example,
-        "/ws?session_id=alice-1",
-        &[("cookie", &session)],
-        "Signed in as <strong>alice</strong>",
-    )
-    .await;
-    let index = example.get("/", &[HTML, ("cookie", &session)]).await;
-    assert_eq!(index.status, StatusCode::OK);
-    assert!(
-        index.body.contains("__MARIMO_MOUNT_CONFIG__"),
-        "marimo's page"
-    );
+    example
+        .expect_notebook(
+            "/ws?session_id=alice-1",
+            "/",
+            &session,
+            "Signed in as <strong>alice</strong>",
+        )
+        .await;
     // The cookie alone is not enough from another site's page (cross-site WebSocket).
     let foreign = [
         ("cookie", session.as_str()),
         ("origin", "http://evil.example"),
     ];
     assert_eq!(
-        ws_connect(&example.ws_url("/ws?session_id=alice-2"), &foreign)
-            .await
-            .err(),
+        example.ws_refusal("/ws?session_id=alice-2", &foreign).await,
         Some(StatusCode::FORBIDDEN)
     );
 
     // Signing out ends the session.
     let logout = example
-        .request(Method::POST, "/logout", &[("cookie", &session)], "")
+        .send(Method::POST, "/logout", &[("cookie", &session)], "")
         .await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER);
     assert!(logout.header("set-cookie").unwrap().contains("Max-Age=0"));
@@ -349,22 +243,15 @@ async fn oauth2_jwt_issues_tokens_and_scopes_decide_the_notebooks() {
     let example = Example::start("oauth2_jwt", &[("JWT_SECRET", JWT_SECRET)]).await;
 
     let refused = example
-        .request(
-            Method::POST,
-            "/token",
-            &[FORM],
-            "username=alice&password=builder",
-        )
+        .post_form("/token", "username=alice&password=builder")
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
 
     // The password grant: a bearer JWT with sub, exp and scope, also set as a cookie.
     let issued = example
-        .request(
-            Method::POST,
+        .post_form(
             "/token",
-            &[FORM],
             "grant_type=password&username=bob&password=builder",
         )
         .await;
@@ -385,13 +272,11 @@ async fn oauth2_jwt_issues_tokens_and_scopes_decide_the_notebooks() {
     assert_eq!(claims["scope"], "dashboard");
     let lifetime = claims["exp"].as_u64().unwrap() - jsonwebtoken::get_current_timestamp();
     assert!((1700..=1800).contains(&lifetime), "exp {lifetime} s ahead");
-    assert!(cookie_named(&issued, "access_token").ends_with(&bob));
+    assert!(issued.cookie_named("access_token").ends_with(&bob));
     // Asking for less than allowed gets less; never more.
     let narrowed = example
-        .request(
-            Method::POST,
+        .post_form(
             "/token",
-            &[FORM],
             "username=bob&password=builder&scope=sales%20dashboard",
         )
         .await;
@@ -455,12 +340,12 @@ async fn oauth2_jwt_issues_tokens_and_scopes_decide_the_notebooks() {
         assert_eq!(reply.body, r#"{"detail":"Not enough permissions"}"#);
     }
     assert_eq!(
-        ws_connect(
-            &example.ws_url("/sales/ws?session_id=bob-1"),
-            &[("authorization", &bob_bearer)]
-        )
-        .await
-        .err(),
+        example
+            .ws_refusal(
+                "/sales/ws?session_id=bob-1",
+                &[("authorization", &bob_bearer)]
+            )
+            .await,
         Some(StatusCode::FORBIDDEN)
     );
     // The right scope opens it (the gateway serves the favicon without the backend).
@@ -471,29 +356,24 @@ async fn oauth2_jwt_issues_tokens_and_scopes_decide_the_notebooks() {
 
     // The login form's way: the token comes back as a cookie and the browser goes to `next`.
     let login = example
-        .request(
-            Method::POST,
-            "/token?next=%2F",
-            &[FORM],
-            "username=alice&password=wonderland",
-        )
+        .post_form("/token?next=%2F", "username=alice&password=wonderland")
         .await;
     assert_eq!(login.status, StatusCode::SEE_OTHER);
     assert_eq!(login.header("location"), Some("/"));
-    let alice = cookie_named(&login, "access_token");
+    let alice = login.cookie_named("access_token");
     let alice_sales = example
         .get("/sales/favicon.ico", &[("cookie", &alice)])
         .await;
     assert_eq!(alice_sales.status, StatusCode::OK);
 
     // The notebook sees `sub` as the user and the scope as metadata.
-    expect_output(
-        &example,
-        "/ws?session_id=alice-1",
-        &[("cookie", &alice)],
-        "Signed in as <strong>alice</strong> with scope <strong>dashboard sales</strong>",
-    )
-    .await;
+    example
+        .expect_output(
+            "/ws?session_id=alice-1",
+            &[("cookie", &alice)],
+            "Signed in as <strong>alice</strong> with scope <strong>dashboard sales</strong>",
+        )
+        .await;
 
     assert!(example.stop().await.success(), "graceful exit");
 }
@@ -510,16 +390,9 @@ async fn hyper_server_serves_with_token_auth_and_stops_gracefully() {
 
     let anonymous = example.get("/api/status", &[]).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
-    let page = example.get("/", &[HTML]).await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert!(
-        page.header("location").unwrap().contains("auth/login"),
-        "{page:?}"
-    );
+    assert_sent_to_login(&example.get("/", &[HTML]).await);
     assert_eq!(
-        ws_connect(&example.ws_url("/ws?session_id=anon"), &[])
-            .await
-            .err(),
+        example.ws_refusal("/ws?session_id=anon", &[]).await,
         Some(StatusCode::FORBIDDEN)
     );
 
@@ -529,27 +402,22 @@ async fn hyper_server_serves_with_token_auth_and_stops_gracefully() {
         .await;
     assert_eq!(link.status, StatusCode::SEE_OTHER);
     assert!(!link.header("location").unwrap().contains(&token));
-    let set_cookie = link.header("set-cookie").unwrap().to_owned();
-    let session = set_cookie.split(';').next().unwrap();
+    let session = &link.cookie();
 
     // Basic auth with the token as the password: the username reaches the notebook.
     let basic = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("alice:{token}"))
     );
-    expect_output(
-        &example,
-        "/ws?session_id=alice-1",
-        &[("authorization", &basic)],
-        "Signed in as: <strong>alice</strong>",
-    )
-    .await;
+    example
+        .expect_output(
+            "/ws?session_id=alice-1",
+            &[("authorization", &basic)],
+            "Signed in as: <strong>alice</strong>",
+        )
+        .await;
     let index = example.get("/", &[HTML, ("cookie", session)]).await;
-    assert_eq!(index.status, StatusCode::OK);
-    assert!(
-        index.body.contains("__MARIMO_MOUNT_CONFIG__"),
-        "marimo's page"
-    );
+    assert!(is_notebook_page(&index), "marimo's page: {}", index.brief());
     let wrong = example
         .get("/api/status", &[("authorization", "Bearer wrong")])
         .await;
@@ -583,7 +451,7 @@ async fn dynamic_directory_lets_the_validate_callback_decide_per_user() {
 
     let sign_in = example.get("/demo/as/bob", &[HTML]).await;
     assert_eq!(sign_in.status, StatusCode::SEE_OTHER);
-    let bob = cookie_named(&sign_in, "demo_user");
+    let bob = sign_in.cookie_named("demo_user");
     assert_eq!(bob, "demo_user=bob");
     let bobs = example.get("/apps/", &[HTML, ("cookie", &bob)]).await;
     assert_eq!(listing(&bobs), ["hello", "team/roadmap"]);
@@ -598,20 +466,17 @@ async fn dynamic_directory_lets_the_validate_callback_decide_per_user() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 
     // A notebook in a subdirectory, opened by a user it allows, sees that user.
-    expect_output(
-        &example,
-        "/apps/team/roadmap/ws?session_id=bob-1",
-        &[("cookie", &bob)],
-        "Viewing as <strong>bob</strong>",
-    )
-    .await;
-    assert_eq!(
-        ws_connect(
-            &example.ws_url("/apps/sales/ws?session_id=bob-2"),
-            &[("cookie", &bob)]
+    example
+        .expect_output(
+            "/apps/team/roadmap/ws?session_id=bob-1",
+            &[("cookie", &bob)],
+            "Viewing as <strong>bob</strong>",
         )
-        .await
-        .err(),
+        .await;
+    assert_eq!(
+        example
+            .ws_refusal("/apps/sales/ws?session_id=bob-2", &[("cookie", &bob)])
+            .await,
         Some(StatusCode::FORBIDDEN)
     );
 
@@ -633,21 +498,31 @@ async fn nested_prefix_serves_notebooks_under_marimo_next_to_the_api() {
         (StatusCode::OK, r#"{"status":"ok"}"#)
     );
     let added = example
-        .request(
-            Method::POST,
-            "/api/items",
-            &[("content-type", "application/json")],
-            r#"{"name":"apples"}"#,
-        )
+        .send(Method::POST, "/api/items", &[JSON], r#"{"name":"apples"}"#)
         .await;
     assert_eq!(added.status, StatusCode::CREATED);
     let items = example.get("/api/items", &[]).await;
     assert_eq!(items.body, r#"[{"name":"apples"}]"#);
 
-    // The bare prefix redirects; the login redirect and cookie stay under /marimo.
-    let bare = example.get("/marimo?x=1", &[HTML]).await;
-    assert_eq!(bare.status, StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(bare.header("location"), Some("/marimo/"));
+    // The bare prefix redirects, keeping the query (a `?access_token=` link must survive
+    // it); the login redirect and cookie stay under /marimo.
+    for (path, location) in [
+        ("/marimo?x=1", "/marimo/?x=1"),
+        ("/marimo", "/marimo/"),
+        (
+            "/marimo?access_token=nested-secret&y=two%20words",
+            "/marimo/?access_token=nested-secret&y=two%20words",
+        ),
+    ] {
+        let bare = example.get(path, &[HTML]).await;
+        assert_eq!(bare.status, StatusCode::PERMANENT_REDIRECT, "{path}");
+        assert_eq!(bare.header("location"), Some(location), "{path}");
+    }
+    let link = example
+        .get("/marimo/?access_token=nested-secret&y=two%20words", &[HTML])
+        .await;
+    assert_eq!(link.status, StatusCode::SEE_OTHER, "{link:?}");
+    assert_eq!(link.header("location"), Some("/marimo/?y=two%20words"));
     let page = example.get("/marimo/", &[HTML]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(
@@ -661,33 +536,23 @@ async fn nested_prefix_serves_notebooks_under_marimo_next_to_the_api() {
         StatusCode::UNAUTHORIZED
     );
     let login = example
-        .request(
-            Method::POST,
-            "/marimo/auth/login",
-            &[FORM],
-            "password=nested-secret&next=%2F",
-        )
+        .post_form("/marimo/auth/login", "password=nested-secret&next=%2F")
         .await;
     assert!(login.status.is_redirection(), "{login:?}");
     assert_eq!(login.header("location"), Some("/marimo/"));
     let set_cookie = login.header("set-cookie").unwrap();
     assert!(set_cookie.contains("Path=/marimo"), "{set_cookie}");
-    let session = set_cookie.split(';').next().unwrap().to_owned();
+    let session = login.cookie();
 
     // Through the cookie: the notebook's WebSocket and page under the prefix.
-    expect_output(
-        &example,
-        "/marimo/ws?session_id=nested-1",
-        &[("cookie", &session)],
-        "Slider value is <strong>3</strong>",
-    )
-    .await;
-    let notebook = example.get("/marimo/", &[HTML, ("cookie", &session)]).await;
-    assert_eq!(notebook.status, StatusCode::OK);
-    assert!(
-        notebook.body.contains("__MARIMO_MOUNT_CONFIG__"),
-        "marimo's page"
-    );
+    example
+        .expect_notebook(
+            "/marimo/ws?session_id=nested-1",
+            "/marimo/",
+            &session,
+            "Slider value is <strong>3</strong>",
+        )
+        .await;
     let version = example
         .get("/marimo/api/version", &[("cookie", &session)])
         .await;

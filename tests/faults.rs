@@ -5,50 +5,34 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    example_notebook, get, send, signal, start_backends, wait_gone, ws_connect, ws_until,
-    TestServer,
-};
+use common::marimo::{intro_at, kernel, page_until, Gateway};
+use common::{eventually, get, signal, wait_gone, Site, HTML};
 use futures_util::StreamExt;
-use http::{Method, StatusCode};
-use marimo_rs::create_app;
+use http::StatusCode;
 use nix::sys::signal::Signal;
 
 /// Polls `url` until it answers 200; returns how long that took.
 async fn time_to_200(url: &str, limit: Duration) -> Duration {
     let started = Instant::now();
-    loop {
-        let reply = get(url).await;
-        if reply.status == StatusCode::OK {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "no recovery within {limit:?}: {reply:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        limit,
+        Duration::from_millis(50),
+        async || get(url).await,
+        |reply| reply.status == StatusCode::OK,
+    )
+    .await;
+    started.elapsed()
 }
 
 #[tokio::test]
 async fn kill_9_during_20_live_sessions() {
-    let app = create_app()
-        .with_app("/nb", example_notebook("intro.py"))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let gateway = Gateway::start(intro_at("/nb")).await;
     let mut sessions = Vec::new();
     for i in 0..20 {
-        let url = format!("ws://{}/nb/ws?session_id=kill-{i}", server.addr);
-        let mut ws = ws_connect(&url, &[]).await.unwrap();
-        ws_until(&mut ws, Duration::from_secs(30), |m| {
-            m["op"] == "kernel-ready"
-        })
-        .await;
-        sessions.push(ws);
+        let url = gateway.ws_url(&format!("/nb/ws?session_id=kill-{i}"));
+        sessions.push(kernel(&url, &[]).await);
     }
-    let victim = app.backend_pids()[0];
+    let victim = gateway.app.backend_pids()[0];
     let killed_at = Instant::now();
     signal(victim, Signal::SIGKILL);
 
@@ -66,17 +50,18 @@ async fn kill_9_during_20_live_sessions() {
         closed_after = closed_after.max(killed_at.elapsed());
     }
     // What a client sees right away: API calls wait (bounded) for the replacement backend.
-    let first = tokio::time::timeout(Duration::from_secs(35), get(&server.url("/nb/api/version")))
+    let api = gateway.url("/nb/api/version");
+    let first = tokio::time::timeout(Duration::from_secs(35), get(&api))
         .await
         .expect("no hang");
     let first_after = killed_at.elapsed();
-    time_to_200(&server.url("/nb/api/version"), Duration::from_secs(60)).await;
+    time_to_200(&api, Duration::from_secs(60)).await;
     let recovered_after = killed_at.elapsed();
-    let replacement = app.backend_pids()[0];
+    let replacement = gateway.app.backend_pids()[0];
     assert_ne!(replacement, victim);
     assert!(wait_gone(victim, Duration::from_secs(5)).await);
     assert_eq!(
-        get(&server.url("/health")).await.status,
+        gateway.get("/health", &[]).await.status,
         StatusCode::OK,
         "gateway unaffected"
     );
@@ -87,46 +72,39 @@ async fn kill_9_during_20_live_sessions() {
         first.status,
     );
     drop(sessions);
-    server.stop().await;
-    app.shutdown().await;
+    gateway.stop().await;
     assert!(wait_gone(replacement, Duration::from_secs(10)).await);
 }
 
 #[tokio::test]
 async fn a_stalled_backend_times_out_then_is_replaced() {
-    let app = create_app()
-        .with_app("/nb", example_notebook("intro.py"))
-        .response_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
-    let stalled = app.backend_pids()[0];
+    let gateway = Gateway::start(intro_at("/nb").response_timeout(Duration::from_secs(2))).await;
+    let stalled = gateway.app.backend_pids()[0];
     let stopped_at = Instant::now();
     signal(stalled, Signal::SIGSTOP);
 
     let asked = Instant::now();
-    let reply = get(&server.url("/nb/api/version")).await;
+    let api = gateway.url("/nb/api/version");
+    let reply = get(&api).await;
     let waited = asked.elapsed();
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{reply:?}");
     assert!(waited < Duration::from_secs(5), "504 after {waited:?}");
     // The watchdog notices the missed health checks, kills the stopped process and starts a
     // new one; the next requests are served again.
-    time_to_200(&server.url("/nb/api/version"), Duration::from_secs(60)).await;
+    time_to_200(&api, Duration::from_secs(60)).await;
     let recovered_after = stopped_at.elapsed();
     assert!(
         wait_gone(stalled, Duration::from_secs(10)).await,
         "stalled process killed"
     );
-    let replacement = app.backend_pids()[0];
+    let replacement = gateway.app.backend_pids()[0];
     assert_ne!(replacement, stalled);
     println!(
         "fault: SIGSTOP: client got {} after {waited:?}; backend replaced and serving \
          {recovered_after:?} after the stall",
         reply.status,
     );
-    server.stop().await;
-    app.shutdown().await;
+    gateway.stop().await;
 }
 
 /// A stand-in interpreter that passes the Python check but fails every backend start, and
@@ -147,28 +125,21 @@ fn failing_python(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_backend_that_keeps_failing_is_marked_failed_not_restarted_forever() {
     let dir = tempfile::tempdir().unwrap();
-    let app = create_app()
-        .with_app("/nb", example_notebook("intro.py"))
-        .python(failing_python(dir.path()))
-        .build()
-        .unwrap();
-    let server = TestServer::start(app.clone()).await;
+    let gateway = Gateway::serve(
+        intro_at("/nb")
+            .python(failing_python(dir.path()))
+            .build()
+            .unwrap(),
+    )
+    .await;
     let started = Instant::now();
-    let html = [("accept", "text/html")];
-    let first = send(Method::GET, &server.url("/nb/"), &html, "").await;
+    let first = gateway.get("/nb/", &[HTML]).await;
     assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
-    let page = loop {
-        let page = send(Method::GET, &server.url("/nb/"), &html, "").await;
+    let page = page_until(&gateway, "/nb/", Duration::from_secs(60), |page| {
         assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
-        if page.body.contains("gave up") {
-            break page;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never gave up: {page:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        page.body.contains("gave up")
+    })
+    .await;
     let gave_up_after = started.elapsed();
     assert!(
         page.body.contains("boom: simulated failure at start-up"),
@@ -185,52 +156,45 @@ async fn a_backend_that_keeps_failing_is_marked_failed_not_restarted_forever() {
     assert_eq!(counted, 5, "restarts are capped");
     // Further requests are answered at once and start nothing.
     for _ in 0..10 {
-        let again = send(Method::GET, &server.url("/nb/api/version"), &[], "").await;
+        let again = gateway.get("/nb/api/version", &[]).await;
         assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(starts(), counted);
     println!("fault: exits at start: 503 with the stderr tail at once; marked failed after {counted} starts in {gave_up_after:?}; no further restarts");
-    app.shutdown().await;
+    gateway.stop().await;
+}
+
+/// Polls the page at `{server}/nb/` until its body contains `text`; returns the page.
+async fn page_saying(server: &common::TestServer, text: &str) -> common::Reply {
+    page_until(server, "/nb/", Duration::from_secs(60), |page| {
+        page.body.contains(text)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_blocked_socket_path_is_reported() {
-    let app = create_app()
-        .with_app("/nb", example_notebook("intro.py"))
-        .build()
-        .unwrap();
+    let app = intro_at("/nb").build().unwrap();
     // "Fill" the socket directory: a directory with content sits where the socket must go.
     let blocker = app.socket_dir().unwrap().join("nb0.sock");
     std::fs::create_dir(&blocker).unwrap();
     std::fs::write(blocker.join("junk"), "x").unwrap();
-    let server = TestServer::start(app.clone()).await;
+    let gateway = Gateway::serve(app).await;
     let started = Instant::now();
-    let page = loop {
-        let page = send(
-            Method::GET,
-            &server.url("/nb/"),
-            &[("accept", "text/html")],
-            "",
-        )
-        .await;
-        if page.body.contains("could not start") {
-            break page;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{page:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let page = page_saying(&gateway, "could not start").await;
     assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
     let reported_after = started.elapsed();
     // Clearing the path lets the next attempt succeed.
     std::fs::remove_dir_all(&blocker).unwrap();
-    let recovery = time_to_200(&server.url("/nb/api/version"), Duration::from_secs(90)).await;
+    let recovery = time_to_200(&gateway.url("/nb/api/version"), Duration::from_secs(90)).await;
     println!(
         "fault: blocked socket path: 503 with the reason after {reported_after:?}; served {:?} after the path was cleared",
         recovery
     );
-    let pids = app.backend_pids();
-    app.shutdown().await;
+    let pids = gateway.app.backend_pids();
+    let app = gateway.app.clone();
+    gateway.stop().await;
     for pid in pids {
         assert!(wait_gone(pid, Duration::from_secs(10)).await);
     }
@@ -251,16 +215,15 @@ async fn the_start_failure_detail_is_shown_to_local_clients_only() {
     let dir = tempfile::tempdir().unwrap();
     let python = failing_python(dir.path());
     for show_tracebacks in [false, true] {
-        let app = create_app()
-            .with_app("/nb", example_notebook("intro.py"))
+        let app = intro_at("/nb")
             .python(&python)
             .show_tracebacks(show_tracebacks)
             .build()
             .unwrap();
         // The same service seen from a loopback client, from a remote client (as a host's own
         // server, or a proxy it trusts, reports it), and from a host that reports no address.
-        let local = TestServer::start(app.clone()).await;
-        let remote = TestServer::start(
+        let local = Gateway::serve(app.clone()).await;
+        let remote = common::TestServer::start(
             ServiceBuilder::new()
                 .map_request(|mut req: http::Request<hyper::body::Incoming>| {
                     let addr = "192.0.2.7:40000".parse().unwrap();
@@ -270,7 +233,7 @@ async fn the_start_failure_detail_is_shown_to_local_clients_only() {
                 .service(app.clone()),
         )
         .await;
-        let unknown = TestServer::start(
+        let unknown = common::TestServer::start(
             ServiceBuilder::new()
                 .map_request(|mut req: http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().remove::<RemoteAddr>();
@@ -280,20 +243,12 @@ async fn the_start_failure_detail_is_shown_to_local_clients_only() {
         )
         .await;
         // Once it has given up, no restart is in progress to answer "starting" instead.
-        let started = Instant::now();
-        while !send(Method::GET, &local.url("/nb/"), &common::html(), "")
-            .await
-            .body
-            .contains("gave up")
-        {
-            assert!(started.elapsed() < Duration::from_secs(60), "never gave up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        page_saying(&local, "gave up").await;
         // (server, X-Forwarded-For, whether the client counts as local)
         let cases = [
-            (&local, None, true),
+            (&local.server, None, true),
             // A proxy on the same machine forwarding someone else's request.
-            (&local, Some("203.0.113.9"), false),
+            (&local.server, Some("203.0.113.9"), false),
             (&remote, None, false),
             (&unknown, None, false),
         ];
@@ -302,7 +257,7 @@ async fn the_start_failure_detail_is_shown_to_local_clients_only() {
                 let mut headers = vec![("accept", accept)];
                 headers.extend(forwarded_for.map(|client| ("x-forwarded-for", client)));
                 for path in ["/nb/", "/nb/api/version"] {
-                    let reply = send(Method::GET, &server.url(path), &headers, "").await;
+                    let reply = server.get(path, &headers).await;
                     let case = format!(
                         "show_tracebacks={show_tracebacks} local={is_local} {headers:?} {path}"
                     );
@@ -317,6 +272,6 @@ async fn the_start_failure_detail_is_shown_to_local_clients_only() {
                 }
             }
         }
-        app.shutdown().await;
+        local.stop().await;
     }
 }

@@ -6,10 +6,8 @@
 //! and a summary line gives the counts. The slow-client tests measure when the server cuts
 //! the connection.
 
-#[path = "common/raw.rs"]
-mod raw;
+mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,56 +15,16 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http::{Request, Response};
-use marimo_rs::{create_app, AuthLayer, Body, MarimoService, Serve, Token};
+use common::{counter, raw, TestServer};
+use marimo_rs::{create_app, AuthLayer, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "sup3rs3cr3t";
 const AUTH: &str = "Authorization: Bearer sup3rs3cr3t\r\n";
 
-/// A mount that counts the requests it gets and answers `200 ok`.
-fn counter(
-    hits: Arc<AtomicUsize>,
-) -> impl tower::Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
-    tower::service_fn(move |_req: Request<Body>| {
-        hits.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(Ok::<_, Infallible>(Response::new(Body::from("ok"))))
-    })
-}
-
-/// `service` served on a loopback port with the options `configure` sets; stops when dropped.
-struct Server {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn serve(
-    service: MarimoService,
-    configure: impl FnOnce(Serve<MarimoService>) -> Serve<MarimoService>,
-) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server =
-        configure(marimo_rs::serve(listener, service)).with_graceful_shutdown(async move {
-            let _ = stopped.await;
-        });
-    tokio::spawn(std::future::IntoFuture::into_future(server));
-    Server { addr, _stop: stop }
-}
-
 struct Target {
-    server: Server,
+    server: TestServer,
     app: Arc<AtomicUsize>,
     admin: Arc<AtomicUsize>,
 }
@@ -85,7 +43,8 @@ async fn target(header_timeout: Duration) -> Target {
         .allowed_hosts(["gw"])
         .build()
         .unwrap();
-    let server = serve(service, |serve| serve.header_read_timeout(header_timeout)).await;
+    let server =
+        TestServer::start_with(service, |serve| serve.header_read_timeout(header_timeout)).await;
     Target { server, app, admin }
 }
 
@@ -581,7 +540,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         .with_service("/app", counter(app.clone()))
         .build()
         .unwrap();
-    let server = serve(service, |serve| serve.max_connections(2)).await;
+    let server = TestServer::start_with(service, |serve| serve.max_connections(2)).await;
     let addr = server.addr;
     // Two connections hold both slots.
     let mut first = raw::KeepAlive::new(TcpStream::connect(addr).await.unwrap());

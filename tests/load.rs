@@ -14,27 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{example_notebook, ws_connect, ws_until};
+use common::marimo::{first_script, kernel, slider_at};
+use common::process::{marimo_rs, MarimoRs};
+use common::{example_notebook, ws_until, Site, HTML};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-struct Gateway {
-    child: tokio::process::Child,
-    pid: u32,
-    addr: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-async fn start_gateway() -> Gateway {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_marimo-rs"))
-        .args([
+/// `marimo-rs run intro.py --no-token`, logging warnings only.
+async fn start_gateway() -> MarimoRs {
+    let notebook = example_notebook("intro.py");
+    MarimoRs::start(
+        marimo_rs(&[
             "run",
             "--no-token",
             "--headless",
@@ -42,27 +33,11 @@ async fn start_gateway() -> Gateway {
             "0",
             "--log-level",
             "warn",
-        ])
-        .arg(example_notebook("intro.py"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
-        .await
-        .expect("the gateway prints its URL")
-        .unwrap()
-        .expect("a URL line");
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    Gateway { child, pid, addr }
+            notebook.to_str().unwrap(),
+        ]),
+        None,
+    )
+    .await
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -120,12 +95,13 @@ async fn connection(
 /// A WebSocket session that moves the slider through values and must see each dependent
 /// output, in order. Returns the number of updates seen.
 async fn session(addr: String, id: usize, deadline: Instant) -> u64 {
-    let url = format!("ws://{addr}/ws?session_id=load-{id}");
-    let mut ws = ws_connect(&url, &[]).await.expect("WebSocket accepted");
+    let session = format!("load-{id}");
+    let mut ws = kernel(&format!("ws://{addr}/ws?session_id={session}"), &[]).await;
     ws_until(&mut ws, Duration::from_secs(60), |m| {
         m["op"] == "completed-run"
     })
     .await;
+    // One client per session: its calls reuse a keep-alive connection, as a browser's do.
     let client = common::client();
     let mut updates = 0;
     let mut value = 3;
@@ -135,12 +111,12 @@ async fn session(addr: String, id: usize, deadline: Instant) -> u64 {
         let body = serde_json::json!({ "objectIds": ["vblA-0"], "values": [value] }).to_string();
         let request = Request::post(format!("http://{addr}/api/kernel/set_ui_element_value"))
             .header("content-type", "application/json")
-            .header("marimo-session-id", format!("load-{id}"))
+            .header("marimo-session-id", &session)
             .body(http_body_util::Full::new(Bytes::from(body)))
             .unwrap();
         let response = client.request(request).await.expect("set_ui_element_value");
         assert_eq!(response.status(), StatusCode::OK);
-        let want = format!("Slider value is <strong>{value}</strong>");
+        let want = slider_at(value);
         // Anything other than the expected next value would be a lost or reordered update.
         ws_until(&mut ws, Duration::from_secs(60), |m| {
             let data = m["data"]["output"]["data"].as_str().unwrap_or("");
@@ -171,25 +147,20 @@ async fn sustained_load_loses_nothing_and_leaks_nothing() {
         (200, 20, Duration::from_secs(10))
     };
     let gateway = start_gateway().await;
-    let addr = gateway.addr.clone();
+    let pid = gateway.pid();
+    let addr = gateway.origin().trim_start_matches("http://").to_owned();
     // Warm up: the backend is up and the asset cache has the page's main script.
-    let page = common::send(
-        http::Method::GET,
-        &format!("http://{addr}/"),
-        &[("accept", "text/html")],
-        "",
-    )
-    .await;
+    let page = common::send(http::Method::GET, &gateway.url("/"), &[HTML], "").await;
     assert_eq!(page.status, StatusCode::OK);
-    let asset = common::first_script(&page.body);
+    let asset = first_script(&page.body);
     let paths = Arc::new(vec![
         "/api/version".to_owned(),
         format!("/{asset}"),
         "/health".to_owned(),
     ]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let baseline_fds = fds(gateway.pid);
-    let baseline_rss = rss_kib(gateway.pid);
+    let baseline_fds = fds(pid);
+    let baseline_rss = rss_kib(pid);
 
     let started = Instant::now();
     let deadline = started + duration;
@@ -210,10 +181,10 @@ async fn sustained_load_loses_nothing_and_leaks_nothing() {
         .collect();
     let mut samples = Vec::new();
     while Instant::now() < deadline {
-        samples.push(rss_kib(gateway.pid));
+        samples.push(rss_kib(pid));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let peak_fds = fds(gateway.pid);
+    let peak_fds = fds(pid);
     for task in tasks {
         task.await.unwrap();
     }
@@ -224,8 +195,8 @@ async fn sustained_load_loses_nothing_and_leaks_nothing() {
     let elapsed = started.elapsed();
     // Let closed connections drain.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after_fds = fds(gateway.pid);
-    let after_rss = rss_kib(gateway.pid);
+    let after_fds = fds(pid);
+    let after_rss = rss_kib(pid);
 
     let ok = ok.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -254,15 +225,9 @@ async fn sustained_load_loses_nothing_and_leaks_nothing() {
         "fds: {baseline_fds} before, {after_fds} after"
     );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(gateway.pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut gateway = gateway;
-    let status = tokio::time::timeout(Duration::from_secs(20), gateway.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "graceful exit: {status}");
+    let (status, _, stderr) = gateway.terminate().await;
+    assert!(
+        status.success(),
+        "graceful exit: {status}; stderr:\n{stderr}"
+    );
 }

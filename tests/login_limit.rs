@@ -3,10 +3,7 @@
 //! are not slowed. Clients bind to distinct loopback addresses (127.0.0.0/8 is all local).
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::TestServer;
-use http::{Request, Response};
-use marimo_rs::{create_app, AuthLayer, Body, MarimoService, Token};
+use common::{counter, raw, TestServer};
+use marimo_rs::{create_app, AuthLayer, MarimoService, Token};
 
 const TOKEN: &str = "sup3rs3cr3t";
 const BURST: u32 = 20;
@@ -29,12 +25,8 @@ fn local(last: u8) -> IpAddr {
 
 /// `ok` at the root, counting requests, behind auth with `layer`.
 fn app(layer: AuthLayer, hits: Arc<AtomicUsize>) -> MarimoService {
-    let ok = tower::service_fn(move |_req: Request<Body>| {
-        hits.fetch_add(1, Ordering::Relaxed);
-        std::future::ready(Ok::<_, Infallible>(Response::new(Body::from("ok"))))
-    });
     create_app()
-        .with_service("", ok)
+        .with_service("", counter(hits))
         .auth(layer)
         // The requests name the gateway `gw`; bound to loopback, it answers that name only
         // when allowed (DNS rebinding guard).

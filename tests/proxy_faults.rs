@@ -5,12 +5,13 @@
 mod common;
 
 use bytes::Bytes;
-use common::{example_notebook, first_script, get, send, start_backends, Reply, TestServer};
+use common::marimo::{first_script, intro_at, Gateway};
+use common::{example_notebook, Reply, Site, HTML, JSON};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use marimo_rs::{create_app, MarimoService};
+use marimo_rs::create_app;
 
 /// One request over HTTP/2 with prior knowledge (h2c), as `serve` accepts it.
 async fn h2(method: Method, url: &str, headers: &[(&str, &str)]) -> Reply {
@@ -33,22 +34,11 @@ async fn h2(method: Method, url: &str, headers: &[(&str, &str)]) -> Reply {
     common::reply(response).await
 }
 
-/// The example notebook at `/nb`, its backend started, behind a real server.
-async fn serve_example() -> (MarimoService, TestServer) {
-    let app = create_app()
-        .with_app("/nb", example_notebook("intro.py"))
-        .build()
-        .unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
-    (app, server)
-}
-
 #[tokio::test]
 async fn http2_clients_get_the_page_the_api_and_the_assets() {
-    let (app, server) = serve_example().await;
+    let server = Gateway::start(intro_at("/nb")).await;
 
-    let page = h2(Method::GET, &server.url("/nb/"), &common::html()).await;
+    let page = h2(Method::GET, &server.url("/nb/"), &[HTML]).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(
         page.body.contains("__MARIMO_MOUNT_CONFIG__"),
@@ -66,39 +56,37 @@ async fn http2_clients_get_the_page_the_api_and_the_assets() {
     assert_eq!(asset.status, StatusCode::OK);
     assert!(asset.header("content-type").unwrap().contains("javascript"));
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_backend_that_drops_a_kept_alive_connection_costs_no_request() {
-    let (app, server) = serve_example().await;
-    let failing = server.url("/nb/api/kernel/set_ui_element_value");
+    let server = Gateway::start(intro_at("/nb")).await;
+    let failing = "/nb/api/kernel/set_ui_element_value";
     let body = r#"{"objectIds": [], "values": []}"#;
-    let json = [("content-type", "application/json")];
+    let json = [JSON];
     for round in 0..5 {
         // Without a session header marimo's handler raises: Starlette answers 500 (no
         // `Connection: close`) and uvicorn then closes the connection, which the gateway's
         // pool still holds as idle.
-        let broken = send(Method::POST, &failing, &json, body).await;
+        let broken = server.send(Method::POST, failing, &json, body).await;
         assert_eq!(
             broken.status,
             StatusCode::INTERNAL_SERVER_ERROR,
             "round {round}: {broken:?}"
         );
         // Whatever comes next on that connection is sent again on a fresh one.
-        let next = get(&server.url("/nb/api/version")).await;
+        let next = server.get("/nb/api/version", &[]).await;
         assert_eq!(next.status, StatusCode::OK, "round {round}: {next:?}");
-        let again = send(Method::POST, &failing, &json, body).await;
+        let again = server.send(Method::POST, failing, &json, body).await;
         assert_eq!(
             again.status,
             StatusCode::INTERNAL_SERVER_ERROR,
             "round {round}: a small POST is replayed too: {again:?}"
         );
-        let page = send(Method::GET, &server.url("/nb/"), &common::html(), "").await;
+        let page = server.get("/nb/", &[HTML]).await;
         assert_eq!(page.status, StatusCode::OK, "round {round}: {page:?}");
     }
     server.stop().await;
-    app.shutdown().await;
 }
 
 #[tokio::test]
@@ -114,16 +102,14 @@ async fn run_mode_pages_name_no_folder_in_any_spelling_whatever_the_client_accep
     std::fs::write(dir.join("public").join("hello.txt"), "public hello").unwrap();
     let notebook = dir.join("nb.py");
     std::fs::copy(example_notebook("intro.py"), &notebook).unwrap();
-    let app = create_app().with_app("/nb", &notebook).build().unwrap();
-    start_backends(&app).await;
-    let server = TestServer::start(app.clone()).await;
+    let server = Gateway::start(create_app().with_app("/nb", &notebook)).await;
     // So does the random name of the temporary folder (letters, digits, a dot).
     let base_name = base.path().file_name().unwrap().to_str().unwrap();
 
     let mut lengths = Vec::new();
     for accept in [None, Some("*/*"), Some("text/html,application/xhtml+xml")] {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
-        let page = send(Method::GET, &server.url("/nb/"), &headers, "").await;
+        let page = server.get("/nb/", &headers).await;
         assert_eq!(page.status, StatusCode::OK, "{accept:?}");
         assert!(page.body.contains("__MARIMO_MOUNT_CONFIG__"), "{accept:?}");
         for marker in ["leak-", base_name] {
@@ -143,7 +129,9 @@ async fn run_mode_pages_name_no_folder_in_any_spelling_whatever_the_client_accep
     assert!(lengths.windows(2).all(|w| w[0] == w[1]), "{lengths:?}");
     // HEAD announces the length of the page GET sends.
     for accept in ["*/*", "text/html"] {
-        let head = send(Method::HEAD, &server.url("/nb/"), &[("accept", accept)], "").await;
+        let head = server
+            .send(Method::HEAD, "/nb/", &[("accept", accept)], "")
+            .await;
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(
             head.header("content-length"),
@@ -152,15 +140,10 @@ async fn run_mode_pages_name_no_folder_in_any_spelling_whatever_the_client_accep
         );
     }
     // The rewritten notebook id still finds the notebook's public folder.
-    let public = send(
-        Method::GET,
-        &server.url("/nb/public/hello.txt"),
-        &[("x-notebook-id", "nb.py")],
-        "",
-    )
-    .await;
+    let public = server
+        .get("/nb/public/hello.txt", &[("x-notebook-id", "nb.py")])
+        .await;
     assert_eq!(public.status, StatusCode::OK, "{public:?}");
     assert_eq!(public.body, "public hello");
     server.stop().await;
-    app.shutdown().await;
 }

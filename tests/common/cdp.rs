@@ -16,7 +16,6 @@
 //! ```
 //!
 //! Every call and every wait has a timeout: nothing here hangs forever.
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -240,6 +239,27 @@ impl Browser {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
+    }
+
+    /// Whether Chromium is there, installing it first if this process may (`cargo test` sets
+    /// up what it needs, as `.ci/run` does: Debian's chromium, as root). `false` means skip,
+    /// with a warning, which only happens outside CI: under CI (`CI` set) a missing Chromium
+    /// fails the test.
+    pub fn available() -> bool {
+        if Self::executable().is_none() {
+            super::run_install_script("install-chromium");
+        }
+        if Self::executable().is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "Chromium is missing: run .ci/install-chromium (CI must not skip browser tests)"
+            );
+            eprintln!(
+                "warning: Chromium not found; skipping the browser test (run .ci/install-chromium)"
+            );
+            return false;
+        }
+        true
     }
 
     /// Starts headless Chromium and connects to its DevTools endpoint.

@@ -1,5 +1,4 @@
 //! HTTP/1.1 by hand over TCP: send exact bytes, read back what the server answered.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -95,6 +94,16 @@ pub struct Outcome {
     pub leftover: Vec<u8>,
     /// From connecting until the close, or until the last response.
     pub elapsed: Duration,
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it (or 5 s
+/// pass); returns what was read.
+pub async fn round_trip(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Connects, writes `request` (write errors ignored: the server may close first) and reads
