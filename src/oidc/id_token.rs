@@ -145,10 +145,10 @@ fn check_oidc_claims(
     claims: Map<String, Value>,
     expected: &Expected<'_>,
 ) -> Result<Map<String, Value>, IdTokenError> {
-    if !claims
+    if claims
         .get("sub")
         .and_then(Value::as_str)
-        .is_some_and(|sub| !sub.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err(IdTokenError::Claim("sub".into()));
     }
