@@ -31,6 +31,7 @@ mod health;
 mod host;
 mod html;
 mod notebook;
+mod oidc;
 mod proxy;
 mod router;
 mod serve;

@@ -55,6 +55,10 @@ use self::login::{LoginFuture, LOGIN_PATH};
 use self::origin::Origin;
 pub use self::secret::SecretError;
 pub use self::token::Token;
+// Shared with the OpenID Connect sign-in (src/oidc): one rule for a safe `next`, one source of
+// random bytes.
+pub(crate) use self::login::is_safe_next;
+pub(crate) use self::token::fill_random;
 use crate::health::{is_health_path, is_mount_health_path};
 use crate::router::MountPath;
 use crate::{Body, MountPrefix, OriginalUri, RemoteAddr, User};
