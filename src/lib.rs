@@ -22,29 +22,47 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-mod auth;
+// Layers, each importing only from the ones above it in this list (ARCHITECTURE.md):
+// the leaves,
 mod body;
-mod builder;
-mod directory;
 mod error;
-mod health;
-mod host;
 mod html;
-mod notebook;
-mod proxy;
-mod router;
-mod serve;
+mod sync;
 mod user;
+// the HTTP toolkit every service uses,
+mod request;
+mod response;
+// building blocks,
+mod health;
+mod mount;
+mod origin;
+mod proxy;
+mod replica;
+mod serve;
+// services,
+mod host;
+mod notebook;
+mod router;
+// services built on services,
+mod auth;
+mod directory;
+// and the composition of them all.
+mod builder;
 
-pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token};
+pub use auth::{
+    Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token, TrustedProxy,
+    TrustedProxyError,
+};
 pub use body::{Body, BoxError};
-pub use builder::{create_app, AppBuilder, MarimoService, Mount, MountLayer};
+pub use builder::{create_app, AppBuilder, MarimoService, Mount};
 pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
+pub use mount::{IntoMountService, MountFuture, MountLayer, MountService};
 pub use notebook::python::MARIMO_VERSION;
 pub use notebook::NotebookError;
-pub use router::{MountPrefix, MountService, OriginalUri};
-pub use serve::{serve, shutdown_signal, LocalAddr, RemoteAddr, Serve};
+pub use replica::{ReplicaId, ReplicaIdError};
+pub use request::{LocalAddr, MountPrefix, OriginalUri, RemoteAddr};
+pub use serve::{serve, shutdown_signal, Serve};
 pub use user::User;
 
 /// Not API: entry points for the fuzz targets in `fuzz/` (and the proptests that share them).

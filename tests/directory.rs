@@ -18,12 +18,12 @@ use marimo_rs::{
     create_app, Body, BuildError, MarimoService, Mount, MountPrefix, NotebookFile, User, Validation,
 };
 use tower::layer::layer_fn;
-use tower::util::{BoxCloneSyncService, MapRequestLayer};
+use tower::util::MapRequestLayer;
 use tower::ServiceExt;
 
 const MESSAGES: Duration = Duration::from_secs(60);
 
-type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+type Inner = marimo_rs::MountService;
 
 /// The example notebook (title cell, slider, signed-in user cell) with its title replaced.
 fn notebook(title: &str) -> String {

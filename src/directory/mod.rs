@@ -22,17 +22,21 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tower::util::ServiceExt;
 use tower_service::Service;
 
-use crate::builder::{apply_layers, LayerFn, MountLayer};
+use crate::mount::{Layers, MountLayer, MountService};
 use crate::notebook::process::Backend;
 use crate::notebook::{Backends, Mode, NotebookService};
-use crate::router::{add_slash, not_found, plain_response, MountService};
-use crate::{Body, MountPrefix};
+use crate::request::enter_mount;
+use crate::response::{
+    bad_request, html, method_not_allowed, no_store, not_found, plain, unavailable,
+};
+use crate::router::add_slash;
+use crate::sync::lock;
+use crate::Body;
 
 /// How many notebook backends a directory mount runs at once unless told otherwise.
 pub(crate) const DEFAULT_MAX_BACKENDS: usize = 16;
@@ -118,7 +122,7 @@ pub(crate) type ValidateFn =
 pub struct DirectoryMount {
     pub(crate) directory: PathBuf,
     pub(crate) validate: Option<ValidateFn>,
-    pub(crate) layers: Vec<LayerFn>,
+    pub(crate) layers: Layers,
     pub(crate) max_backends: usize,
 }
 
@@ -138,7 +142,7 @@ impl DirectoryMount {
         Self {
             directory,
             validate: None,
-            layers: Vec::new(),
+            layers: Layers::default(),
             max_backends: DEFAULT_MAX_BACKENDS,
         }
     }
@@ -207,7 +211,7 @@ impl DirectoryMount {
     /// Layers apply in the order given, the first one outermost, as for
     /// [`Mount::layer`](crate::Mount::layer).
     pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
-        self.layers.push(Arc::new(layer));
+        self.layers.push(layer);
         self
     }
 
@@ -233,7 +237,7 @@ struct Inner {
     /// Absolute, symlinks kept (resolved again on every request).
     directory: PathBuf,
     validate: Option<ValidateFn>,
-    layers: Vec<LayerFn>,
+    layers: Layers,
     max_backends: usize,
     backends: Arc<Backends>,
     /// Keyed by the notebook's relative path (`team/q3.py`).
@@ -253,7 +257,7 @@ impl DirectoryService {
         mount: String,
         directory: PathBuf,
         config: DirectoryMount,
-        layers: Vec<LayerFn>,
+        layers: Layers,
         backends: Arc<Backends>,
     ) -> Self {
         Self {
@@ -313,10 +317,12 @@ impl Inner {
         let Some(service) = self.service_for(&found) else {
             return too_busy();
         };
-        let file = self.directory.join(&found.relative);
-        if enter(&mut parts, &found, file).is_err() {
-            return plain_response(StatusCode::BAD_REQUEST, "Bad Request");
+        if enter_mount(&mut parts.uri, &mut parts.extensions, &found.prefix).is_err() {
+            return bad_request();
         }
+        parts
+            .extensions
+            .insert(NotebookFile(self.directory.join(&found.relative)));
         match service.oneshot(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -329,7 +335,7 @@ impl Inner {
         if let Some(service) = self.cached(found) {
             return Some(service);
         }
-        let mut entries = self.entries.lock().expect("directory lock");
+        let mut entries = lock(&self.entries);
         if let Some(entry) = entries.get(&found.relative) {
             if entry.canonical == found.canonical {
                 return Some(entry.service.clone());
@@ -366,9 +372,9 @@ impl Inner {
         let backend = self
             .backends
             .add(&label, found.canonical.clone(), Mode::Run);
-        let api_wait = self.backends.options().api_wait;
-        let notebook = NotebookService::new(backend.clone(), found.canonical.clone(), api_wait);
-        let service = apply_layers(&self.layers, notebook.into_mount_service());
+        let startup_wait = self.backends.options().startup_wait;
+        let notebook = NotebookService::new(backend.clone(), found.canonical.clone(), startup_wait);
+        let service = self.layers.apply(notebook.into_mount_service());
         entries.insert(
             found.relative.clone(),
             Entry {
@@ -383,7 +389,7 @@ impl Inner {
     /// The cached service, if the cached file is still the one `found` resolved to. A name
     /// that resolves to another file now (re-pointed symlink) retires its old backend.
     fn cached(&self, found: &resolve::Resolved) -> Option<MountService> {
-        let mut entries = self.entries.lock().expect("directory lock");
+        let mut entries = lock(&self.entries);
         let entry = entries.get(&found.relative)?;
         if entry.canonical == found.canonical {
             return Some(entry.service.clone());
@@ -426,7 +432,7 @@ impl Inner {
     /// another file now.
     fn sweep(&self) {
         let cached: Vec<(PathBuf, PathBuf)> = {
-            let entries = self.entries.lock().expect("directory lock");
+            let entries = lock(&self.entries);
             entries
                 .iter()
                 .map(|(relative, entry)| (relative.clone(), entry.canonical.clone()))
@@ -441,7 +447,7 @@ impl Inner {
         if stale.is_empty() {
             return;
         }
-        let mut entries = self.entries.lock().expect("directory lock");
+        let mut entries = lock(&self.entries);
         for (relative, canonical) in stale {
             if entries
                 .get(&relative)
@@ -462,11 +468,7 @@ impl Inner {
     /// The index page: the notebooks the requester may open.
     async fn index(&self, req: Request<Body>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut response = plain_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
+            return method_not_allowed("GET, HEAD");
         }
         let directory = self.directory.clone();
         let listed = tokio::task::spawn_blocking(move || resolve::list_notebooks(&directory))
@@ -487,12 +489,12 @@ impl Inner {
                     .collect()
             }
         };
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .header(header::CACHE_CONTROL, "no-store")
-            .header("x-content-type-options", "nosniff")
-            .body(Body::from(index_page(&shown)))
-            .expect("valid index response")
+        let mut response = no_store(html(StatusCode::OK, index_page(&shown)));
+        response.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        response
     }
 }
 
@@ -534,38 +536,12 @@ fn index_page(notebooks: &[PathBuf]) -> String {
     )
 }
 
-/// Rewrites the request for the notebook: its path loses the notebook's prefix, which is
-/// added to [`MountPrefix`] (so the proxy maps `Location` and cookie paths under it), and
-/// [`NotebookFile`] is attached.
-fn enter(parts: &mut Parts, found: &resolve::Resolved, file: PathBuf) -> Result<(), http::Error> {
-    let path_and_query = match parts.uri.query() {
-        Some(query) => PathAndQuery::try_from(format!("{}?{query}", found.rest))?,
-        None => PathAndQuery::try_from(found.rest.as_str())?,
-    };
-    let mut uri = parts.uri.clone().into_parts();
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
-    let outer = parts
-        .extensions
-        .get::<MountPrefix>()
-        .map(|prefix| prefix.as_str().to_owned())
-        .unwrap_or_default();
-    parts
-        .extensions
-        .insert(MountPrefix(format!("{outer}{}", found.prefix)));
-    parts.extensions.insert(NotebookFile(file));
-    Ok(())
-}
-
 fn too_busy() -> Response<Body> {
-    let mut response = plain_response(
+    let why = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         "Too many notebooks are open right now; try again shortly.",
     );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    response
+    unavailable(why, 5)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub(crate) use service::NotebookService;
 
 use self::process::Backend;
 use crate::error::BuildError;
+use crate::sync::lock;
 
 /// Why a notebook backend cannot run. Each message says what to do about it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -112,13 +113,13 @@ pub(crate) struct NotebookOptions {
     pub(crate) eager: bool,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) startup_timeout: Duration,
-    pub(crate) api_wait: Duration,
+    pub(crate) startup_wait: Duration,
     pub(crate) response_timeout: Duration,
     /// marimo's frontend files, served by the gateway (shared by every backend).
     pub(crate) assets: Arc<assets::StaticAssets>,
     /// The origin guard's policy (the built app's allowed origins), applied by every notebook
     /// service so that mounts without the gateway's auth are guarded too.
-    pub(crate) origin: crate::auth::origin::Policy,
+    pub(crate) origin: crate::origin::Policy,
 }
 
 impl Default for NotebookOptions {
@@ -129,10 +130,10 @@ impl Default for NotebookOptions {
             eager: false,
             idle_timeout: None,
             startup_timeout: Duration::from_secs(60),
-            api_wait: Duration::from_secs(30),
+            startup_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
             assets: Arc::default(),
-            origin: crate::auth::origin::Policy::default(),
+            origin: crate::origin::Policy::default(),
         }
     }
 }
@@ -212,20 +213,14 @@ impl Backends {
             self.launcher.clone(),
             self.options.clone(),
         );
-        self.all
-            .lock()
-            .expect("backends lock")
-            .push(backend.clone());
+        lock(&self.all).push(backend.clone());
         backend
     }
 
     /// Forgets `backend` (after it was stopped): it no longer counts for `pids`, `start_all`
     /// or `shutdown`.
     pub(crate) fn remove(&self, backend: &Backend) {
-        self.all
-            .lock()
-            .expect("backends lock")
-            .retain(|kept| !Arc::ptr_eq(kept.core(), backend.core()));
+        lock(&self.all).retain(|kept| !Arc::ptr_eq(kept.core(), backend.core()));
     }
 
     pub(crate) fn options(&self) -> &NotebookOptions {
@@ -233,7 +228,7 @@ impl Backends {
     }
 
     fn snapshot(&self) -> Vec<Backend> {
-        self.all.lock().expect("backends lock").clone()
+        lock(&self.all).clone()
     }
 
     /// Starts every backend now and waits until each is ready or failed.

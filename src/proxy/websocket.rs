@@ -11,19 +11,6 @@ use super::uds::UdsConnector;
 use super::{mount_prefix, prepare_request, prepare_response, ProxyError};
 use crate::Body;
 
-/// `Connection: upgrade` + `Upgrade: websocket` (case-insensitive, token lists allowed).
-pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    let has_token = |name: header::HeaderName, token: &str| {
-        req.headers().get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
-    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
-}
-
 pub(super) async fn tunnel<G: Send + 'static>(
     connector: &UdsConnector,
     mut req: Request<Body>,
