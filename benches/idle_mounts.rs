@@ -1,6 +1,7 @@
-//! Gateway memory with 100 mounted-but-idle notebooks (issue floor: RSS ≤ 30 MB, no backend
-//! started). Builds the service, serves it on loopback, sends some traffic that must not
-//! start a backend (health checks, 404s, bare-prefix redirects), then prints the RSS.
+//! Gateway memory with 100 mounted-but-idle notebooks (budget: RSS ≤ 30 MB, and no backend
+//! started: a mount costs nothing until it is used). Builds the service, serves it on
+//! loopback, sends some traffic that must not start a backend (health checks, 404s,
+//! bare-prefix redirects), then prints the RSS.
 //!
 //! Run: `cargo bench --bench idle_mounts`
 

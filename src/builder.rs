@@ -172,7 +172,40 @@ impl Mount {
     /// first and the response last), as with `tower::ServiceBuilder` and marimo's
     /// `middleware=[...]` list. On a notebook directory ([`Mount::directory`]) the layers wrap
     /// each notebook, as [`DirectoryMount::layer`] does. Layers of notebook mounts see the
-    /// [`NotebookFile`](crate::NotebookFile) request extension.
+    /// [`NotebookFile`] request extension.
+    ///
+    /// Any tower layer whose service is [`IntoMountService`] fits, axum middleware included:
+    /// a mount's requests and responses carry axum's own [`Body`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use axum::extract::Request;
+    /// use axum::middleware::{from_fn, Next};
+    /// use axum::response::{IntoResponse, Response};
+    /// use http::StatusCode;
+    /// use marimo_rs::{create_app, Body, Mount, User};
+    /// use tower::ServiceExt;
+    ///
+    /// /// This notebook is for users the host's own auth signed in (it inserts `User`).
+    /// async fn signed_in_only(req: Request, next: Next) -> Response {
+    ///     if req.extensions().get::<User>().is_none() {
+    ///         return StatusCode::FORBIDDEN.into_response();
+    ///     }
+    ///     next.run(req).await
+    /// }
+    ///
+    /// let app = create_app()
+    ///     .mount(
+    ///         "/intro",
+    ///         Mount::app("examples/notebooks/intro.py").layer(from_fn(signed_in_only)),
+    ///     )
+    ///     .build()?;
+    /// let anonymous = http::Request::get("/intro/").body(Body::empty()).unwrap();
+    /// let response = app.oneshot(anonymous).await.unwrap();
+    /// assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    /// # Ok(()) }
+    /// ```
     pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
         self.layers.push(layer);
         self

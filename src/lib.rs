@@ -19,34 +19,33 @@
 //! ```
 //!
 //! See `ARCHITECTURE.md` for how a request flows through the modules.
-#![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-// Layers, each importing only from the ones above it in this list (ARCHITECTURE.md):
-// the leaves,
+// The modules in layers: each imports only from the layers before it in this list
+// (ARCHITECTURE.md, "Layers").
+// 0. Leaves: the body type, HTML escaping, replica names, the lock policy, the user.
 mod body;
-mod error;
 mod html;
+mod replica;
 mod sync;
 mod user;
-// the HTTP toolkit every service uses,
+// 1. The HTTP toolkit every service uses, and the build errors.
+mod error;
 mod request;
 mod response;
-// building blocks,
+// 2. Building blocks: mounts, the origin guard, health answers, the proxy, the server.
 mod health;
 mod mount;
 mod origin;
 mod proxy;
-mod replica;
 mod serve;
-// services,
+// 3. Services: the Host check, notebooks, the router.
 mod host;
 mod notebook;
 mod router;
-// services built on services,
+// 4. Services built on services: token auth, notebook directories.
 mod auth;
 mod directory;
-// and the composition of them all.
+// 5. The composition of them all.
 mod builder;
 
 pub use auth::{

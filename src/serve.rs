@@ -33,42 +33,7 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// Bytes hyper reads to tell HTTP/2 (its connection preface) from HTTP/1.
 const PREFACE_LEN: usize = 24;
 
-/// Serves `service` on `listener` with hyper (HTTP/1.1 with upgrades, and HTTP/2).
-///
-/// Every request carries the [`RemoteAddr`] and [`LocalAddr`] extensions.
-///
-/// The returned [`Serve`] is a future: `.await` it. It runs until an accept loop error that is
-/// not per-connection, or until the signal given to [`Serve::with_graceful_shutdown`] fires;
-/// then it stops accepting, lets open requests finish (up to [`Serve::grace_period`]) and
-/// returns. Connection errors are logged with `tracing` at debug level and never stop the
-/// server.
-///
-/// Limits, with their defaults (each has a method on [`Serve`]):
-///
-/// - [`header_read_timeout`](Serve::header_read_timeout), 30 s: a client must send a whole
-///   request head in that time, including the first bytes after connecting (whether it speaks
-///   HTTP/1 or HTTP/2 is decided from them), and the time an idle keep-alive connection waits
-///   for its next request. The connection is closed without a response.
-/// - [`max_header_bytes`](Serve::max_header_bytes), 64 KiB: a larger HTTP/1 request line plus
-///   headers gets `431 Request Header Fields Too Large` and the connection is closed; for
-///   HTTP/2 it is the header list size announced to the client. More than 100 header fields
-///   also get `431`.
-/// - [`max_connections`](Serve::max_connections), 10,000 open connections (WebSockets
-///   included, for their whole life): beyond it the server stops accepting, so new
-///   connections wait in the operating system's listen queue until one closes.
-/// - HTTP/2 connections are pinged every 20 s and closed when a ping goes unanswered for 20 s.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let app = marimo_rs::create_app()
-///     .with_app("/", "examples/notebooks/intro.py")
-///     .build()?;
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:2718").await?;
-/// marimo_rs::serve(listener, app)
-///     .with_graceful_shutdown(marimo_rs::shutdown_signal())
-///     .await?;
-/// # Ok(()) }
-/// ```
+#[doc = include_str!("../docs/serve.md")]
 pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
     Serve {
         listener,

@@ -138,9 +138,9 @@ impl AuthLayer {
     ///
     /// Used for the session cookie's `Path` and for redirects, which then use absolute paths
     /// under it instead of relative ones. Without it the cookie path is the
-    /// [`MountPrefix`] of the request if an outer marimo_rs router set one, else `/`. Set it
-    /// when the host also serves the service at its bare prefix (`/marimo` as well as
-    /// `/marimo/`), since a relative redirect cannot be right for both.
+    /// [`MountPrefix`](crate::MountPrefix) of the request if an outer marimo_rs router set one,
+    /// else `/`. Set it when the host also serves the service at its bare prefix (`/marimo` as
+    /// well as `/marimo/`), since a relative redirect cannot be right for both.
     ///
     /// # Panics
     ///
@@ -303,7 +303,7 @@ impl AuthLayer {
     }
 
     /// Always (`true`) or never (`false`) marks the session cookie `Secure`, instead of
-    /// deciding per request (`Secure` when the request URI, or the [`OriginalUri`] recorded by
+    /// deciding per request (`Secure` when the request URI, or the [`OriginalUri`](crate::OriginalUri) recorded by
     /// an outer marimo_rs router, is `https`, or when `X-Forwarded-Proto: https` and
     /// [`trust_forwarded_headers`](Self::trust_forwarded_headers) is on).
     pub fn secure_cookie(mut self, secure: bool) -> Self {
@@ -349,30 +349,7 @@ impl AuthLayer {
         self
     }
 
-    /// Limits failed credential checks per client address: `burst` failures in a row, then the
-    /// allowance refills at `burst` per `per` (`login_limit(10, Duration::from_secs(60))`, the
-    /// default, is 10 failures a minute: one more every 6 s).
-    ///
-    /// Every wrong credential counts: a login form `POST` with a wrong password, a wrong
-    /// `Bearer` token, a `Basic` password or an `Authorization` header that does not parse, a
-    /// wrong `?access_token=`. A session cookie never counts and is checked first: a browser
-    /// that is signed in is never slowed or refused, even from a limited address. Once the
-    /// allowance is used up, credential attempts from that address get `429 Too Many
-    /// Requests` with `Retry-After` (seconds) *without the credential being checked*, right
-    /// or wrong, until it refills (the login form shows the same as a page). `GET`/`HEAD`
-    /// `/health` and `/healthz` are never refused.
-    ///
-    /// The address is the connection's peer, from the [`RemoteAddr`] extension that
-    /// [`serve`](crate::serve()) inserts, keyed by the whole IPv4 address or the IPv6 `/64`
-    /// prefix; behind a reverse proxy, see [`trusted_proxies`](Self::trusted_proxies). A host
-    /// that serves the service itself without inserting [`RemoteAddr`] puts every client in
-    /// one shared bucket (insert `RemoteAddr` with a layer to avoid that). At most 100,000
-    /// addresses are tracked (about 3 MiB); beyond that, new addresses share one bucket
-    /// until the least active ones refill and are forgotten.
-    ///
-    /// # Panics
-    ///
-    /// If `burst` is 0 or `per` is zero.
+    #[doc = include_str!("../../docs/login_limit.md")]
     pub fn login_limit(mut self, burst: u32, per: Duration) -> Self {
         assert!(
             burst > 0,

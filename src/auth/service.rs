@@ -30,38 +30,7 @@ use crate::{Body, User};
 /// The body of every `401`, as marimo sends it.
 const UNAUTHORIZED_BODY: &str = r#"{"detail":"Authorization header required"}"#;
 
-/// The service made by [`AuthLayer`].
-///
-/// For each request, in this order:
-///
-/// - The origin guard, whatever the credentials: a request that can change state or stream
-///   data back (any method but `GET`/`HEAD`/`OPTIONS`, an upgrade such as a WebSocket, an
-///   event stream: `Accept: text/event-stream` or a path ending in `/sse`) gets `403` with a
-///   short reason when its `Origin` is neither the request's own origin (scheme, host, port)
-///   nor an [allowed origin](AuthLayer::allowed_origins), including `Origin: null`; or when
-///   it has no `Origin` but `Sec-Fetch-Site: cross-site` or `same-site`. Requests without
-///   either header (curl, scripts) pass. A CORS preflight (`OPTIONS` with
-///   `Access-Control-Request-Method`) from an allowed origin is answered `204` here, and
-///   responses to an allowed origin carry `Access-Control-Allow-Origin: <that origin>` with
-///   credentials; no other response gets CORS headers from this layer.
-/// - `{base}/auth/login` is the login form: `GET` shows it, `POST` (a form with `password`
-///   and `next`, at most 16 KiB; `next` may also come from the query string, as marimo's
-///   login page sends it) sets the session cookie and answers `302` to `next` when the
-///   password is the token, other methods get `405`.
-/// - `{base}/auth/sign-in?code=…` is a [one-time sign-in link](AuthLayer::sign_in_link).
-/// - A request whose client has used up its [login limit](AuthLayer::login_limit) and that
-///   carries a credential other than a valid session cookie gets `429 Too Many Requests` with
-///   `Retry-After`, without the credential being checked (so does a login `POST`).
-/// - A request with valid credentials goes to the inner service with a [`User`] extension
-///   (the Basic username, the name stored in the cookie, otherwise `"user"`) and without its
-///   credentials. A browser page load authenticated by `?access_token=` is instead redirected
-///   (`303`) to the same URL without the token, with the session cookie set.
-/// - Otherwise: `GET`/`HEAD` `/health` and `/healthz` (and `{mount}/health`,
-///   `{mount}/healthz` of the app's notebook mounts) go in anyway; WebSocket upgrades get
-///   `403`; browser page loads (`GET`/`HEAD` accepting `text/html`, outside `/api/`) are
-///   redirected (`303`) to the login form with `next` set to the page; everything else gets
-///   `401` `{"detail":"Authorization header required"}` with `WWW-Authenticate: Basic
-///   realm="marimo"`.
+#[doc = include_str!("../../docs/auth.md")]
 pub struct Auth<S> {
     inner: S,
     config: Arc<Config>,

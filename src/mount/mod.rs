@@ -186,3 +186,64 @@ impl fmt::Debug for Layers {
         write!(f, "{} layer(s)", self.0.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::middleware::{from_fn, Next};
+    use http::{HeaderValue, StatusCode};
+
+    /// A service that answers with the `x-seen` header it was given.
+    fn echo() -> MountService {
+        MountService::new(tower::service_fn(|req: Request<Body>| async move {
+            let seen = req.headers().get("x-seen").cloned();
+            let mut response = Response::new(Body::empty());
+            if let Some(seen) = seen {
+                response.headers_mut().insert("x-seen", seen);
+            }
+            Ok::<_, Infallible>(response)
+        }))
+    }
+
+    #[tokio::test]
+    async fn axum_middleware_wraps_a_mount_and_layers_nest_first_outermost() {
+        async fn mark(mut req: axum::extract::Request, next: Next) -> axum::response::Response {
+            let before = req.headers().get("x-seen").cloned();
+            let mark = match before {
+                Some(before) => format!("{},axum", before.to_str().unwrap_or_default()),
+                None => "axum".to_owned(),
+            };
+            req.headers_mut()
+                .insert("x-seen", HeaderValue::try_from(mark).expect("ASCII"));
+            next.run(req).await
+        }
+        let outer = tower::layer::layer_fn(|inner: MountService| {
+            tower::util::MapRequest::new(inner, |mut req: Request<Body>| {
+                req.headers_mut()
+                    .insert("x-seen", HeaderValue::from_static("outer"));
+                req
+            })
+        });
+        let mut layers = Layers::default();
+        layers.push(outer);
+        layers.push(from_fn(mark));
+        assert_eq!(layers.len(), 2);
+        let service = layers.apply(echo());
+        let response = service
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-seen"], "outer,axum");
+    }
+
+    #[tokio::test]
+    async fn a_mount_accepts_any_request_body() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"x"));
+        let response = echo()
+            .oneshot(Request::new(body))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}

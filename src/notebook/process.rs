@@ -228,7 +228,7 @@ impl Backend {
                 _ => {}
             }
             match tokio::time::timeout_at(deadline, status.changed()).await {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => {}
                 _ => return status.borrow().clone(),
             }
         }

@@ -225,7 +225,7 @@ fn is_local_client<B>(req: &Request<B>) -> bool {
     };
     let ip = match addr.ip() {
         IpAddr::V6(ip) => ip.to_canonical(),
-        ip => ip,
+        ip @ IpAddr::V4(_) => ip,
     };
     let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
         .iter()
