@@ -5,20 +5,15 @@
 //!
 //! Run: `cargo bench --bench idle_mounts`
 
+use std::future::IntoFuture;
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+mod common;
+use common::rss_kib;
 
 #[tokio::main]
 async fn main() {
@@ -55,4 +50,3 @@ async fn main() {
         rss_kib()
     );
 }
-use std::future::IntoFuture;

@@ -11,38 +11,17 @@
 //! Run: `cargo bench --bench login_limit`
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use marimo_rs::{AuthLayer, Body, RemoteAddr, Token};
 use tower::{Layer, Service, ServiceExt};
 
+mod common;
+use common::{now, rss_kib};
+
 const TOKEN: &str = "sup3rs3cr3t";
-
-/// Polls a future that is ready without waiting (the auth layer answers these requests
-/// itself, or calls an inner service that answers at once).
-fn now<F: Future>(future: F) -> F::Output {
-    match pin!(future)
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the service was not immediately ready"),
-    }
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn service() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
     let inner = tower::service_fn(|_req: Request<Body>| async {

@@ -174,18 +174,8 @@ impl AuthLayer {
     /// # Panics
     ///
     /// If `key` is empty.
-    pub fn cookie_key(mut self, key: &[u8]) -> Self {
-        assert!(!key.is_empty(), "AuthLayer::cookie_key: the key is empty");
-        if key.len() < 32 {
-            tracing::warn!(
-                length = key.len(),
-                "the session cookie key is shorter than 32 bytes"
-            );
-        }
-        let config = self.config_mut();
-        config.signing_key = key.to_vec();
-        config.rebuild_keys();
-        self
+    pub fn cookie_key(self, key: &[u8]) -> Self {
+        self.signed_with("AuthLayer::cookie_key: the key", key, key.to_vec())
     }
 
     /// Derives the session cookie key from a server secret shared by every replica, so that
@@ -209,19 +199,10 @@ impl AuthLayer {
     /// # Panics
     ///
     /// If `secret` is empty.
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+    pub fn secret(self, secret: impl AsRef<[u8]>) -> Self {
         let secret = secret.as_ref();
-        assert!(!secret.is_empty(), "AuthLayer::secret: the secret is empty");
-        if secret.len() < 32 {
-            tracing::warn!(
-                length = secret.len(),
-                "the server secret is shorter than 32 bytes"
-            );
-        }
-        let config = self.config_mut();
-        config.signing_key = cookie::key_from_secret(secret).to_vec();
-        config.rebuild_keys();
-        self
+        let key = cookie::key_from_secret(secret).to_vec();
+        self.signed_with("AuthLayer::secret: the secret", secret, key)
     }
 
     /// Secrets that [`secret`](Self::secret) replaced and whose session cookies are still
@@ -491,6 +472,20 @@ impl AuthLayer {
     /// Replaces the origin policy with a built app's.
     pub(crate) fn with_origin_policy(mut self, policy: origin::Policy) -> Self {
         self.config_mut().origin = policy;
+        self
+    }
+
+    /// Signs cookies with `key`, made from `given` (named `what` in the panic message and
+    /// the warning): a key or secret that is empty is refused, a short one works but is
+    /// logged, since 32 random bytes are what makes the signature unguessable.
+    fn signed_with(mut self, what: &'static str, given: &[u8], key: Vec<u8>) -> Self {
+        assert!(!given.is_empty(), "{what} is empty");
+        if given.len() < 32 {
+            tracing::warn!(length = given.len(), "{what} is shorter than 32 bytes");
+        }
+        let config = self.config_mut();
+        config.signing_key = key;
+        config.rebuild_keys();
         self
     }
 
