@@ -240,12 +240,10 @@ impl From<DirectoryMount> for Mount {
 
 /// Inserts the [`NotebookFile`] extension before `service` (a notebook in its layers) runs.
 fn with_notebook_file(file: NotebookFile, service: MountService) -> MountService {
-    service
-        .map_request(move |mut req: Request<Body>| {
-            req.extensions_mut().insert(file.clone());
-            req
-        })
-        .into_mount_service()
+    MountService::from_body_service(service.map_request(move |mut req: Request<Body>| {
+        req.extensions_mut().insert(file.clone());
+        req
+    }))
 }
 
 /// State that exists while `build()` runs.
@@ -313,10 +311,8 @@ impl BuildContext {
                 path: mount.directory.clone(),
             })?;
         let backends = self.backends()?;
-        Ok(
-            DirectoryService::new(path.to_string(), directory, mount, layers, backends)
-                .into_mount_service(),
-        )
+        let service = DirectoryService::new(path.to_string(), directory, mount, layers, backends);
+        Ok(MountService::from_body_service(service))
     }
 }
 
@@ -695,23 +691,23 @@ impl AppBuilder {
             table.push((path, service));
         }
         let router = Router::new(table)?;
-        let routed = MountService::new(Health::new(router));
+        let routed = MountService::from_body_service(Health::new(router));
         // Load balancers probe each notebook without credentials, as marimo allows.
         let auth = self
             .auth
             .map(|auth| auth.with_origin_policy(policy).health_mounts(notebooks));
         let guarded = match &auth {
-            Some(auth) => MountService::new(auth.layer(routed)),
+            Some(auth) => MountService::from_body_service(auth.layer(routed)),
             None => routed,
         };
         let mut service = self.layers.apply(guarded);
         if let Some(replica) = replica {
             let value = replica.header_value();
-            service = ServiceExt::<Request<Body>>::map_response(service, move |mut response| {
+            let named = ServiceExt::<Request<Body>>::map_response(service, move |mut response| {
                 response.headers_mut().insert(REPLICA_HEADER, value.clone());
                 response
-            })
-            .into_mount_service();
+            });
+            service = MountService::from_body_service(named);
         }
         if let Some(backends) = &ctx.backends {
             backends.start_eager();
