@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::uri::PathAndQuery;
-use http::{Extensions, Method, Request, Uri};
+use http::{Method, Request, Uri};
 
 /// The address of the client at the other end of the connection, inserted into every request's
 /// extensions by [`serve`](crate::serve()).
@@ -118,16 +118,13 @@ pub(crate) fn set_path_and_query(
 /// becomes `/x`), the query stays byte for byte, `prefix` is appended to the [`MountPrefix`],
 /// and the [`OriginalUri`] is recorded unless an outer router did. An empty `prefix` leaves
 /// the URI as it is.
-pub(crate) fn enter_mount(
-    uri: &mut Uri,
-    extensions: &mut Extensions,
-    prefix: &str,
-) -> Result<(), http::Error> {
-    let original = uri.clone();
+pub(crate) fn enter_mount<B>(req: &mut Request<B>, prefix: &str) -> Result<(), http::Error> {
+    let original = req.uri().clone();
     if !prefix.is_empty() {
         let rest = original.path().get(prefix.len()..).unwrap_or_default();
-        set_path_and_query(uri, rest, original.query())?;
+        set_path_and_query(req.uri_mut(), rest, original.query())?;
     }
+    let extensions = req.extensions_mut();
     let outer = extensions
         .get::<MountPrefix>()
         .map(MountPrefix::as_str)
@@ -192,22 +189,23 @@ mod tests {
 
     #[test]
     fn entering_a_mount_strips_its_prefix_and_adds_it_up() {
-        let mut uri: Uri = "http://gw.example/a/b/x?q=%2F".parse().unwrap();
-        let mut extensions = Extensions::new();
-        enter_mount(&mut uri, &mut extensions, "/a").unwrap();
-        enter_mount(&mut uri, &mut extensions, "/b").unwrap();
-        assert_eq!(uri, "http://gw.example/x?q=%2F");
+        let mut req = Request::get("http://gw.example/a/b/x?q=%2F")
+            .body(())
+            .unwrap();
+        enter_mount(&mut req, "/a").unwrap();
+        enter_mount(&mut req, "/b").unwrap();
+        assert_eq!(*req.uri(), "http://gw.example/x?q=%2F");
+        let extensions = req.extensions();
         assert_eq!(extensions.get::<MountPrefix>().unwrap().as_str(), "/a/b");
         assert_eq!(
             extensions.get::<OriginalUri>().unwrap().0,
             "http://gw.example/a/b/x?q=%2F"
         );
 
-        let mut root: Uri = "/x?y".parse().unwrap();
-        let mut extensions = Extensions::new();
-        enter_mount(&mut root, &mut extensions, "").unwrap();
-        assert_eq!(root, "/x?y");
-        assert_eq!(extensions.get::<MountPrefix>().unwrap().as_str(), "");
+        let mut root = Request::get("/x?y").body(()).unwrap();
+        enter_mount(&mut root, "").unwrap();
+        assert_eq!(*root.uri(), "/x?y");
+        assert_eq!(root.extensions().get::<MountPrefix>().unwrap().as_str(), "");
     }
 
     #[test]

@@ -52,7 +52,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// directory as configured (made absolute, symlinks kept) joined with the notebook's relative
 /// path, e.g. `/srv/notebooks/team/q3.py`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotebookFile(pub PathBuf);
+pub struct NotebookFile(pub(crate) PathBuf);
 
 impl NotebookFile {
     /// The notebook's path.
@@ -303,7 +303,7 @@ impl Inner {
         if self.cached(&found).is_none() && !resolve::is_marimo_notebook(&found.canonical) {
             return not_found();
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         if let Some(validate) = &self.validate {
             match validate(&found.relative, &parts).await {
                 Validation::Allow => {}
@@ -317,13 +317,13 @@ impl Inner {
         let Some(service) = self.service_for(&found) else {
             return too_busy();
         };
-        if enter_mount(&mut parts.uri, &mut parts.extensions, &found.prefix).is_err() {
+        let mut req = Request::from_parts(parts, body);
+        if enter_mount(&mut req, &found.prefix).is_err() {
             return bad_request();
         }
-        parts
-            .extensions
+        req.extensions_mut()
             .insert(NotebookFile(self.directory.join(&found.relative)));
-        match service.oneshot(Request::from_parts(parts, body)).await {
+        match service.oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},
         }

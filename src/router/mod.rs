@@ -96,7 +96,7 @@ impl Router {
         }
     }
 
-    fn route(&self, req: Request<Body>) -> RouteFuture {
+    fn route(&self, mut req: Request<Body>) -> RouteFuture {
         let table = &self.table;
         let index = match self.target(req.uri().path()) {
             None => return RouteFuture::ready(not_found()),
@@ -109,11 +109,9 @@ impl Router {
             Some(Target::Forward(index)) => index,
         };
         let (prefix, service) = &table.mounts[index];
-        let (mut parts, body) = req.into_parts();
-        if enter_mount(&mut parts.uri, &mut parts.extensions, prefix.as_str()).is_err() {
+        if enter_mount(&mut req, prefix.as_str()).is_err() {
             return RouteFuture::ready(bad_request());
         }
-        let req = Request::from_parts(parts, body);
         RouteFuture::Mount {
             inner: service.clone().oneshot(req),
         }
