@@ -1,23 +1,19 @@
-//! Gateway memory with 100 mounted-but-idle notebooks (issue floor: RSS ≤ 30 MB, no backend
-//! started). Builds the service, serves it on loopback, sends some traffic that must not
-//! start a backend (health checks, 404s, bare-prefix redirects), then prints the RSS.
+//! Gateway memory with 100 mounted-but-idle notebooks (budget: RSS ≤ 30 MB, and no backend
+//! started: a mount costs nothing until it is used). Builds the service, serves it on
+//! loopback, sends some traffic that must not start a backend (health checks, 404s,
+//! bare-prefix redirects), then prints the RSS.
 //!
 //! Run: `cargo bench --bench idle_mounts`
 
+use std::future::IntoFuture;
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+mod common;
+use common::rss_kib;
 
 #[tokio::main]
 async fn main() {
@@ -54,4 +50,3 @@ async fn main() {
         rss_kib()
     );
 }
-use std::future::IntoFuture;

@@ -24,7 +24,6 @@
 //! and your scope (`mo.app_meta().request.user` and `.meta`).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,11 +36,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use marimo_rs::{create_app, serve, shutdown_signal, Body, Mount, User};
+use marimo_rs::{create_app, serve, shutdown_signal, Mount, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt};
 
 /// The demo's users: name, password, the scopes they may be granted. A real application
 /// stores only password *hashes* (`$argon2id$v=19$…`), never the passwords.
@@ -122,11 +119,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_app("", "examples/pages/index.py")
         .mount(
             "/dashboard",
-            Mount::app("examples/pages/dashboard.py").layer(require_scope("dashboard")),
+            Mount::app("examples/pages/dashboard.py")
+                .layer(from_fn_with_state("dashboard", require_scope)),
         )
         .mount(
             "/sales",
-            Mount::app("examples/pages/sales.py").layer(require_scope("sales")),
+            Mount::app("examples/pages/sales.py").layer(from_fn_with_state("sales", require_scope)),
         )
         .build()?;
 
@@ -268,32 +266,17 @@ async fn require_token(State(state): State<AppState>, mut req: Request, next: Ne
     next.run(req).await
 }
 
-/// A notebook mount's service, as `Mount::layer` hands it to a layer.
-type NotebookService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
-
-/// A layer for one notebook mount: `403` unless the user's token has `scope`.
-fn require_scope(scope: &'static str) -> impl Layer<NotebookService, Service = NotebookService> {
-    tower::layer::layer_fn(move |inner: NotebookService| {
-        let service = tower::service_fn(move |req: http::Request<Body>| {
-            let inner = inner.clone();
-            async move {
-                let user = req.extensions().get::<User>();
-                let scopes = user.and_then(|user| user.meta()["scope"].as_str());
-                if scopes.is_some_and(|scopes| scopes.split_whitespace().any(|s| s == scope)) {
-                    return inner.oneshot(req).await;
-                }
-                let body = Body::from(r#"{"detail":"Not enough permissions"}"#);
-                let mut response = http::Response::new(body);
-                *response.status_mut() = StatusCode::FORBIDDEN;
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                Ok(response)
-            }
-        });
-        NotebookService::new(service)
-    })
+/// The per-mount authorization: `403` unless the signed-in user's token has the mount's
+/// scope. An ordinary axum middleware: `Mount::layer` takes it as it is, and it runs after
+/// `require_token`, so the [`User`] is there.
+async fn require_scope(State(scope): State<&'static str>, req: Request, next: Next) -> Response {
+    let user = req.extensions().get::<User>();
+    let scopes = user.and_then(|user| user.meta()["scope"].as_str());
+    if scopes.is_some_and(|scopes| scopes.split_whitespace().any(|s| s == scope)) {
+        return next.run(req).await;
+    }
+    let body = Json(json!({"detail": "Not enough permissions"}));
+    (StatusCode::FORBIDDEN, body).into_response()
 }
 
 fn unauthorized(detail: &str) -> Response {

@@ -8,20 +8,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{Request, Response};
-use tower::util::{BoxCloneSyncService, ServiceExt};
+use tower::util::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::auth::origin::{self, Origin};
+use crate::auth::{AuthLayer, Token};
+use crate::body::{Body, BoxError};
 use crate::directory::{DirectoryMount, DirectoryService, NotebookFile};
 use crate::error::BuildError;
 use crate::health::Health;
 use crate::host::{self, HostPolicy};
+use crate::mount::{IntoMountService, Layers, MountFuture, MountLayer, MountPath, MountService};
 use crate::notebook::{Backends, Mode, NotebookError, NotebookOptions, NotebookService};
-use crate::router::{MountPath, MountService, Router};
-use crate::{AuthLayer, Body, BoxError, Token};
+use crate::origin::{self, Origin};
+use crate::replica::{ReplicaId, REPLICA_HEADER};
+use crate::router::Router;
 
 /// Starts composing a service, like marimo's `create_asgi_app()`.
 ///
@@ -39,35 +41,6 @@ use crate::{AuthLayer, Body, BoxError, Token};
 /// ```
 pub fn create_app() -> AppBuilder {
     AppBuilder::default()
-}
-
-/// A layer stored type-erased, so that one mount can hold several and reuse them.
-pub(crate) type LayerFn = Arc<dyn MountLayer>;
-
-/// A tower layer that can wrap a mount (or the whole app): any `Layer<MountService>` whose
-/// service answers `Request<Body>` with an infallible `Response` of some `Bytes` body, and is
-/// `Clone + Send + Sync`. Implemented for every such layer (`tower_http` layers,
-/// `tower::ServiceBuilder` stacks, `tower::layer::layer_fn`…); there is nothing to implement.
-pub trait MountLayer: Send + Sync + 'static {
-    /// Wraps `inner`, erasing the resulting service's type.
-    fn wrap(&self, inner: MountService) -> MountService;
-}
-
-impl<L, B> MountLayer for L
-where
-    L: Layer<MountService> + Send + Sync + 'static,
-    L::Service: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    fn wrap(&self, inner: MountService) -> MountService {
-        box_service(self.layer(inner))
-    }
 }
 
 /// One entry of the mount table: what is served under a path, and the layers around it.
@@ -101,7 +74,7 @@ where
 /// ```
 pub struct Mount {
     kind: MountKind,
-    layers: Vec<LayerFn>,
+    layers: Layers,
 }
 
 enum MountKind {
@@ -128,27 +101,18 @@ impl std::fmt::Debug for Mount {
 }
 
 impl Mount {
-    /// Mounts any tower service (the Rust analogue of mounting an ASGI app).
+    /// Mounts any tower service (the Rust analogue of mounting an ASGI app): see
+    /// [`IntoMountService`] for what it must be.
     ///
     /// The service receives requests with the mount prefix stripped; the original URI and the
     /// prefix are in the request extensions as [`OriginalUri`](crate::OriginalUri) and
     /// [`MountPrefix`](crate::MountPrefix). Its error type must be [`Infallible`], as for
     /// axum's `nest_service`: turn errors into responses first (e.g. with
     /// `axum::error_handling::HandleErrorLayer`).
-    pub fn service<S, B>(service: S) -> Self
-    where
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn service(service: impl IntoMountService) -> Self {
         Self {
-            kind: MountKind::Service(box_service(service)),
-            layers: Vec::new(),
+            kind: MountKind::Service(service.into_mount_service()),
+            layers: Layers::default(),
         }
     }
 
@@ -159,7 +123,7 @@ impl Mount {
     pub fn app(root: impl Into<PathBuf>) -> Self {
         Self {
             kind: MountKind::Notebook(root.into()),
-            layers: Vec::new(),
+            layers: Layers::default(),
         }
     }
 
@@ -190,7 +154,7 @@ impl Mount {
     pub fn edit(root: impl Into<PathBuf>) -> Self {
         Self {
             kind: MountKind::Edit(root.into()),
-            layers: Vec::new(),
+            layers: Layers::default(),
         }
     }
 
@@ -208,9 +172,42 @@ impl Mount {
     /// first and the response last), as with `tower::ServiceBuilder` and marimo's
     /// `middleware=[...]` list. On a notebook directory ([`Mount::directory`]) the layers wrap
     /// each notebook, as [`DirectoryMount::layer`] does. Layers of notebook mounts see the
-    /// [`NotebookFile`](crate::NotebookFile) request extension.
+    /// [`NotebookFile`] request extension.
+    ///
+    /// Any tower layer whose service is [`IntoMountService`] fits, axum middleware included:
+    /// a mount's requests and responses carry axum's own [`Body`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use axum::extract::Request;
+    /// use axum::middleware::{from_fn, Next};
+    /// use axum::response::{IntoResponse, Response};
+    /// use http::StatusCode;
+    /// use marimo_rs::{create_app, Body, Mount, User};
+    /// use tower::ServiceExt;
+    ///
+    /// /// This notebook is for users the host's own auth signed in (it inserts `User`).
+    /// async fn signed_in_only(req: Request, next: Next) -> Response {
+    ///     if req.extensions().get::<User>().is_none() {
+    ///         return StatusCode::FORBIDDEN.into_response();
+    ///     }
+    ///     next.run(req).await
+    /// }
+    ///
+    /// let app = create_app()
+    ///     .mount(
+    ///         "/intro",
+    ///         Mount::app("examples/notebooks/intro.py").layer(from_fn(signed_in_only)),
+    ///     )
+    ///     .build()?;
+    /// let anonymous = http::Request::get("/intro/").body(Body::empty()).unwrap();
+    /// let response = app.oneshot(anonymous).await.unwrap();
+    /// assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    /// # Ok(()) }
+    /// ```
     pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
-        self.layers.push(Arc::new(layer));
+        self.layers.push(layer);
         self
     }
 
@@ -220,7 +217,7 @@ impl Mount {
         ctx: &mut BuildContext,
     ) -> Result<MountService, BuildError> {
         match self.kind {
-            MountKind::Service(service) => Ok(apply_layers(&self.layers, service)),
+            MountKind::Service(service) => Ok(self.layers.apply(service)),
             MountKind::Directory(directory) => ctx.directory(path, directory, self.layers),
             MountKind::Notebook(root) => ctx.notebook(path, root, Mode::Run, &self.layers),
             MountKind::Edit(root) => ctx.notebook(path, root, Mode::Edit, &self.layers),
@@ -240,7 +237,7 @@ impl From<DirectoryMount> for Mount {
 
 /// Inserts the [`NotebookFile`] extension before `service` (a notebook in its layers) runs.
 fn with_notebook_file(file: NotebookFile, service: MountService) -> MountService {
-    box_service(service.map_request(move |mut req: Request<Body>| {
+    MountService::from_body_service(service.map_request(move |mut req: Request<Body>| {
         req.extensions_mut().insert(file.clone());
         req
     }))
@@ -260,7 +257,7 @@ impl BuildContext {
         path: &MountPath,
         root: PathBuf,
         mode: Mode,
-        layers: &[LayerFn],
+        layers: &Layers,
     ) -> Result<MountService, BuildError> {
         let notebook = std::fs::canonicalize(&root)
             .ok()
@@ -272,7 +269,7 @@ impl BuildContext {
         let service = NotebookService::new(backend).into_mount_service();
         Ok(with_notebook_file(
             NotebookFile(notebook),
-            apply_layers(layers, service),
+            layers.apply(service),
         ))
     }
 
@@ -291,7 +288,7 @@ impl BuildContext {
         &mut self,
         path: &MountPath,
         mount: DirectoryMount,
-        layers: Vec<LayerFn>,
+        layers: Layers,
     ) -> Result<MountService, BuildError> {
         if path.is_root() {
             return Err(BuildError::InvalidMountPath {
@@ -312,51 +309,23 @@ impl BuildContext {
     }
 }
 
-/// Wraps `service` so that `layers[0]` is outermost.
-pub(crate) fn apply_layers(layers: &[LayerFn], service: MountService) -> MountService {
-    layers
-        .iter()
-        .rev()
-        .fold(service, |inner, layer| layer.wrap(inner))
-}
-
-/// Type-erases a service, converting its response body to [`Body`].
-pub(crate) fn box_service<S, B>(service: S) -> MountService
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    BoxCloneSyncService::new(service.map_response(|response: Response<B>| response.map(Body::new)))
-}
-
 /// Collects mounts and options; [`build`](AppBuilder::build) turns them into a
 /// [`MarimoService`]. Created by [`create_app`].
 #[derive(Default)]
 #[must_use = "an AppBuilder does nothing until `.build()` is called"]
 pub struct AppBuilder {
     mounts: Vec<(String, Mount)>,
-    layers: Vec<LayerFn>,
+    layers: Layers,
     notebook: NotebookOptions,
     auth: Option<AuthLayer>,
-    /// The server secret and the old ones, applied to `auth` at build time.
-    secrets: Option<(Vec<u8>, Vec<Vec<u8>>)>,
-    /// The `x-marimo-rs-replica` response header.
-    replica_id: Option<http::HeaderValue>,
+    /// The `x-marimo-rs-replica` response header, as given (checked by `build`).
+    replica_id: Option<String>,
     /// Origins allowed besides the request's own, as given (checked by `build`).
     allowed_origins: Vec<String>,
     /// Host names answered besides the loopback ones, as given (checked by `build`).
     allowed_hosts: Vec<String>,
     trust_forwarded: bool,
 }
-
-/// The response header that names the replica (see [`AppBuilder::replica_id`]).
-const REPLICA_HEADER: http::HeaderName = http::HeaderName::from_static("x-marimo-rs-replica");
 
 impl std::fmt::Debug for AppBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -414,17 +383,7 @@ impl AppBuilder {
     }
 
     /// Mounts any tower service at `path`: shorthand for `mount(path, Mount::service(service))`.
-    pub fn with_service<S, B>(self, path: &str, service: S) -> Self
-    where
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn with_service(self, path: &str, service: impl IntoMountService) -> Self {
         self.mount(path, Mount::service(service))
     }
 
@@ -528,7 +487,7 @@ impl AppBuilder {
     /// How long an API or WebSocket request waits for a starting backend before `503`
     /// (default 30 s). Page loads never wait: they get a self-refreshing "starting" page.
     pub fn startup_wait(mut self, wait: Duration) -> Self {
-        self.notebook.api_wait = wait;
+        self.notebook.startup_wait = wait;
         self
     }
 
@@ -543,7 +502,7 @@ impl AppBuilder {
     /// Wraps the whole built service in `layer`. Several calls apply in the order given, the
     /// first one outermost.
     pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
-        self.layers.push(Arc::new(layer));
+        self.layers.push(layer);
         self
     }
 
@@ -598,74 +557,6 @@ impl AppBuilder {
     /// ```
     pub fn auth(mut self, layer: AuthLayer) -> Self {
         self.auth = Some(layer);
-        self
-    }
-
-    /// Keys the session cookies with a server secret shared by every replica: shorthand for
-    /// [`AuthLayer::secret`] on the layer given to [`token`](AppBuilder::token) or
-    /// [`auth`](AppBuilder::auth), whichever order they are called in. Replicas built with
-    /// the same secret accept each other's sessions, so a load balancer can send a signed-in
-    /// browser to any of them. No effect without authentication.
-    ///
-    /// Run-mode tokens derived from the secret are made with
-    /// [`Token::from_code_with_secret`].
-    ///
-    /// ```
-    /// # fn main() -> Result<(), marimo_rs::BuildError> {
-    /// use marimo_rs::{create_app, Token};
-    /// # let dashboard = tower::service_fn(|_req| async {
-    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(marimo_rs::Body::empty()))
-    /// # });
-    ///
-    /// let secret = b"32 or more random bytes, the same on every replica";
-    /// let app = create_app()
-    ///     .with_service("/dashboard", dashboard)
-    ///     .token(Token::new("sup3rs3cr3t"))
-    ///     .secret(secret)
-    ///     .replica_id("replica-1")
-    ///     .build()?;
-    /// # let _ = app;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If `secret` is empty.
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        let secret = secret.as_ref();
-        assert!(
-            !secret.is_empty(),
-            "AppBuilder::secret: the secret is empty"
-        );
-        let old = self.secrets.take().map(|(_, old)| old).unwrap_or_default();
-        self.secrets = Some((secret.to_vec(), old));
-        self
-    }
-
-    /// Secrets that [`secret`](AppBuilder::secret) replaced and whose session cookies are
-    /// still accepted: [`AuthLayer::old_secrets`] (at most 4). Needs `secret`.
-    ///
-    /// # Panics
-    ///
-    /// If [`secret`](AppBuilder::secret) was not called before, a secret is empty, or more than
-    /// 4 are given.
-    pub fn old_secrets<I, T>(mut self, secrets: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<[u8]>,
-    {
-        let old: Vec<Vec<u8>> = secrets
-            .into_iter()
-            .map(|secret| secret.as_ref().to_vec())
-            .collect();
-        assert!(
-            old.iter().all(|secret| !secret.is_empty()) && old.len() <= 4,
-            "AppBuilder::old_secrets: at most 4 old secrets, none empty"
-        );
-        let Some((_, kept)) = &mut self.secrets else {
-            panic!("AppBuilder::old_secrets: call AppBuilder::secret first");
-        };
-        *kept = old;
         self
     }
 
@@ -750,19 +641,20 @@ impl AppBuilder {
     /// can tell which replica answered (`curl -sI …`, the browser's network tab). Pick a value
     /// that does not reveal more than you want, e.g. a hash of the host name. Off by default.
     ///
-    /// # Panics
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .replica_id("replica-1")
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
     ///
-    /// If `id` is empty or not visible ASCII (it must fit in a header).
+    /// [`build`](AppBuilder::build) fails with [`BuildError::InvalidReplicaId`] if `id` is not
+    /// a [`ReplicaId`] (1 to 64 visible ASCII characters).
     pub fn replica_id(mut self, id: impl Into<String>) -> Self {
-        let id = id.into();
-        let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic());
-        let value = http::HeaderValue::try_from(id.as_str())
-            .ok()
-            .filter(|_| valid)
-            .unwrap_or_else(|| {
-                panic!("AppBuilder::replica_id: {id:?} is not a non-empty visible-ASCII value")
-            });
-        self.replica_id = Some(value);
+        self.replica_id = Some(id.into());
         self
     }
 
@@ -775,6 +667,7 @@ impl AppBuilder {
     /// (see [`MarimoService::start`]).
     pub fn build(mut self) -> Result<MarimoService, BuildError> {
         let (policy, hosts) = self.guards()?;
+        let replica = self.replica_id.take().map(ReplicaId::new).transpose()?;
         self.notebook.origin = policy.clone();
         let mut ctx = BuildContext {
             options: Some(self.notebook),
@@ -791,25 +684,23 @@ impl AppBuilder {
             table.push((path, service));
         }
         let router = Router::new(table)?;
-        let routed = BoxCloneSyncService::new(Health::new(router));
-        let auth = match (self.auth, self.secrets) {
-            (Some(auth), Some((secret, old))) => Some(auth.secret(secret).old_secrets(old)),
-            (auth, _) => auth,
-        };
+        let routed = MountService::from_body_service(Health::new(router));
         // Load balancers probe each notebook without credentials, as marimo allows.
-        let auth = auth.map(|auth| auth.with_origin_policy(policy).health_mounts(notebooks));
+        let auth = self
+            .auth
+            .map(|auth| auth.with_origin_policy(policy).health_mounts(notebooks));
         let guarded = match &auth {
-            Some(auth) => BoxCloneSyncService::new(auth.layer(routed)),
+            Some(auth) => MountService::from_body_service(auth.layer(routed)),
             None => routed,
         };
-        let mut service = apply_layers(&self.layers, guarded);
-        if let Some(replica) = self.replica_id {
-            service = box_service(service.map_response(move |mut response: Response<Body>| {
+        let mut service = self.layers.apply(guarded);
+        if let Some(replica) = replica {
+            let value = replica.header_value();
+            let named = ServiceExt::<Request<Body>>::map_response(service, move |mut response| {
+                response.headers_mut().insert(REPLICA_HEADER, value.clone());
                 response
-                    .headers_mut()
-                    .insert(REPLICA_HEADER, replica.clone());
-                response
-            }));
+            });
+            service = MountService::from_body_service(named);
         }
         if let Some(backends) = &ctx.backends {
             backends.start_eager();
@@ -926,16 +817,16 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = MountFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        Service::<Request<B>>::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Some(refused) = self.hosts.refuse(&req) {
-            return Box::pin(std::future::ready(Ok(refused)));
+            return MountFuture::ready(refused);
         }
-        self.inner.call(req.map(Body::new))
+        self.inner.call(req)
     }
 }

@@ -55,6 +55,10 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The name given to [`AppBuilder::replica_id`](crate::AppBuilder::replica_id) is not a
+    /// [`ReplicaId`](crate::ReplicaId).
+    #[error(transparent)]
+    InvalidReplicaId(#[from] crate::replica::ReplicaIdError),
     /// A file system operation needed to set up notebook backends failed.
     #[error("cannot {action}: {source}")]
     Io {

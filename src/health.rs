@@ -7,9 +7,10 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
+use crate::response::{json, no_store};
 use crate::Body;
 
 /// Answers `/health` and `/healthz` at the service root; passes everything else to `S`.
@@ -57,14 +58,7 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let is_probe = matches!(*req.method(), Method::GET | Method::HEAD);
         if is_probe && is_health_path(req.uri().path()) {
-            let mut response = Response::new(Body::from(r#"{"status":"healthy"}"#));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let response = no_store(json(StatusCode::OK, r#"{"status":"healthy"}"#));
             return Either::Left(std::future::ready(Ok(response)));
         }
         Either::Right(self.inner.call(req))

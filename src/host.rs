@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use http::header::HOST;
 use http::{Request, Response, StatusCode};
 
-use crate::auth::origin::{request_host, split_host_port, Policy};
-use crate::serve::LocalAddr;
+use crate::origin::{request_host, split_host_port, Policy};
+use crate::request::LocalAddr;
+use crate::response::{no_store, plain};
 use crate::Body;
 
 /// Which `Host` names a built service answers.
@@ -60,12 +61,12 @@ impl HostPolicy {
             return None;
         }
         tracing::debug!("request for an unknown Host refused (DNS rebinding guard)");
-        Some(crate::auth::plain(
+        Some(no_store(plain(
             StatusCode::FORBIDDEN,
             "Forbidden: this server does not answer to the Host this request names (a DNS \
              rebinding guard). Reach it as localhost or by IP address, or allow the name \
              (--allow-host NAME, AppBuilder::allowed_hosts).\n",
-        ))
+        )))
     }
 
     /// Whether `authority` (`host[:port]`) is a name this service answers.

@@ -19,33 +19,51 @@
 //! ```
 //!
 //! See `ARCHITECTURE.md` for how a request flows through the modules.
-#![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-mod auth;
+// The modules in layers: each imports only from the layers before it in this list
+// (ARCHITECTURE.md, "Layers").
+// 0. Leaves: the body type, HTML escaping, replica names, the lock policy, the user.
 mod body;
-mod builder;
-mod directory;
-mod error;
-mod health;
-mod host;
 mod html;
-mod notebook;
-mod oidc;
-mod proxy;
-mod router;
-mod serve;
+mod replica;
+mod sync;
 mod user;
+// 1. The HTTP toolkit every service uses, and the build errors.
+mod error;
+mod request;
+mod response;
+// 2. Building blocks: mounts, the origin guard, health answers, the proxy, the server.
+mod health;
+mod mount;
+mod origin;
+mod proxy;
+mod serve;
+// 3. Services: the Host check, notebooks, the router.
+mod host;
+mod notebook;
+mod router;
+// 4. Services built on services: token auth, notebook directories; the OpenID Connect
+// relying party (it shares auth's rule for a safe `next` and its random source).
+mod auth;
+mod directory;
+mod oidc;
+// 5. The composition of them all.
+mod builder;
 
-pub use auth::{Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token};
+pub use auth::{
+    Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token, TrustedProxy,
+    TrustedProxyError,
+};
 pub use body::{Body, BoxError};
-pub use builder::{create_app, AppBuilder, MarimoService, Mount, MountLayer};
+pub use builder::{create_app, AppBuilder, MarimoService, Mount};
 pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
+pub use mount::{IntoMountService, MountFuture, MountLayer, MountService};
 pub use notebook::python::MARIMO_VERSION;
 pub use notebook::NotebookError;
-pub use router::{MountPrefix, MountService, OriginalUri};
-pub use serve::{serve, shutdown_signal, LocalAddr, RemoteAddr, Serve};
+pub use replica::{ReplicaId, ReplicaIdError};
+pub use request::{LocalAddr, MountPrefix, OriginalUri, RemoteAddr};
+pub use serve::{serve, shutdown_signal, Serve};
 pub use user::User;
 
 /// Not API: entry points for the fuzz targets in `fuzz/` (and the proptests that share them).

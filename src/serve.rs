@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use crate::request::{LocalAddr, RemoteAddr};
 use crate::BoxError;
 
 /// Default for [`Serve::max_connections`].
@@ -32,57 +33,7 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// Bytes hyper reads to tell HTTP/2 (its connection preface) from HTTP/1.
 const PREFACE_LEN: usize = 24;
 
-/// The address of the client at the other end of the connection, inserted into every request's
-/// extensions by [`serve`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RemoteAddr(pub SocketAddr);
-
-/// The address of the listener that accepted the connection (as it was bound: `127.0.0.1:2718`,
-/// `0.0.0.0:2718`), inserted into every request's extensions by [`serve`].
-///
-/// A [`MarimoService`](crate::MarimoService) that sees a loopback address here answers only
-/// the loopback names (`localhost`, IP addresses) and
-/// [allowed hosts](crate::AppBuilder::allowed_hosts), against DNS rebinding. A host serving
-/// the service with its own accept loop can insert it too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LocalAddr(pub SocketAddr);
-
-/// Serves `service` on `listener` with hyper (HTTP/1.1 with upgrades, and HTTP/2).
-///
-/// Every request carries the [`RemoteAddr`] and [`LocalAddr`] extensions.
-///
-/// The returned [`Serve`] is a future: `.await` it. It runs until an accept loop error that is
-/// not per-connection, or until the signal given to [`Serve::with_graceful_shutdown`] fires;
-/// then it stops accepting, lets open requests finish (up to [`Serve::grace_period`]) and
-/// returns. Connection errors are logged with `tracing` at debug level and never stop the
-/// server.
-///
-/// Limits, with their defaults (each has a method on [`Serve`]):
-///
-/// - [`header_read_timeout`](Serve::header_read_timeout), 30 s: a client must send a whole
-///   request head in that time, including the first bytes after connecting (whether it speaks
-///   HTTP/1 or HTTP/2 is decided from them), and the time an idle keep-alive connection waits
-///   for its next request. The connection is closed without a response.
-/// - [`max_header_bytes`](Serve::max_header_bytes), 64 KiB: a larger HTTP/1 request line plus
-///   headers gets `431 Request Header Fields Too Large` and the connection is closed; for
-///   HTTP/2 it is the header list size announced to the client. More than 100 header fields
-///   also get `431`.
-/// - [`max_connections`](Serve::max_connections), 10,000 open connections (WebSockets
-///   included, for their whole life): beyond it the server stops accepting, so new
-///   connections wait in the operating system's listen queue until one closes.
-/// - HTTP/2 connections are pinged every 20 s and closed when a ping goes unanswered for 20 s.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let app = marimo_rs::create_app()
-///     .with_app("/", "examples/notebooks/intro.py")
-///     .build()?;
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:2718").await?;
-/// marimo_rs::serve(listener, app)
-///     .with_graceful_shutdown(marimo_rs::shutdown_signal())
-///     .await?;
-/// # Ok(()) }
-/// ```
+#[doc = include_str!("../docs/serve.md")]
 pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
     Serve {
         listener,
@@ -190,114 +141,103 @@ where
     type IntoFuture = futures_util::future::BoxFuture<'static, io::Result<()>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(run(self))
-    }
-}
+        Box::pin(async move {
+            let Serve {
+                listener,
+                service,
+                signal,
+                header_read_timeout,
+                grace_period,
+                max_connections,
+                max_header_bytes,
+            } = self;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .max_buf_size(max_header_bytes);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                .keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(20));
+            let local = listener.local_addr().ok().map(LocalAddr);
+            let graceful = GracefulShutdown::new();
+            let slots = Arc::new(Semaphore::new(max_connections));
+            tokio::pin!(signal);
+            // Whether the limit was hit and logged, so that a server kept at the limit logs it once.
+            let mut saturated = false;
 
-async fn run<S, B, F>(serve: Serve<S, F>) -> io::Result<()>
-where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let Serve {
-        listener,
-        service,
-        signal,
-        header_read_timeout,
-        grace_period,
-        max_connections,
-        max_header_bytes,
-    } = serve;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let local = listener.local_addr().ok().map(LocalAddr);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
-    tokio::pin!(signal);
-    // Whether the limit was hit and logged, so that a server kept at the limit logs it once.
-    let mut saturated = false;
-
-    loop {
-        let permit = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(permit) => {
-                saturated = false;
-                permit
-            }
-            Err(_) => {
-                if !saturated {
-                    saturated = true;
-                    tracing::warn!(
-                        max_connections,
-                        "connection limit reached; not accepting until a connection closes"
-                    );
-                }
-                tokio::select! {
-                    permit = Arc::clone(&slots).acquire_owned() => {
-                        permit.expect("the semaphore is never closed")
+            loop {
+                let permit = match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => {
+                        saturated = false;
+                        permit
                     }
+                    Err(_) => {
+                        if !saturated {
+                            saturated = true;
+                            tracing::warn!(
+                                max_connections,
+                                "connection limit reached; not accepting until a connection closes"
+                            );
+                        }
+                        tokio::select! {
+                            permit = Arc::clone(&slots).acquire_owned() => {
+                                permit.expect("the semaphore is never closed")
+                            }
+                            () = &mut signal => break,
+                        }
+                    }
+                };
+                let (stream, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) if is_connection_error(&error) => continue,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::error!(%error, "accept failed; retrying in 100 ms");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
                     () = &mut signal => break,
-                }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                let hyper_service =
+                    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        req.extensions_mut().insert(RemoteAddr(peer));
+                        if let Some(local) = local {
+                            req.extensions_mut().insert(local);
+                        }
+                        service.clone().oneshot(req)
+                    });
+                let io = ServerIo::new(stream, permit, header_read_timeout);
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, error = %error, "connection closed with an error");
+                    }
+                });
             }
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_connection_error(&error) => continue,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::error!(%error, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut signal => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let hyper_service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-            req.extensions_mut().insert(RemoteAddr(peer));
-            if let Some(local) = local {
-                req.extensions_mut().insert(local);
-            }
-            service.clone().oneshot(req)
-        });
-        let io = ServerIo::new(stream, permit, header_read_timeout);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection closed with an error");
-            }
-        });
-    }
 
-    drop(listener);
-    tracing::debug!("shutting down: waiting for open connections");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace_period) => {
-            tracing::warn!(?grace_period, "connections still open after the grace period; closing");
-        }
+            drop(listener);
+            tracing::debug!("shutting down: waiting for open connections");
+            tokio::select! {
+                () = graceful.shutdown() => {}
+                () = tokio::time::sleep(grace_period) => {
+                    tracing::warn!(?grace_period, "connections still open after the grace period; closing");
+                }
+            }
+            Ok(())
+        })
     }
-    Ok(())
 }
 
 pin_project_lite::pin_project! {

@@ -20,10 +20,10 @@ use marimo_rs::{
     User, Validation,
 };
 use tower::layer::layer_fn;
-use tower::util::{BoxCloneSyncService, MapRequestLayer};
+use tower::util::MapRequestLayer;
 use tower::ServiceExt;
 
-type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+type Inner = marimo_rs::MountService;
 
 /// The example notebook (title cell, slider, signed-in user cell) with its title replaced.
 fn notebook(title: &str) -> String {

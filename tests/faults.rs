@@ -43,7 +43,7 @@ async fn kill_9_during_20_live_sessions() {
             match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
                 Ok(None | Some(Err(_))) => break,
                 Ok(Some(Ok(message))) if message.is_close() => break,
-                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Ok(_))) => {}
                 Err(_) => panic!("a WebSocket stayed open after its backend died"),
             }
         }
@@ -189,8 +189,7 @@ async fn a_blocked_socket_path_is_reported() {
     std::fs::remove_dir_all(&blocker).unwrap();
     let recovery = time_to_200(&gateway.url("/nb/api/version"), Duration::from_secs(90)).await;
     println!(
-        "fault: blocked socket path: 503 with the reason after {reported_after:?}; served {:?} after the path was cleared",
-        recovery
+        "fault: blocked socket path: 503 with the reason after {reported_after:?}; served {recovery:?} after the path was cleared"
     );
     let pids = gateway.app.backend_pids();
     let app = gateway.app.clone();

@@ -420,7 +420,7 @@ async fn trickle(addr: SocketAddr, bytes: &[u8], every: Duration) -> (Duration, 
             break;
         }
         match tokio::time::timeout(every, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (start.elapsed(), got),
+            Ok(Ok(0) | Err(_)) => return (start.elapsed(), got),
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
             Err(_) => {}
         }
@@ -469,7 +469,7 @@ async fn slow_clients_are_cut_off_by_the_header_read_timeout() {
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
     let silent_closed = start.elapsed();
     within("silent connection", silent_closed);
 

@@ -118,7 +118,7 @@ impl CookieKeys {
         self.verify_any(&[token_digest], value, now)
     }
 
-    /// Like [`verify`](Self::verify), for a cookie bound to any of `token_digests` (the token
+    /// Like `verify`, for a cookie bound to any of `token_digests` (the token
     /// and the old tokens still accepted during a rotation).
     pub(crate) fn verify_any(
         &self,
@@ -172,7 +172,7 @@ impl CookieKeys {
         self.find_valid_any(headers, &[token_digest], now)
     }
 
-    /// Like [`find_valid`](Self::find_valid), for cookies bound to any of `token_digests`.
+    /// Like `find_valid`, for cookies bound to any of `token_digests`.
     /// Cookies are looked for under every accepted key's name.
     pub(crate) fn find_valid_any(
         &self,

@@ -10,12 +10,13 @@ use base64::Engine as _;
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use http::Request;
 
+use super::client_ip::{client_ip, parse_hop, TrustedProxy};
 use super::cookie::CookieKeys;
 use super::credentials::{access_token, from_authorization, strip_access_token, DEFAULT_USER};
-use super::limit::{client_ip, parse_hop, ClientKey, IpNet};
+use super::limit::ClientKey;
 use super::login::is_safe_next;
-use super::origin::{Origin, Policy, Verdict};
 use super::Token;
+use crate::origin::{Origin, Policy, Verdict};
 
 const TOKEN: &str = "s3cret";
 
@@ -110,7 +111,7 @@ pub fn credentials(data: &[u8]) {
         let shown = origin.to_string();
         assert_eq!(Origin::parse(&shown), Some(origin), "{text:?} -> {shown:?}");
     }
-    if let Some(net) = IpNet::parse(text) {
+    if let Ok(net) = TrustedProxy::parse(text) {
         let address = text.split('/').next().unwrap_or_default();
         let address: IpAddr = address.parse().expect("a parsed network has an address");
         assert!(
@@ -154,7 +155,7 @@ fn check_host(value: HeaderValue) {
     let mut req = Request::get("/").body(()).expect("a request");
     req.headers_mut().insert(HOST, value.clone());
     req.extensions_mut()
-        .insert(crate::LocalAddr(([127, 0, 0, 1], 2718).into()));
+        .insert(crate::request::LocalAddr(([127, 0, 0, 1], 2718).into()));
     if policy.refuse(&req).is_none() {
         let text = value
             .to_str()
@@ -176,8 +177,8 @@ fn check_host(value: HeaderValue) {
 /// `X-Forwarded-For` is believed only from a trusted peer, and then only as far as it parses.
 fn check_forwarded_for(value: HeaderValue) {
     let trusted = [
-        IpNet::parse("10.0.0.0/8").expect("valid"),
-        IpNet::parse("fd00::/8").expect("valid"),
+        TrustedProxy::parse("10.0.0.0/8").expect("valid"),
+        TrustedProxy::parse("fd00::/8").expect("valid"),
     ];
     let proxy: IpAddr = "10.0.0.1".parse().expect("valid");
     let outsider: IpAddr = "198.51.100.7".parse().expect("valid");

@@ -7,18 +7,21 @@
 //! A `GET` with a pending code is answered with a `303` to the page the link was made for,
 //! setting the session cookie, so the code leaves the address bar at once.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::layer::Config;
+use super::login;
+use super::service::too_many_requests;
 use super::token::fill_random;
-use super::{login, plain, too_many_requests, Config};
+use crate::response::{method_not_allowed, no_store};
+use crate::sync::lock;
 use crate::Body;
 
 /// The path of the sign-in link, relative to the service root.
@@ -55,7 +58,7 @@ impl SignInLinks {
         let mut code = [0u8; CODE_BYTES];
         fill_random(&mut code);
         let code = URL_SAFE_NO_PAD.encode(code);
-        let mut pending = self.lock();
+        let mut pending = lock(&self.pending);
         pending.retain(|link| link.expires > now);
         if pending.len() >= MAX_PENDING {
             pending.remove(0);
@@ -71,7 +74,7 @@ impl SignInLinks {
     /// Where the link with `code` leads, if it is pending at `now`; it is used up either way.
     pub(crate) fn redeem(&self, code: &[u8], now: Instant) -> Option<String> {
         let digest: [u8; 32] = Sha256::digest(code).into();
-        let mut pending = self.lock();
+        let mut pending = lock(&self.pending);
         pending.retain(|link| link.expires > now);
         // Every pending digest is compared, in constant time each.
         let mut found = None;
@@ -86,11 +89,7 @@ impl SignInLinks {
     /// How many links are waiting.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.pending).len()
     }
 }
 
@@ -98,11 +97,7 @@ impl SignInLinks {
 pub(crate) fn handle(config: &Config, req: &Request<Body>) -> Response<Body> {
     if req.method() != Method::GET {
         // Not even `HEAD`: a link checker must not use the link up.
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-        return response;
+        return no_store(method_not_allowed("GET"));
     }
     let code = req.uri().query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes())

@@ -13,8 +13,13 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 
 use super::credentials::DEFAULT_USER;
-use super::{no_store, plain, Config, ResponseFuture};
+use super::future::ResponseFuture;
+use super::layer::Config;
+use super::limit::retry_after_secs;
 use crate::html::escape;
+use crate::response::{
+    bad_request, html, method_not_allowed, no_store, plain, redirect, retry_after,
+};
 use crate::Body;
 
 /// The path of the login page, relative to the service root.
@@ -52,13 +57,7 @@ pub(crate) fn handle<F>(config: Arc<Config>, req: Request<Body>) -> ResponseFutu
             ResponseFuture::ready(page(next.as_deref().unwrap_or("/"), None))
         }
         Method::POST => ResponseFuture::login(Box::pin(post(config, req))),
-        _ => {
-            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-            ResponseFuture::ready(response)
-        }
+        _ => ResponseFuture::ready(no_store(method_not_allowed("GET, POST"))),
     }
 }
 
@@ -77,7 +76,10 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     if !is_form {
-        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+        return no_store(plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+        ));
     }
     let declared_too_long = parts
         .headers
@@ -98,9 +100,9 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     let form: Bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
+        Ok(Err(_)) => return no_store(bad_request()),
         Err(_) => {
-            let mut response = plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
+            let mut response = no_store(plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout"));
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -135,35 +137,27 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         }
         Err(wait) => return limited(next, wait),
     }
-    let Ok(location) = HeaderValue::try_from(config.location(next)) else {
-        return plain(StatusCode::BAD_REQUEST, "Bad Request");
-    };
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::FOUND;
-    let headers = response.headers_mut();
-    headers.insert(header::LOCATION, location);
-    headers.insert(
-        header::SET_COOKIE,
-        config.session_cookie(&parts.uri, &parts.headers, &parts.extensions, DEFAULT_USER),
-    );
-    no_store(headers);
+    let mut response = no_store(redirect(StatusCode::FOUND, config.location(next)));
+    if response.status() == StatusCode::FOUND {
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            config.session_cookie(&parts.uri, &parts.headers, &parts.extensions, DEFAULT_USER),
+        );
+    }
     response
 }
 
 /// The login page with `429` and `Retry-After`: too many wrong passwords from this client.
 fn limited(next: &str, wait: std::time::Duration) -> Response<Body> {
-    let seconds = super::limit::retry_after_secs(wait);
+    let seconds = retry_after_secs(wait);
     let message = format!("Too many failed sign-in attempts. Try again in {seconds} s.");
     let mut response = page(next, Some(&message));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    response
+    retry_after(response, seconds)
 }
 
 fn too_large() -> Response<Body> {
-    plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+    no_store(plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large"))
 }
 
 /// Whether `next` is a path on this site: one leading `/` and nothing a browser could read as
@@ -188,7 +182,7 @@ pub(crate) fn page(next: &str, error: Option<&str>) -> Response<Body> {
     let error = error
         .map(|message| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(message)))
         .unwrap_or_default();
-    let html = format!(
+    let document = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <meta name=\"robots\" content=\"noindex\">\
@@ -201,12 +195,8 @@ autofocus required>\
 <button type=\"submit\">Sign in</button></form></body></html>\n",
         next = escape(next),
     );
-    let mut response = Response::new(Body::from(html));
+    let mut response = html(StatusCode::OK, document);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -217,8 +207,7 @@ autofocus required>\
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    no_store(headers);
-    response
+    no_store(response)
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::resolve::{self, Resolved};
-use crate::builder::{apply_layers, LayerFn};
+use crate::mount::{Layers, MountService};
 use crate::notebook::{Backend, Backends, Mode, NotebookService};
-use crate::router::MountService;
+use crate::sync::lock;
 
 /// How often cached notebooks are checked for deletion or a re-pointed symlink.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ pub(super) struct Cache {
     /// The directory, as the mount resolves it (the sweep resolves cached files again).
     directory: PathBuf,
     /// Wrapped around each notebook, the first outermost.
-    layers: Vec<LayerFn>,
+    layers: Layers,
     max_backends: usize,
     backends: Arc<Backends>,
     entries: Mutex<HashMap<PathBuf, Entry>>,
@@ -43,7 +43,7 @@ impl Cache {
     pub(super) fn new(
         mount: String,
         directory: PathBuf,
-        layers: Vec<LayerFn>,
+        layers: Layers,
         max_backends: usize,
         backends: Arc<Backends>,
     ) -> Self {
@@ -62,14 +62,14 @@ impl Cache {
     /// to. A name that resolves to another file now (re-pointed symlink) retires its old
     /// backend.
     pub(super) fn get(&self, found: &Resolved) -> Option<MountService> {
-        let mut entries = self.entries.lock().expect("directory lock");
+        let mut entries = lock(&self.entries);
         self.lookup(&mut entries, found)
     }
 
     /// A new backend for `found`, making room if needed. `None` when the limit is reached and
     /// every backend has an open WebSocket.
     pub(super) fn start(&self, found: &Resolved) -> Option<MountService> {
-        let mut entries = self.entries.lock().expect("directory lock");
+        let mut entries = lock(&self.entries);
         // Another request for the same notebook may have started it since `get` missed.
         if let Some(service) = self.lookup(&mut entries, found) {
             return Some(service);
@@ -100,7 +100,7 @@ impl Cache {
             .backends
             .add(&label, found.canonical.clone(), Mode::Run);
         let notebook = NotebookService::new(backend.clone()).into_mount_service();
-        let service = apply_layers(&self.layers, notebook);
+        let service = self.layers.apply(notebook);
         entries.insert(
             found.relative.clone(),
             Entry {
@@ -168,7 +168,7 @@ impl Cache {
     /// another file now. Files are looked up without the lock held.
     fn sweep(&self) {
         let cached: Vec<(PathBuf, PathBuf)> = {
-            let entries = self.entries.lock().expect("directory lock");
+            let entries = lock(&self.entries);
             entries
                 .iter()
                 .map(|(relative, entry)| (relative.clone(), entry.canonical.clone()))
@@ -183,7 +183,7 @@ impl Cache {
         if stale.is_empty() {
             return;
         }
-        let mut entries = self.entries.lock().expect("directory lock");
+        let mut entries = lock(&self.entries);
         for (relative, canonical) in stale {
             // Unless a request replaced it meanwhile.
             if entries

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{resolve, ValidateFn, Validation};
-use crate::router::plain_response;
+use crate::response::{html, method_not_allowed, no_store};
 use crate::Body;
 
 /// Answers `req` for the index of `directory`.
@@ -17,11 +17,7 @@ pub(super) async fn respond(
     req: Request<Body>,
 ) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = plain_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return method_not_allowed("GET, HEAD");
     }
     let directory = directory.to_owned();
     let listed = tokio::task::spawn_blocking(move || resolve::list_notebooks(&directory))
@@ -41,12 +37,12 @@ pub(super) async fn respond(
                 .collect()
         }
     };
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-content-type-options", "nosniff")
-        .body(Body::from(index_page(&shown)))
-        .expect("valid index response")
+    let mut response = no_store(html(StatusCode::OK, index_page(&shown)));
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Characters left as they are in a link segment (RFC 3986 unreserved).

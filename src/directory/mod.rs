@@ -24,15 +24,16 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use tower::util::ServiceExt;
 
 use self::cache::Cache;
-use crate::builder::{box_service, LayerFn, MountLayer};
+use crate::mount::{IntoMountService as _, Layers, MountLayer, MountService};
 use crate::notebook::Backends;
-use crate::router::{add_slash, not_found, plain_response, MountService};
-use crate::{Body, MountPrefix};
+use crate::request::enter_mount;
+use crate::response::{bad_request, not_found, plain, unavailable};
+use crate::router::add_slash;
+use crate::Body;
 
 /// How many notebook backends a directory mount runs at once unless told otherwise.
 pub(crate) const DEFAULT_MAX_BACKENDS: usize = 16;
@@ -46,7 +47,7 @@ pub(crate) const DEFAULT_MAX_BACKENDS: usize = 16;
 /// directory as configured (made absolute, symlinks kept) joined with the notebook's relative
 /// path, e.g. `/srv/notebooks/team/q3.py`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotebookFile(pub PathBuf);
+pub struct NotebookFile(pub(crate) PathBuf);
 
 impl NotebookFile {
     /// The notebook's path.
@@ -116,7 +117,7 @@ pub(crate) type ValidateFn =
 pub struct DirectoryMount {
     pub(crate) directory: PathBuf,
     pub(crate) validate: Option<ValidateFn>,
-    pub(crate) layers: Vec<LayerFn>,
+    pub(crate) layers: Layers,
     pub(crate) max_backends: usize,
 }
 
@@ -136,7 +137,7 @@ impl DirectoryMount {
         Self {
             directory,
             validate: None,
-            layers: Vec::new(),
+            layers: Layers::default(),
             max_backends: DEFAULT_MAX_BACKENDS,
         }
     }
@@ -205,7 +206,7 @@ impl DirectoryMount {
     /// Layers apply in the order given, the first one outermost, as for
     /// [`Mount::layer`](crate::Mount::layer).
     pub fn layer<L: MountLayer>(mut self, layer: L) -> Self {
-        self.layers.push(Arc::new(layer));
+        self.layers.push(layer);
         self
     }
 
@@ -233,7 +234,7 @@ impl DirectoryService {
         mount: String,
         directory: PathBuf,
         config: DirectoryMount,
-        layers: Vec<LayerFn>,
+        layers: Layers,
         backends: Arc<Backends>,
     ) -> Self {
         let cache = Cache::new(
@@ -253,10 +254,11 @@ impl DirectoryService {
     /// The mount service: every clone shares this directory's cache.
     pub(crate) fn into_mount_service(self) -> MountService {
         let this = Arc::new(self);
-        box_service(tower::service_fn(move |req| {
+        tower::service_fn(move |req| {
             let this = Arc::clone(&this);
             async move { Ok::<_, Infallible>(this.handle(req).await) }
-        }))
+        })
+        .into_mount_service()
     }
 
     /// Resolves the request to a notebook, validates it, then hands it to the notebook's
@@ -275,7 +277,7 @@ impl DirectoryService {
         if running.is_none() && !resolve::is_marimo_notebook(&found.canonical) {
             return not_found();
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         if let Some(validate) = &self.validate {
             match validate(&found.relative, &parts).await {
                 Validation::Allow => {}
@@ -290,54 +292,31 @@ impl DirectoryService {
         let Some(service) = running.or_else(|| self.cache.start(&found)) else {
             return too_busy();
         };
-        let file = self.directory.join(&found.relative);
-        if enter(&mut parts, &found, file).is_err() {
-            return plain_response(StatusCode::BAD_REQUEST, "Bad Request");
+        let mut req = Request::from_parts(parts, body);
+        if enter_mount(&mut req, &found.prefix).is_err() {
+            return bad_request();
         }
-        match service.oneshot(Request::from_parts(parts, body)).await {
+        req.extensions_mut()
+            .insert(NotebookFile(self.directory.join(&found.relative)));
+        match service.oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
     }
 }
 
-/// Rewrites the request for the notebook: its path loses the notebook's prefix, which is
-/// added to [`MountPrefix`] (so the proxy maps `Location` and cookie paths under it), and
-/// [`NotebookFile`] is attached.
-fn enter(parts: &mut Parts, found: &resolve::Resolved, file: PathBuf) -> Result<(), http::Error> {
-    let path_and_query = match parts.uri.query() {
-        Some(query) => PathAndQuery::try_from(format!("{}?{query}", found.rest))?,
-        None => PathAndQuery::try_from(found.rest.as_str())?,
-    };
-    let mut uri = parts.uri.clone().into_parts();
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
-    let outer = parts
-        .extensions
-        .get::<MountPrefix>()
-        .map(|prefix| prefix.as_str().to_owned())
-        .unwrap_or_default();
-    parts
-        .extensions
-        .insert(MountPrefix(format!("{outer}{}", found.prefix)));
-    parts.extensions.insert(NotebookFile(file));
-    Ok(())
-}
-
 fn too_busy() -> Response<Body> {
-    let mut response = plain_response(
+    let why = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         "Too many notebooks are open right now; try again shortly.",
     );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    response
+    unavailable(why, 5)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn the_redirect_is_relative_and_keeps_the_query() {

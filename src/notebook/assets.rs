@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::python;
+use crate::sync::lock;
 use crate::Body;
 
 /// Root files marimo serves from `_static` (its `STATIC_FILES`).
@@ -99,18 +100,18 @@ impl StaticAssets {
             .as_ref()?;
         let asset = match self.load(root, relative).await {
             Some(asset) => asset,
-            None => return Some(crate::router::not_found()),
+            None => return Some(crate::response::not_found()),
         };
         Some(asset.respond(headers, method == Method::HEAD))
     }
 
     async fn load(&self, root: &Path, relative: &str) -> Option<Arc<Asset>> {
-        if let Some(asset) = self.files.lock().expect("asset cache").files.get(relative) {
+        if let Some(asset) = lock(&self.files).files.get(relative) {
             return Some(asset.clone());
         }
         let bytes = Bytes::from(tokio::fs::read(root.join(relative)).await.ok()?);
         let asset = Arc::new(Asset::new(relative, bytes));
-        let mut cache = self.files.lock().expect("asset cache");
+        let mut cache = lock(&self.files);
         if cache.bytes + asset.identity.len() <= CACHE_LIMIT {
             cache.bytes += asset.identity.len();
             cache.files.insert(relative.to_owned(), asset.clone());

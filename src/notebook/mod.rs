@@ -20,6 +20,7 @@ pub(crate) use self::service::NotebookService;
 
 use self::assets::StaticAssets;
 use crate::error::BuildError;
+use crate::sync::lock;
 
 /// Why a notebook backend cannot run. Each message says what to do about it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -113,11 +114,11 @@ pub(crate) struct NotebookOptions {
     pub(crate) eager: bool,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) startup_timeout: Duration,
-    pub(crate) api_wait: Duration,
+    pub(crate) startup_wait: Duration,
     pub(crate) response_timeout: Duration,
     /// The origin guard's policy (the built app's allowed origins), applied by every notebook
     /// service so that mounts without the gateway's auth are guarded too.
-    pub(crate) origin: crate::auth::origin::Policy,
+    pub(crate) origin: crate::origin::Policy,
 }
 
 impl Default for NotebookOptions {
@@ -128,9 +129,9 @@ impl Default for NotebookOptions {
             eager: false,
             idle_timeout: None,
             startup_timeout: Duration::from_secs(60),
-            api_wait: Duration::from_secs(30),
+            startup_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
-            origin: crate::auth::origin::Policy::default(),
+            origin: crate::origin::Policy::default(),
         }
     }
 }
@@ -223,24 +224,18 @@ impl Backends {
             socket,
             self.shared.clone(),
         );
-        self.all
-            .lock()
-            .expect("backends lock")
-            .push(backend.clone());
+        lock(&self.all).push(backend.clone());
         backend
     }
 
     /// Forgets `backend` (after it was stopped): it no longer counts for `pids`, `start_all`
     /// or `shutdown`.
     pub(crate) fn remove(&self, backend: &Backend) {
-        self.all
-            .lock()
-            .expect("backends lock")
-            .retain(|kept| kept != backend);
+        lock(&self.all).retain(|kept| kept != backend);
     }
 
     fn snapshot(&self) -> Vec<Backend> {
-        self.all.lock().expect("backends lock").clone()
+        lock(&self.all).clone()
     }
 
     /// Starts every backend now and waits until each is ready or failed.

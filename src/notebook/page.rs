@@ -24,7 +24,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::router::plain_response;
+use crate::response::plain;
 use crate::Body;
 
 /// The largest notebook page the gateway rewrites. A larger page is refused (`502`), never sent
@@ -102,7 +102,7 @@ impl HidePaths {
                 why,
                 "not sending a notebook page that may show the notebook's path"
             );
-            plain_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
+            plain(StatusCode::BAD_GATEWAY, "Bad Gateway")
         };
         if response.headers().contains_key(header::CONTENT_ENCODING) {
             return refuse("the backend compressed it");

@@ -33,6 +33,7 @@ use http::{Request, Response};
 use super::assets::StaticAssets;
 use super::{python, Mode, NotebookOptions, Shared};
 use crate::proxy::{ProxyError, Upstream, BACKEND_KEEP_ALIVE_SECS};
+use crate::sync::lock;
 use crate::Body;
 
 /// The launcher, shipped inside the crate and written next to the sockets.
@@ -130,7 +131,7 @@ impl Core {
     }
 
     fn stderr_tail(&self) -> String {
-        let lines = self.stderr.lock().expect("stderr lock");
+        let lines = lock(&self.stderr);
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
@@ -243,7 +244,7 @@ impl Backend {
         if matches!(*self.core.status.borrow(), Status::Ready | Status::Starting) {
             return;
         }
-        let mut task = self.core.task.lock().expect("task lock");
+        let mut task = lock(&self.core.task);
         if task.is_none() {
             let core = self.core.clone();
             *task = Some(tokio::spawn(supervise(core)));
@@ -269,7 +270,7 @@ impl Backend {
                 _ => {}
             }
             match tokio::time::timeout_at(deadline, status.changed()).await {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => {}
                 _ => return status.borrow().clone(),
             }
         }
@@ -307,7 +308,7 @@ impl Backend {
     /// to report that no process is running.
     pub(crate) async fn shutdown(&self) {
         self.core.stop.send_replace(true);
-        let task = self.core.task.lock().expect("task lock").take();
+        let task = lock(&self.core.task).take();
         if let Some(task) = task {
             let _ = task.await;
         } else {
@@ -482,7 +483,7 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         .await
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let _ = std::fs::remove_file(&core.socket);
-    core.stderr.lock().expect("stderr lock").clear();
+    lock(&core.stderr).clear();
 
     let config = serde_json::json!({
         "parent_pid": std::process::id(),
@@ -562,7 +563,7 @@ fn collect_stderr(core: &Core, stderr: tokio::process::ChildStderr) {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(target: "marimo_rs::backend", backend = %label, "{line}");
-            let mut tail = shared.lock().expect("stderr lock");
+            let mut tail = lock(&shared);
             if tail.len() == STDERR_TAIL {
                 tail.pop_front();
             }

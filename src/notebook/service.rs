@@ -11,11 +11,12 @@ use super::page::HidePaths;
 use super::process::{Backend, Status};
 use super::sessions::{self, Sessions};
 use super::Mode;
-use crate::auth::origin;
-use crate::builder::box_service;
-use crate::proxy::{is_upgrade_request, ProxyError};
-use crate::router::MountService;
-use crate::serve::RemoteAddr;
+use crate::mount::{IntoMountService as _, MountService};
+use crate::origin;
+use crate::proxy::ProxyError;
+use crate::request::{is_page_load, is_websocket_handshake, RemoteAddr};
+use crate::response::{html, plain, unavailable};
+use crate::sync::lock;
 use crate::Body;
 use tower_layer::Layer as _;
 
@@ -53,7 +54,9 @@ impl NotebookService {
             let this = self.clone();
             async move { Ok::<_, Infallible>(this.handle(req).await) }
         });
-        box_service(tower_http::compression::CompressionLayer::new().layer(service))
+        tower_http::compression::CompressionLayer::new()
+            .layer(service)
+            .into_mount_service()
     }
 
     /// The origin guard (unless an outer one already judged the request), then
@@ -89,15 +92,15 @@ impl NotebookService {
         if let Some(response) = offloaded.await {
             return response;
         }
-        let page = is_page_request(&req);
+        let page = is_page_load(&req);
         let wait = if page {
             Duration::ZERO
         } else {
-            options.api_wait
+            options.startup_wait
         };
         match self.backend.ready_within(wait).await {
             Status::Ready => {}
-            Status::Idle | Status::Starting => return starting(page),
+            Status::Idle | Status::Starting => return not_yet(page, "Starting notebook…", 1),
             Status::Failed {
                 reason,
                 stderr,
@@ -107,11 +110,9 @@ impl NotebookService {
                 let shown = detail.then_some((&*reason, &*stderr));
                 return failed(page, shown, retry_at);
             }
-            Status::Stopped => {
-                return unavailable(false, "The notebook server is shutting down.", 5)
-            }
+            Status::Stopped => return not_yet(false, "The notebook server is shutting down.", 5),
         }
-        if is_upgrade_request(&req) {
+        if is_websocket_handshake(req.headers()) {
             // The session is recorded once the backend accepted the socket; the tunnel holds
             // the record (through `slot`) for as long as it is open.
             let session = sessions::from_query(&req);
@@ -123,7 +124,7 @@ impl NotebookService {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(id) = session {
                     let record = self.sessions.open(&id, self.backend.pid());
-                    *slot.lock().expect("session slot") = record;
+                    *lock(&slot) = record;
                 }
             }
             return response;
@@ -178,21 +179,6 @@ impl NotebookService {
     }
 }
 
-/// A browser loading a page (rather than the frontend calling the API).
-fn is_page_request<B>(req: &Request<B>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD)
-        && !is_upgrade_request(req)
-        && req
-            .headers()
-            .get_all(header::ACCEPT)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
-}
-
-fn starting(page: bool) -> Response<Body> {
-    unavailable(page, "Starting notebook…", 1)
-}
-
 /// `503` for a backend that could not start. The reason and the backend's stderr tail
 /// (`shown`) may name files, settings and secrets of the server: they are always in the log,
 /// and on the page only for a client on this machine or with `show_tracebacks`.
@@ -206,7 +192,7 @@ fn failed(page: bool, shown: Option<(&str, &str)>, retry_at: Instant) -> Respons
         Some((reason, stderr)) => format!("{reason}\n{stderr}"),
         None => "The server's log says why.".to_owned(),
     };
-    unavailable(
+    not_yet(
         page,
         &format!("The notebook could not start.\n\n{detail}"),
         retry,
@@ -222,7 +208,7 @@ fn is_local_client<B>(req: &Request<B>) -> bool {
     };
     let ip = match addr.ip() {
         IpAddr::V6(ip) => ip.to_canonical(),
-        ip => ip,
+        ip @ IpAddr::V4(_) => ip,
     };
     let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
         .iter()
@@ -231,31 +217,27 @@ fn is_local_client<B>(req: &Request<B>) -> bool {
 }
 
 /// `503` with `Retry-After`: a small self-refreshing HTML page for browsers, text otherwise.
-fn unavailable(page: bool, message: &str, retry_after: u64) -> Response<Body> {
-    let (content_type, body) = if page {
+fn not_yet(page: bool, message: &str, retry_after: u64) -> Response<Body> {
+    let response = if page {
         let (title, detail) = message.split_once("\n\n").unwrap_or((message, ""));
-        let html = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\">\
-             <meta http-equiv=\"refresh\" content=\"{retry_after}\">\
-             <title>{title}</title><style>body{{font-family:system-ui,sans-serif;margin:3rem;\
-             color:#333}}pre{{background:#f5f5f5;padding:1rem;overflow:auto}}</style></head>\
-             <body><h1>{title}</h1>{pre}<p>This page reloads by itself.</p></body></html>",
-            title = crate::html::escape(title),
-            pre = if detail.is_empty() {
-                String::new()
-            } else {
-                format!("<pre>{}</pre>", crate::html::escape(detail))
-            },
-        );
-        ("text/html; charset=utf-8", html)
+        html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\">\
+                 <meta http-equiv=\"refresh\" content=\"{retry_after}\">\
+                 <title>{title}</title><style>body{{font-family:system-ui,sans-serif;margin:3rem;\
+                 color:#333}}pre{{background:#f5f5f5;padding:1rem;overflow:auto}}</style></head>\
+                 <body><h1>{title}</h1>{pre}<p>This page reloads by itself.</p></body></html>",
+                title = crate::html::escape(title),
+                pre = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("<pre>{}</pre>", crate::html::escape(detail))
+                },
+            ),
+        )
     } else {
-        ("text/plain; charset=utf-8", message.to_owned())
+        plain(StatusCode::SERVICE_UNAVAILABLE, message.to_owned())
     };
-    Response::builder()
-        .status(StatusCode::SERVICE_UNAVAILABLE)
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::RETRY_AFTER, retry_after)
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::from(body))
-        .expect("valid 503 response")
+    unavailable(response, retry_after)
 }

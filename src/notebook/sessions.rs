@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, Request, Response, StatusCode};
 use tokio::sync::Notify;
 
+use crate::response::{json, unavailable};
+use crate::sync::lock;
 use crate::Body;
 
 /// The header on which marimo's frontend names its session in API calls.
@@ -33,7 +35,7 @@ pub(crate) const GRACE: Duration = Duration::from_secs(1);
 /// Kept beyond marimo's own TTL, so that the gateway never refuses a session marimo still has.
 const TTL_SLACK: Duration = Duration::from_secs(2);
 /// `Retry-After` of the refusal, in seconds.
-const RETRY_AFTER_SECS: u32 = 1;
+const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug)]
 struct Entry {
@@ -84,7 +86,7 @@ impl Sessions {
         }
         let now = Instant::now();
         {
-            let mut entries = self.entries.lock().expect("sessions lock");
+            let mut entries = lock(&self.entries);
             if let Some(entry) = entries.get_mut(id) {
                 if entry.pid != pid {
                     entry.open = 0;
@@ -112,7 +114,7 @@ impl Sessions {
     }
 
     fn close(&self, id: &str) {
-        let mut entries = self.entries.lock().expect("sessions lock");
+        let mut entries = lock(&self.entries);
         if let Some(entry) = entries.get_mut(id) {
             entry.open = entry.open.saturating_sub(1);
             if entry.open == 0 {
@@ -148,7 +150,7 @@ impl Sessions {
 
     /// Whether session `id` lives in backend process `pid`.
     pub(crate) fn knows(&self, id: &str, pid: Option<u32>) -> bool {
-        let mut entries = self.entries.lock().expect("sessions lock");
+        let mut entries = lock(&self.entries);
         let Some(entry) = entries.get(id) else {
             return false;
         };
@@ -180,7 +182,7 @@ impl Sessions {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().expect("sessions lock").len()
+        lock(&self.entries).len()
     }
 }
 
@@ -209,16 +211,10 @@ pub(crate) fn elsewhere() -> Response<Body> {
                   sessions, e.g. a cookie) so that a browser's requests reach the replica that \
                   holds its WebSocket; otherwise reload the page to start a new session.";
     let body = serde_json::json!({ "detail": detail }).to_string();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    unavailable(
+        json(StatusCode::SERVICE_UNAVAILABLE, body),
+        RETRY_AFTER_SECS,
+    )
 }
 
 #[cfg(test)]
@@ -327,7 +323,7 @@ mod tests {
         use http_body_util::BodyExt;
         let response = elsewhere();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(json["detail"].as_str().unwrap().contains("another replica"));

@@ -30,11 +30,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::router::{plain_response, MountPrefix};
-use crate::serve::RemoteAddr;
+use crate::request::{MountPrefix, RemoteAddr};
+use crate::response::plain;
 use crate::{Body, User};
-
-pub(crate) use websocket::is_upgrade_request;
 
 /// The header on which the gateway tells the backend who the user is. Clients can never set
 /// it: it is removed from every incoming request before the gateway (maybe) sets it.
@@ -93,7 +91,7 @@ impl ProxyError {
             }
             _ => (StatusCode::BAD_GATEWAY, "Notebook backend unavailable"),
         };
-        plain_response(status, text)
+        plain(status, text)
     }
 }
 

@@ -4,25 +4,12 @@
 //! The tunnel is byte-level: frames, pings and closes pass through untouched, so marimo's
 //! kernel pings keep an idle session alive and no timeout here cuts it.
 
-use http::{header, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::uds::UdsConnector;
 use super::{mount_prefix, prepare_request, prepare_response, ProxyError, Via};
 use crate::Body;
-
-/// `Connection: upgrade` + `Upgrade: websocket` (case-insensitive, token lists allowed).
-pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    let has_token = |name: header::HeaderName, token: &str| {
-        req.headers().get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
-    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
-}
 
 pub(super) async fn tunnel<G: Send + 'static>(
     connector: &UdsConnector,

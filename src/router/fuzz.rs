@@ -8,9 +8,11 @@ use std::convert::Infallible;
 
 use futures_util::FutureExt as _;
 use http::{header, Request, Response, StatusCode, Uri};
-use tower::util::{BoxCloneSyncService, ServiceExt};
+use tower::util::ServiceExt;
 
-use super::{MountPath, MountPrefix, MountService, OriginalUri, Router};
+use super::Router;
+use crate::mount::{MountPath, MountService};
+use crate::request::{MountPrefix, OriginalUri};
 use crate::Body;
 
 /// Parses `data` as a mount path and checks what an accepted path looks like: `""` or
@@ -85,7 +87,7 @@ struct Seen {
 }
 
 fn recorder(mount: usize) -> MountService {
-    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+    MountService::new(tower::service_fn(move |req: Request<Body>| {
         let seen = Seen {
             mount,
             uri: req.uri().clone(),
@@ -176,7 +178,7 @@ fn check_route(mounts: &[MountPath], uri: &Uri) {
             let prefix = mounts[index].as_str();
             assert_eq!(seen.uri.path(), &path[prefix.len()..]);
             assert_eq!(seen.uri.query(), uri.query());
-            assert_eq!(seen.prefix, Some(MountPrefix(prefix.to_owned())));
+            assert_eq!(seen.prefix.as_ref().map(MountPrefix::as_str), Some(prefix));
             assert_eq!(seen.original, Some(OriginalUri(uri.clone())));
         }
     }

@@ -14,7 +14,6 @@
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
-mod path;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,42 +21,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
-use tower::util::{BoxCloneSyncService, Oneshot, ServiceExt};
+use http::{Request, Response, StatusCode};
+use tower::util::{Oneshot, ServiceExt};
 use tower_service::Service;
 
-pub(crate) use self::path::MountPath;
 use crate::error::BuildError;
+use crate::mount::{MountPath, MountService};
+use crate::request::enter_mount;
+use crate::response::{bad_request, not_found, redirect};
 use crate::Body;
-
-/// What every mount is once built: a cloneable, type-erased service over [`Body`].
-///
-/// This is the service type a layer given to [`Mount::layer`](crate::Mount::layer) or
-/// [`AppBuilder::layer`](crate::AppBuilder::layer) wraps, handy when writing such a layer with
-/// `tower::layer::layer_fn`.
-pub type MountService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
-/// The request URI as the client sent it to this service, before any mount prefix was stripped.
-///
-/// Inserted by the first (outermost) marimo_rs router a request passes through; inner routers
-/// keep it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OriginalUri(pub Uri);
-
-/// The path prefix stripped from a request before it reached the current mount.
-///
-/// `""` for the root mount, `/dashboard` for a mount at `/dashboard`. When marimo_rs services
-/// are nested, prefixes add up (`/outer/inner`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct MountPrefix(pub String);
-
-impl MountPrefix {
-    /// The prefix, `""` for the root.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Target {
@@ -137,7 +109,7 @@ impl Router {
             Some(Target::Forward(index)) => index,
         };
         let (prefix, service) = &table.mounts[index];
-        if strip_prefix(&mut req, prefix).is_err() {
+        if enter_mount(&mut req, prefix.as_str()).is_err() {
             return RouteFuture::ready(bad_request());
         }
         RouteFuture::Mount {
@@ -192,34 +164,6 @@ impl Future for RouteFuture {
     }
 }
 
-/// Rewrites the request for the mount: the path loses `prefix`, the original URI and the
-/// accumulated prefix are recorded as extensions.
-fn strip_prefix(req: &mut Request<Body>, prefix: &MountPath) -> Result<(), http::Error> {
-    let original = req.uri().clone();
-    let prefix = prefix.as_str();
-    if !prefix.is_empty() {
-        let rest = &original.path()[prefix.len()..];
-        let path_and_query = match original.query() {
-            Some(query) => PathAndQuery::try_from(format!("{rest}?{query}")),
-            None => PathAndQuery::try_from(rest),
-        };
-        let mut parts = original.clone().into_parts();
-        parts.path_and_query = Some(path_and_query?);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(http::Error::from)?;
-    }
-    let extensions = req.extensions_mut();
-    let outer = extensions
-        .get::<MountPrefix>()
-        .map(|p| p.0.as_str())
-        .unwrap_or("");
-    let combined = MountPrefix(format!("{outer}{prefix}"));
-    extensions.insert(combined);
-    if extensions.get::<OriginalUri>().is_none() {
-        extensions.insert(OriginalUri(original));
-    }
-    Ok(())
-}
-
 /// `307` from `/a/b?q` to `b/?q` (`prefix` is `/a/b`): relative, so it is right under any
 /// outer prefix. Used by the router for mounts and by directory mounts for each notebook.
 pub(crate) fn add_slash(prefix: &str, query: Option<&str>) -> Response<Body> {
@@ -228,30 +172,5 @@ pub(crate) fn add_slash(prefix: &str, query: Option<&str>) -> Response<Body> {
         Some(query) => format!("{last_segment}/?{query}"),
         None => format!("{last_segment}/"),
     };
-    match HeaderValue::try_from(location) {
-        Ok(location) => Response::builder()
-            .status(StatusCode::TEMPORARY_REDIRECT)
-            .header(header::LOCATION, location)
-            .body(Body::empty())
-            .expect("valid redirect response"),
-        Err(_) => bad_request(),
-    }
-}
-
-pub(crate) fn plain_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-pub(crate) fn not_found() -> Response<Body> {
-    plain_response(StatusCode::NOT_FOUND, "Not Found")
-}
-
-fn bad_request() -> Response<Body> {
-    plain_response(StatusCode::BAD_REQUEST, "Bad Request")
+    redirect(StatusCode::TEMPORARY_REDIRECT, location)
 }

@@ -148,7 +148,7 @@ pub async fn read_responses(
             break;
         }
         match tokio::time::timeout(until - now, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
+            Ok(Ok(0) | Err(_)) => {
                 closed = true;
                 break;
             }

@@ -1,8 +1,10 @@
 //! The command line: subcommands and flags (clap).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use marimo_rs::{ReplicaId, TrustedProxy};
 
 /// Serve marimo notebooks through one Rust gateway, with token authentication.
 ///
@@ -155,14 +157,14 @@ pub(crate) struct ServerArgs {
     /// Name this replica in the `x-marimo-rs-replica` response header [default: when
     /// MARIMO_RS_SECRET is set (replicas share it, with MARIMO_RS_OLD_SECRETS during a
     /// rotation), a hash of the host name and process id; otherwise no header]
-    #[arg(long, value_name = "NAME", env = "MARIMO_RS_REPLICA_ID", value_parser = replica_id)]
-    pub(crate) replica_id: Option<String>,
+    #[arg(long, value_name = "NAME", env = "MARIMO_RS_REPLICA_ID", value_parser = ReplicaId::from_str)]
+    pub(crate) replica_id: Option<ReplicaId>,
     /// A reverse proxy in front of this server (IP or CIDR; repeatable): its X-Forwarded-For
     /// picks the client address for the login limit, and X-Forwarded-Proto/-Host count for
     /// Secure cookies and WebSocket Origin checks. Use it only when clients cannot reach this
     /// server except through the proxy
-    #[arg(long = "trusted-proxy", value_name = "IP[/BITS]", value_parser = ip_or_cidr)]
-    pub(crate) trusted_proxies: Vec<String>,
+    #[arg(long = "trusted-proxy", value_name = "IP[/BITS]", value_parser = TrustedProxy::from_str)]
+    pub(crate) trusted_proxies: Vec<TrustedProxy>,
     /// Mark the session cookie `Secure` (TLS is terminated in front of this server)
     #[arg(long)]
     pub(crate) secure_cookie: bool,
@@ -178,25 +180,6 @@ pub(crate) struct ServerArgs {
     pub(crate) allow_hosts: Vec<String>,
 }
 
-/// An IP address, or `address/prefix-length` with a length that fits the address family.
-fn ip_or_cidr(value: &str) -> Result<String, String> {
-    let (address, bits) = match value.split_once('/') {
-        Some((address, bits)) => (address, Some(bits)),
-        None => (value, None),
-    };
-    let address: std::net::IpAddr = address
-        .parse()
-        .map_err(|_| format!("{value:?} is not an IP address or CIDR network"))?;
-    let max = if address.is_ipv4() { 32 } else { 128 };
-    if let Some(bits) = bits {
-        match bits.parse::<u8>() {
-            Ok(bits) if bits <= max => {}
-            _ => return Err(format!("{value:?}: the prefix length must be 0 to {max}")),
-        }
-    }
-    Ok(value.to_owned())
-}
-
 /// Token authentication, as `marimo run/edit --token`.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Authentication")]
@@ -206,6 +189,10 @@ pub(crate) struct AuthArgs {
     /// run and serve derived from the notebooks' code, so it stays the same across restarts,
     /// keyed by MARIMO_RS_SECRET when set, else by a random secret of this installation)
     #[arg(long, value_name = "VALUE", num_args = 0..=1, require_equals = true)]
+    #[allow(
+        clippy::option_option,
+        reason = "clap's shape for a flag with an optional value: absent, bare, or with one"
+    )]
     pub(crate) token: Option<Option<String>>,
     /// Turn authentication on (with a generated token unless one is given)
     #[arg(long)]
@@ -241,17 +228,6 @@ impl LogLevel {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         }
-    }
-}
-
-/// `--replica-id`: visible ASCII, so that it fits in a header.
-fn replica_id(value: &str) -> Result<String, String> {
-    let valid =
-        !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic());
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err("use 1 to 64 visible ASCII characters (no spaces)".to_owned())
     }
 }
 

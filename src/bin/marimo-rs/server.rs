@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use marimo_rs::{create_app, AppBuilder, AuthLayer, Mount, Token};
+use marimo_rs::{create_app, AppBuilder, AuthLayer, Mount, ReplicaId, Token};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -49,7 +49,7 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         }
         if !server.trusted_proxies.is_empty() {
             layer = layer
-                .trusted_proxies(&server.trusted_proxies)
+                .trusted_proxies(server.trusted_proxies.clone())
                 .trust_forwarded_headers(true);
         }
         if server.secure_cookie {
@@ -244,7 +244,7 @@ fn editor(notebook: PathBuf, auth_args: &crate::cli::AuthArgs) -> Result<Plan, C
 /// `SHA-256("marimo-rs/replica/v1\0" || host name || "\0" || process id)`, so that replicas
 /// (pods, or processes on one host) tell apart without showing the host name. Logged with the
 /// host name at start-up.
-fn default_replica_id() -> String {
+fn default_replica_id() -> ReplicaId {
     use sha2::{Digest, Sha256};
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -261,7 +261,7 @@ fn default_replica_id() -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     tracing::info!(host = %host, pid, replica = %id, "replica id derived from the host name");
-    id
+    ReplicaId::new(id).expect("8 hex digits are a replica id")
 }
 
 /// `PATH=TARGET` of `--app` and `--dir`.

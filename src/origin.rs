@@ -11,6 +11,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode, Uri};
 
+use crate::response::{no_store, plain};
 use crate::Body;
 
 /// A normalised web origin: lowercase scheme and host, port made explicit when the scheme has
@@ -285,7 +286,7 @@ pub(crate) fn refuse(reason: &'static str) -> Response<Body> {
         reason = reason.trim_end(),
         "request refused by the origin guard"
     );
-    crate::auth::plain(StatusCode::FORBIDDEN, reason)
+    no_store(plain(StatusCode::FORBIDDEN, reason))
 }
 
 /// Lets the page at `origin` (an allowed one) read `response`, with credentials.
