@@ -464,6 +464,89 @@ impl AppBuilder {
         self
     }
 
+    /// Caps the memory of each notebook backend at `bytes` (off by default). A notebook that
+    /// allocates past it does not take the machine's memory: its backend ends, its users are
+    /// told "This notebook ran out of memory (limit 2 GiB)" (the page, API calls and open
+    /// pages, which reload into that page), every other notebook and the gateway keep
+    /// serving, and the backend restarts (after 0.5 s, longer while it keeps happening). The
+    /// event is logged and counted ([`MarimoService::out_of_memory_count`]).
+    ///
+    /// Each backend process gets the limit as `RLIMIT_DATA` (the memory it allocates,
+    /// including the 8 MiB reserved for each thread's stack: about 3 threads per browser
+    /// session in run mode; leave room), inherited by the processes it starts (each editor
+    /// kernel has its own). In run mode a `MemoryError` in any session ends the backend, as
+    /// the sessions share its memory; in the editor it is the cell's error, as in marimo.
+    /// Where this process may create cgroup v2 groups with the memory controller, each
+    /// backend also runs in its own group with `memory.max` set to `bytes`, which counts its
+    /// resident memory, kernels included, and whose OOM killer ends it past the limit. A
+    /// marimo backend needs about 100 MiB to start; less fails the start with a message that
+    /// says to raise the limit.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .memory_limit(2 << 30) // 2 GiB
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.notebook.run.memory_limit = Some(bytes);
+        self
+    }
+
+    /// At most `max` concurrent marimo sessions (browser tabs with a kernel) per notebook (no
+    /// cap by default). Over it, the notebook's page and its kernel WebSocket handshake get
+    /// `503` with `Retry-After` and a page that says so and reloads by itself. A session
+    /// counts while its WebSocket is open; a browser reconnecting to a session the backend
+    /// still holds is never refused. `0` refuses every new session.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .max_sessions(20)
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.notebook.run.max_sessions = Some(max);
+        self
+    }
+
+    /// marimo's `--watch` (off by default): when an app's notebook file changes (checked every
+    /// second), its open pages are told to reload and its backend restarts with the new code;
+    /// a backend that failed is tried again at once. The editor ([`Mount::edit`]) reloads the
+    /// file in place, as `marimo edit --watch` does.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.notebook.run.watch = watch;
+        self
+    }
+
+    /// The arguments notebooks see, as after `--` on marimo's command line (`marimo run
+    /// notebook.py -- --size 10`): `mo.cli_args()` parses them as marimo does (`{"size":
+    /// 10}`), `sys.argv` is the notebook's path followed by them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .cli_args(["--size", "10"])
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn cli_args<I, T>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.notebook.run.argv = args.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Start every notebook backend when the service is built (inside a Tokio runtime) instead
     /// of on its first request. See also [`MarimoService::start`].
     pub fn eager_start(mut self, eager: bool) -> Self {
@@ -795,6 +878,24 @@ impl MarimoService {
             .as_ref()
             .map(|backends| backends.pids())
             .unwrap_or_default()
+    }
+
+    /// How many times a notebook backend ran out of memory (see
+    /// [`AppBuilder::memory_limit`]) and was restarted, since the service was built.
+    pub fn out_of_memory_count(&self) -> u64 {
+        self.backends
+            .as_ref()
+            .map(|backends| backends.out_of_memory_count())
+            .unwrap_or_default()
+    }
+
+    /// How long no notebook has had a request or an open WebSocket: zero while one is open,
+    /// the time since the service was built if nothing happened since. What `marimo edit
+    /// --timeout` measures to stop a server nobody uses; `None` without notebooks.
+    pub fn idle_for(&self) -> Option<Duration> {
+        self.backends
+            .as_ref()
+            .and_then(|backends| backends.idle_for())
     }
 
     /// The private directory (mode 0700) that holds the backends' Unix sockets, if this
