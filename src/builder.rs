@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::auth::{AuthLayer, Token};
 use crate::body::{Body, BoxError};
-use crate::directory::{DirectoryMount, DirectoryService, NotebookFile};
+use crate::directory::{DirectoryMount, DirectoryService, Gallery, Listed, NotebookFile};
 use crate::error::BuildError;
 use crate::health::Health;
 use crate::host::{self, HostPolicy};
@@ -83,6 +83,8 @@ enum MountKind {
     Edit(PathBuf),
     /// Its layers are in `Mount::layers`, applied around each notebook.
     Directory(DirectoryMount),
+    /// The page listing the other mounts' notebooks (`AppBuilder::with_gallery`).
+    Gallery,
 }
 
 impl std::fmt::Debug for Mount {
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Mount {
             MountKind::Notebook(_) => "notebook",
             MountKind::Edit(_) => "notebook editor",
             MountKind::Directory(_) => "notebook directory",
+            MountKind::Gallery => "gallery",
         };
         f.debug_struct("Mount")
             .field("kind", &kind)
@@ -217,6 +220,11 @@ impl Mount {
         ctx: &mut BuildContext,
     ) -> Result<MountService, BuildError> {
         match self.kind {
+            MountKind::Gallery => {
+                let listed = std::mem::take(&mut ctx.listed);
+                let gallery = Gallery::new(path.as_str(), listed).into_mount_service();
+                Ok(self.layers.apply(gallery))
+            }
             MountKind::Service(service) => Ok(self.layers.apply(service)),
             MountKind::Directory(directory) => ctx.directory(path, directory, self.layers),
             MountKind::Notebook(root) => ctx.notebook(path, root, Mode::Run, &self.layers),
@@ -247,6 +255,31 @@ fn with_notebook_file(file: NotebookFile, service: MountService) -> MountService
 struct BuildContext {
     options: Option<NotebookOptions>,
     backends: Option<Arc<Backends>>,
+    /// What a gallery lists: the app's notebooks and directories.
+    listed: Vec<Listed>,
+}
+
+/// What a gallery of `mounts` lists: each notebook app, and each directory's notebooks.
+fn gallery_listing(mounts: &[(String, Mount)]) -> Vec<Listed> {
+    mounts
+        .iter()
+        .filter_map(|(raw, mount)| {
+            // An invalid path fails the build in its own turn.
+            let path = MountPath::parse(raw).ok()?.as_str().to_owned();
+            match &mount.kind {
+                MountKind::Notebook(root) => Some(Listed::App {
+                    path,
+                    name: root.file_stem()?.to_string_lossy().into_owned(),
+                }),
+                MountKind::Directory(directory) => Some(Listed::Directory {
+                    path,
+                    directory: std::path::absolute(&directory.directory).ok()?,
+                    validate: directory.validate.clone(),
+                }),
+                MountKind::Service(_) | MountKind::Edit(_) | MountKind::Gallery => None,
+            }
+        })
+        .collect()
 }
 
 impl BuildContext {
@@ -401,6 +434,34 @@ impl AppBuilder {
     /// ```
     pub fn with_app(self, path: &str, root: impl Into<PathBuf>) -> Self {
         self.mount(path, Mount::app(root))
+    }
+
+    /// Serves a page at `path` that lists every notebook this app serves: each notebook mount
+    /// ([`Mount::app`], by file name) and each notebook of its directories
+    /// ([`Mount::directory`], found when the page is asked for, as the directory's validate
+    /// callback allows), like the gallery of `marimo run folder another.py`. Links are
+    /// relative, so the page works under any prefix. Only `path/` itself is served: the rest
+    /// of `path/…` is `404` (mount the gallery at the root to list the notebooks at `/`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/intro", "examples/notebooks/intro.py")
+    ///     .with_dynamic_directory("/more", "examples/notebooks")
+    ///     .with_gallery("/")
+    ///     .build()?;
+    /// // GET / links to intro/ and more/intro/.
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_gallery(self, path: &str) -> Self {
+        self.mount(
+            path,
+            Mount {
+                kind: MountKind::Gallery,
+                layers: Layers::default(),
+            },
+        )
     }
 
     /// The Python interpreter for notebook backends (it must have marimo). Without it:
@@ -755,6 +816,7 @@ impl AppBuilder {
         let mut ctx = BuildContext {
             options: Some(self.notebook),
             backends: None,
+            listed: gallery_listing(&self.mounts),
         };
         let mut table = Vec::with_capacity(self.mounts.len());
         let mut notebooks = Vec::new();

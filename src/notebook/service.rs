@@ -95,12 +95,6 @@ impl NotebookService {
             return response;
         }
         let page = is_page_load(&req);
-        if page && req.uri().path() == "/" {
-            // The page would open a session that its WebSocket could not get.
-            if let Some(full) = self.sessions.full() {
-                return too_many_sessions(true, &full);
-            }
-        }
         let wait = if page {
             Duration::ZERO
         } else {
@@ -168,6 +162,9 @@ impl NotebookService {
             && req.uri().path() == "/"
             && self.backend.mode() == Mode::Run;
         let head = req.method() == Method::HEAD;
+        // The notebook's page opens a session: over the cap, its WebSocket would be refused.
+        // Checked on the backend's answer, which says first if the backend is stopping.
+        let opens_session = page && req.uri().path() == "/";
         if rewrite {
             // The page is rewritten as text below: ask the backend not to compress it. A HEAD
             // asks for the page itself, so that it announces the rewritten page's length.
@@ -181,16 +178,26 @@ impl NotebookService {
                 let message = self.backend.out_of_memory_message().unwrap_or_default();
                 out_of_memory(page, &message)
             }
-            Ok(response) if rewrite => {
-                let response = self.hide_paths.rewrite(response).await;
-                if head {
-                    response.map(|_| Body::empty())
-                } else {
-                    response
+            Ok(response) if opens_session && response.status().is_success() => {
+                match self.sessions.full() {
+                    Some(full) => too_many_sessions(true, &full),
+                    None if rewrite => self.page(response, head).await,
+                    None => response,
                 }
             }
+            Ok(response) if rewrite => self.page(response, head).await,
             Ok(response) => response,
             Err(error) => self.proxy_failed(error),
+        }
+    }
+
+    /// The run-mode page, rewritten to hide where the notebook lives; bodiless for a `HEAD`.
+    async fn page(&self, response: Response<Body>, head: bool) -> Response<Body> {
+        let response = self.hide_paths.rewrite(response).await;
+        if head {
+            response.map(|_| Body::empty())
+        } else {
+            response
         }
     }
 
