@@ -4,48 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::marimo::{
-    intro_at, kernel, page_until, set_slider, slider_at, until_output, until_slider, Gateway, START,
+    feed_hog, hog_notebook, intro_at, kernel, move_slider, page_until, until_output, until_slider,
+    Gateway, START,
 };
 use common::{eventually, ws_connect, ws_until, Site, HTML};
 use http::StatusCode;
-
-/// A notebook whose first run allocates `mib` MiB at once.
-fn hog(dir: &Path, mib: u64) -> PathBuf {
-    let path = dir.join("hog.py");
-    std::fs::write(
-        &path,
-        format!(
-            r#"import marimo
-
-app = marimo.App()
-
-
-@app.cell
-def _():
-    import marimo as mo
-    return (mo,)
-
-
-@app.cell
-def _(mo):
-    mo.md("hog is running")
-    return
-
-
-@app.cell
-def _():
-    hog = bytearray({mib} << 20)
-    return (hog,)
-"#
-        ),
-    )
-    .unwrap();
-    path
-}
+use marimo_rs::create_app;
 
 const CAP: &str = "This notebook ran out of memory (limit 512 MiB).";
 
@@ -54,7 +21,7 @@ async fn a_notebook_past_its_memory_cap_restarts_while_another_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(
         intro_at("/intro")
-            .with_app("/hog", hog(dir.path(), 1024))
+            .with_app("/hog", hog_notebook(dir.path()))
             .memory_limit(512 << 20),
     )
     .await;
@@ -68,8 +35,10 @@ async fn a_notebook_past_its_memory_cap_restarts_while_another_keeps_serving() {
     let mut intro = kernel(&gateway.ws_url("/intro/ws?session_id=steady"), &[]).await;
     let slider = until_slider(&mut intro).await;
 
-    // The hog's first session runs its cell: the backend tells the page to reload and ends.
+    // Someone asks the hog for 1 GiB: its backend tells the page to reload and ends.
     let mut ws = kernel(&gateway.ws_url("/hog/ws?session_id=greedy"), &[]).await;
+    let asked = feed_hog(&mut ws, &gateway.url("/hog"), "greedy", 1024).await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.brief());
     ws_until(&mut ws, START, |m| m["op"] == "reload").await;
     // The reloaded page says why, to everyone (this is no loopback-only detail).
     let page = gateway
@@ -88,9 +57,7 @@ async fn a_notebook_past_its_memory_cap_restarts_while_another_keeps_serving() {
     assert!(api.body.contains(CAP), "{}", api.body);
 
     // The other notebook's session never noticed.
-    let moved = set_slider(&gateway.url("/intro"), "steady", &slider, 8, &[]).await;
-    assert_eq!(moved.status, StatusCode::OK, "{}", moved.brief());
-    until_output(&mut intro, &slider_at(8)).await;
+    move_slider(&mut intro, &gateway.url("/intro"), "steady", &slider, 8).await;
 
     // The hog is back, in a new process, and the event was counted.
     page_until(&gateway, "/hog/", START, |reply| {
@@ -101,29 +68,25 @@ async fn a_notebook_past_its_memory_cap_restarts_while_another_keeps_serving() {
     let pids = gateway.app.backend_pids();
     assert_eq!(pids.len(), 2);
     assert_ne!(pids, hog_pid, "the hog's backend was restarted");
-    let moved = set_slider(&gateway.url("/intro"), "steady", &slider, 9, &[]).await;
-    assert_eq!(moved.status, StatusCode::OK);
-    until_output(&mut intro, &slider_at(9)).await;
+    move_slider(&mut intro, &gateway.url("/intro"), "steady", &slider, 9).await;
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_notebook_that_stays_under_its_cap_runs_as_usual() {
     let dir = tempfile::tempdir().unwrap();
-    let gateway =
-        Gateway::start(create_app_with(hog(dir.path(), 64)).memory_limit(512 << 20)).await;
+    let hog = hog_notebook(dir.path());
+    let gateway = Gateway::start(create_app().with_app("/", hog).memory_limit(512 << 20)).await;
     let mut ws = kernel(&gateway.ws_url("/ws?session_id=modest"), &[]).await;
-    until_output(&mut ws, "hog is running").await;
-    // The whole notebook ran (the allocation is the last cell) and the backend stayed.
+    let asked = feed_hog(&mut ws, &gateway.url(""), "modest", 256).await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.brief());
+    until_output(&mut ws, "holding 256 MiB").await;
+    // The backend stays: 256 MiB fit under the cap.
     let pids = gateway.app.backend_pids();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(gateway.app.backend_pids(), pids);
     assert_eq!(gateway.app.out_of_memory_count(), 0);
     gateway.stop().await;
-}
-
-fn create_app_with(notebook: PathBuf) -> marimo_rs::AppBuilder {
-    marimo_rs::create_app().with_app("/", notebook)
 }
 
 #[tokio::test]

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::marimo::{
-    kernel, output_contains, page_until, server_token, set_slider, slider_at, slider_id,
+    feed_hog, hog_notebook, kernel, move_slider, page_until, server_token, set_slider, slider_at,
     until_output, until_slider, KERNEL_WAIT, START,
 };
 use common::process::{marimo_rs, MarimoRs, Spawned, STOP};
+use common::HTML;
 use common::{descendants, example_notebook, send, wait_gone, ws_connect, ws_until, Site, Ws};
-use common::{HTML, JSON};
 use futures_util::StreamExt as _;
 use http::{Method, StatusCode};
 use serde_json::Value;
@@ -103,10 +103,18 @@ fn is_cell_error(message: &Value) -> bool {
     message["op"] == "cell-op" && message["data"]["output"]["channel"] == "marimo-error"
 }
 
-/// The probe's messages from `kernel-ready` to its cell error.
-async fn probe_messages(server: &MarimoRs, session: &str) -> Vec<Value> {
-    let mut ws = kernel(&ws_of(server, "", session), &[]).await;
-    messages_until(&mut ws, is_cell_error).await
+/// The [`probe`]'s messages from `kernel-ready` to its cell error, served by `marimo-rs run
+/// probe.py --no-token FLAGS`.
+async fn probe_messages(flags: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let notebook = probe(dir.path());
+    let notebook = notebook.to_str().unwrap();
+    let server = start(&[&["run", notebook, "--no-token"], flags].concat()).await;
+    let mut ws = kernel(&ws_of(&server, "", "probe"), &[]).await;
+    let messages = messages_until(&mut ws, is_cell_error).await;
+    drop(ws);
+    server.terminate().await;
+    messages
 }
 
 #[tokio::test]
@@ -262,16 +270,12 @@ async fn skew_protection_is_on_by_default_and_off_with_no_skew_protection() {
 
 #[tokio::test]
 async fn show_tracebacks_sends_the_traceback_of_a_cell_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let notebook = probe(dir.path());
-    let notebook = notebook.to_str().unwrap();
     for (flags, shown) in [
         (&["--show-tracebacks"][..], true),
         (&[][..], false),
         (&["--show-tracebacks", "--no-show-tracebacks"][..], false),
     ] {
-        let server = start(&[&["run", notebook, "--no-token"], flags].concat()).await;
-        let messages = probe_messages(&server, "tracebacks").await;
+        let messages = probe_messages(flags).await;
         let error = &messages.last().unwrap()["data"]["output"]["data"][0];
         if shown {
             assert_eq!(error["msg"], "boom", "{error}");
@@ -282,21 +286,16 @@ async fn show_tracebacks_sends_the_traceback_of_a_cell_error() {
             assert_eq!(error["type"], "internal", "{flags:?}: {error}");
             assert!(!error.to_string().contains("boom"), "{flags:?}: {error}");
         }
-        server.terminate().await;
     }
 }
 
 #[tokio::test]
 async fn redirect_console_to_browser_sends_what_notebooks_print() {
-    let dir = tempfile::tempdir().unwrap();
-    let notebook = probe(dir.path());
-    let notebook = notebook.to_str().unwrap();
     for (flags, redirected) in [
         (&["--redirect-console-to-browser"][..], true),
         (&[][..], false),
     ] {
-        let server = start(&[&["run", notebook, "--no-token"], flags].concat()).await;
-        let messages = probe_messages(&server, "console").await;
+        let messages = probe_messages(flags).await;
         let printed = messages.iter().any(|message| {
             message["op"] == "cell-op"
                 && message["data"]["console"]
@@ -304,7 +303,6 @@ async fn redirect_console_to_browser_sends_what_notebooks_print() {
                     .contains("printed-by-the-notebook")
         });
         assert_eq!(printed, redirected, "{flags:?}: {messages:?}");
-        server.terminate().await;
     }
 }
 
@@ -417,39 +415,10 @@ async fn marimo_session_cookie_secure_marks_the_session_cookie_secure() {
     }
 }
 
-/// A notebook whose slider value is the MiB its next cell allocates (0 at first).
-fn hog(dir: &Path) -> PathBuf {
-    let path = dir.join("hog.py");
-    std::fs::write(
-        &path,
-        r#"import marimo
-
-app = marimo.App()
-
-
-@app.cell
-def _():
-    import marimo as mo
-    mib = mo.ui.slider(0, 4096, value=0, label="MiB")
-    mib
-    return mib, mo
-
-
-@app.cell
-def _(mib, mo):
-    block = bytearray(mib.value << 20)
-    mo.md(f"holding {len(block) >> 20} MiB")
-    return
-"#,
-    )
-    .unwrap();
-    path
-}
-
 #[tokio::test]
 async fn limits_a_notebook_past_its_memory_cap_and_sessions_over_the_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let hog = hog(dir.path());
+    let hog = hog_notebook(dir.path());
     let intro = intro_copy(dir.path(), "intro.py", "Hello");
     let server = start(&[
         "run",
@@ -482,23 +451,7 @@ async fn limits_a_notebook_past_its_memory_cap_and_sessions_over_the_cap() {
 
     // Someone else asks the hog for 1 GiB.
     let mut greedy = kernel(&ws_of(&server, "/hog", "greedy"), &[]).await;
-    let mut hog_slider = None;
-    ws_until(&mut greedy, KERNEL_WAIT, |m| {
-        if let Some(id) = slider_id(m) {
-            hog_slider = Some(id);
-        }
-        output_contains(m, "holding 0 MiB")
-    })
-    .await;
-    let hog_slider = hog_slider.expect("the hog's slider");
-    let body = serde_json::json!({ "objectIds": [hog_slider], "values": [1024] }).to_string();
-    let asked = send(
-        Method::POST,
-        &server.url("/hog/api/kernel/set_ui_element_value"),
-        &[JSON, ("marimo-session-id", "greedy")],
-        &body,
-    )
-    .await;
+    let asked = feed_hog(&mut greedy, &server.url("/hog"), "greedy", 1024).await;
     assert_eq!(asked.status, StatusCode::OK, "{}", asked.brief());
     ws_until(&mut greedy, START, |m| m["op"] == "reload").await;
     drop(greedy);
@@ -512,9 +465,7 @@ async fn limits_a_notebook_past_its_memory_cap_and_sessions_over_the_cap() {
     );
 
     // The other notebook kept working throughout; the hog comes back.
-    let moved = set_slider(&server.url("/intro"), "steady", &slider, 6, &[]).await;
-    assert_eq!(moved.status, StatusCode::OK, "{}", moved.brief());
-    until_output(&mut steady, &slider_at(6)).await;
+    move_slider(&mut steady, &server.url("/intro"), "steady", &slider, 6).await;
     page_until(&server, "/hog/", START, |page| {
         page.status == StatusCode::OK
     })
