@@ -190,6 +190,30 @@ async fn watch_restarts_a_changed_notebook_and_open_pages_reload() {
 }
 
 #[tokio::test]
+async fn edit_watch_reloads_a_changed_file_in_the_editor() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebook = intro_copy(dir.path(), "edited.py", "Before");
+    let server = start(&["edit", notebook.to_str().unwrap(), "--no-token", "--watch"]).await;
+    let mut ws = kernel(&ws_of(&server, "", "editing"), &[]).await;
+    let backend = descendants(server.pid());
+
+    // Changed by another program: marimo's editor takes the new code in place (the kernel,
+    // which holds the user's work, is not restarted).
+    intro_copy(dir.path(), "edited.py", "Elsewhere");
+    let changed = messages_until(&mut ws, |m| m.to_string().contains("Elsewhere from")).await;
+    assert!(
+        !changed.iter().any(|m| m["op"] == "reload"),
+        "the editor is not reloaded: {changed:?}"
+    );
+    assert!(
+        backend.iter().all(|pid| common::process_alive(*pid)),
+        "the same backend"
+    );
+    drop(ws);
+    server.terminate().await;
+}
+
+#[tokio::test]
 async fn proxy_sets_the_printed_url_and_the_allowed_host_and_origin() {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
