@@ -532,16 +532,18 @@ impl AppBuilder {
     /// serving, and the backend restarts (after 0.5 s, longer while it keeps happening). The
     /// event is logged and counted ([`MarimoService::out_of_memory_count`]).
     ///
-    /// Each backend process gets the limit as `RLIMIT_DATA` (the memory it allocates,
-    /// including the 8 MiB reserved for each thread's stack: about 3 threads per browser
-    /// session in run mode; leave room), inherited by the processes it starts (each editor
-    /// kernel has its own). In run mode a `MemoryError` in any session ends the backend, as
-    /// the sessions share its memory; in the editor it is the cell's error, as in marimo.
-    /// Where this process may create cgroup v2 groups with the memory controller, each
-    /// backend also runs in its own group with `memory.max` set to `bytes`, which counts its
-    /// resident memory, kernels included, and whose OOM killer ends it past the limit. A
-    /// marimo backend needs about 100 MiB to start; less fails the start with a message that
-    /// says to raise the limit.
+    /// Each backend process gets the limit as `RLIMIT_DATA`, inherited by the processes it
+    /// starts (each editor kernel has its own). In run mode a `MemoryError` in any session
+    /// ends the backend, as the sessions share its memory; in the editor it is the cell's
+    /// error, as in marimo. `RLIMIT_DATA` counts memory reserved, not only used: an idle
+    /// backend takes about 64 MiB of it (less fails the start, with a message that says to
+    /// raise the limit), and each open run-mode session about 25 MiB more (three threads with
+    /// 8 MiB stacks); past that, a new session's kernel cannot start (marimo shows that
+    /// browser its "kernel stopped" banner) while the others go on, so pair it with
+    /// [`max_sessions`](Self::max_sessions). Where this process may create cgroup v2 groups
+    /// with the memory controller, each backend also runs in its own group with `memory.max`
+    /// set to `bytes`, which counts its resident memory, kernels included, and whose OOM
+    /// killer ends it past the limit.
     ///
     /// ```
     /// # fn main() -> Result<(), marimo_rs::BuildError> {

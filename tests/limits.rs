@@ -134,3 +134,17 @@ async fn sessions_over_the_cap_get_a_clear_503_until_one_closes() {
     assert_eq!(third.err(), Some(StatusCode::SERVICE_UNAVAILABLE));
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_cap_too_small_to_start_says_to_raise_it() {
+    let app = intro_at("/").memory_limit(40 << 20).build().unwrap();
+    let gateway = Gateway::serve(app).await;
+    // This test's client is on this machine: the page shows why the notebook cannot start.
+    let page = page_until(&gateway, "/", START, |reply| {
+        reply.body.contains("raise the memory limit")
+    })
+    .await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.body.contains("(limit 40 MiB)"), "{}", page.body);
+    gateway.stop().await;
+}

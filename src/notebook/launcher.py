@@ -13,12 +13,14 @@ can set: it removes that header from client requests. This module turns it into 
 
 import asyncio
 import base64
+import errno
 import json
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 
 USER_HEADER = b"x-marimo-rs-user"
 
@@ -313,9 +315,12 @@ def main():
     memory = config.get("memory")
     try:
         serve(config, memory)
-    except MemoryError:
-        # Even starting needs more than the cap: the gateway says so.
-        os._exit(memory["exit_status"] if memory else 1)
+    except (MemoryError, OSError) as error:
+        # Even starting needs more than the cap (imports fail with ENOMEM): the gateway says so.
+        if memory and (isinstance(error, MemoryError) or error.errno == errno.ENOMEM):
+            traceback.print_exc()
+            os._exit(memory["exit_status"])
+        raise
 
 
 def serve(config, memory):
