@@ -153,6 +153,14 @@ impl Core {
         &self.shared.options
     }
 
+    /// What users are told when the backend runs out of memory, if it has a cap.
+    fn out_of_memory_message(&self) -> Option<String> {
+        self.shared
+            .memory
+            .as_ref()
+            .map(memory::Enforcement::message)
+    }
+
     /// The process is gone (reaped): its pid may be reused from now on, so it is no longer
     /// reported, and its socket is removed.
     fn gone(&self) {
@@ -311,11 +319,7 @@ impl Backend {
 
     /// What users are told when this backend runs out of memory, if it has a cap.
     pub(crate) fn out_of_memory_message(&self) -> Option<String> {
-        self.core
-            .shared
-            .memory
-            .as_ref()
-            .map(memory::Enforcement::message)
+        self.core.out_of_memory_message()
     }
 
     /// How many WebSocket tunnels to this backend are open now.
@@ -486,12 +490,7 @@ fn ran_out_of_memory(core: &Core, status: &std::io::Result<std::process::ExitSta
 fn out_of_memory_exit(core: &Core, streak: u32) {
     let total = core.out_of_memory.fetch_add(1, Ordering::Relaxed) + 1;
     core.shared.out_of_memory.fetch_add(1, Ordering::Relaxed);
-    let message = core
-        .shared
-        .memory
-        .as_ref()
-        .map(memory::Enforcement::message)
-        .unwrap_or_default();
+    let message = core.out_of_memory_message().unwrap_or_default();
     let delay = backoff(streak.saturating_sub(1));
     tracing::warn!(
         backend = %core.label,
@@ -647,12 +646,7 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let memory = ran_out_of_memory(core, &Ok(status))
-                .then(|| {
-                    core.shared
-                        .memory
-                        .as_ref()
-                        .map(memory::Enforcement::message)
-                })
+                .then(|| core.out_of_memory_message())
                 .flatten();
             core.gone();
             // Give the stderr reader a moment to take the last lines.
