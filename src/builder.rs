@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::auth::{AuthLayer, Token};
 use crate::body::{Body, BoxError};
-use crate::directory::{DirectoryMount, DirectoryService, NotebookFile};
+use crate::directory::{DirectoryMount, DirectoryService, Gallery, Listed, NotebookFile};
 use crate::error::BuildError;
 use crate::health::Health;
 use crate::host::{self, HostPolicy};
@@ -83,6 +83,8 @@ enum MountKind {
     Edit(PathBuf),
     /// Its layers are in `Mount::layers`, applied around each notebook.
     Directory(DirectoryMount),
+    /// The page listing the other mounts' notebooks (`AppBuilder::with_gallery`).
+    Gallery,
 }
 
 impl std::fmt::Debug for Mount {
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Mount {
             MountKind::Notebook(_) => "notebook",
             MountKind::Edit(_) => "notebook editor",
             MountKind::Directory(_) => "notebook directory",
+            MountKind::Gallery => "gallery",
         };
         f.debug_struct("Mount")
             .field("kind", &kind)
@@ -217,6 +220,11 @@ impl Mount {
         ctx: &mut BuildContext,
     ) -> Result<MountService, BuildError> {
         match self.kind {
+            MountKind::Gallery => {
+                let listed = std::mem::take(&mut ctx.listed);
+                let gallery = Gallery::new(path.as_str(), listed).into_mount_service();
+                Ok(self.layers.apply(gallery))
+            }
             MountKind::Service(service) => Ok(self.layers.apply(service)),
             MountKind::Directory(directory) => ctx.directory(path, directory, self.layers),
             MountKind::Notebook(root) => ctx.notebook(path, root, Mode::Run, &self.layers),
@@ -247,6 +255,31 @@ fn with_notebook_file(file: NotebookFile, service: MountService) -> MountService
 struct BuildContext {
     options: Option<NotebookOptions>,
     backends: Option<Arc<Backends>>,
+    /// What a gallery lists: the app's notebooks and directories.
+    listed: Vec<Listed>,
+}
+
+/// What a gallery of `mounts` lists: each notebook app, and each directory's notebooks.
+fn gallery_listing(mounts: &[(String, Mount)]) -> Vec<Listed> {
+    mounts
+        .iter()
+        .filter_map(|(raw, mount)| {
+            // An invalid path fails the build in its own turn.
+            let path = MountPath::parse(raw).ok()?.as_str().to_owned();
+            match &mount.kind {
+                MountKind::Notebook(root) => Some(Listed::App {
+                    path,
+                    name: root.file_stem()?.to_string_lossy().into_owned(),
+                }),
+                MountKind::Directory(directory) => Some(Listed::Directory {
+                    path,
+                    directory: std::path::absolute(&directory.directory).ok()?,
+                    validate: directory.validate.clone(),
+                }),
+                MountKind::Service(_) | MountKind::Edit(_) | MountKind::Gallery => None,
+            }
+        })
+        .collect()
 }
 
 impl BuildContext {
@@ -403,6 +436,34 @@ impl AppBuilder {
         self.mount(path, Mount::app(root))
     }
 
+    /// Serves a page at `path` that lists every notebook this app serves: each notebook mount
+    /// ([`Mount::app`], by file name) and each notebook of its directories
+    /// ([`Mount::directory`], found when the page is asked for, as the directory's validate
+    /// callback allows), like the gallery of `marimo run folder another.py`. Links are
+    /// relative, so the page works under any prefix. Only `path/` itself is served: the rest
+    /// of `path/…` is `404` (mount the gallery at the root to list the notebooks at `/`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/intro", "examples/notebooks/intro.py")
+    ///     .with_dynamic_directory("/more", "examples/notebooks")
+    ///     .with_gallery("/")
+    ///     .build()?;
+    /// // GET / links to intro/ and more/intro/.
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_gallery(self, path: &str) -> Self {
+        self.mount(
+            path,
+            Mount {
+                kind: MountKind::Gallery,
+                layers: Layers::default(),
+            },
+        )
+    }
+
     /// The Python interpreter for notebook backends (it must have marimo). Without it:
     /// `MARIMO_RS_PYTHON`, then a managed virtualenv, then `python3` on `PATH`.
     pub fn python(mut self, python: impl Into<PathBuf>) -> Self {
@@ -461,6 +522,91 @@ impl AppBuilder {
     /// `marimo edit` does.
     pub fn skew_protection(mut self, protect: bool) -> Self {
         self.notebook.marimo.skew_protection = protect;
+        self
+    }
+
+    /// Caps the memory of each notebook backend at `bytes` (off by default). A notebook that
+    /// allocates past it does not take the machine's memory: its backend ends, its users are
+    /// told "This notebook ran out of memory (limit 2 GiB)" (the page, API calls and open
+    /// pages, which reload into that page), every other notebook and the gateway keep
+    /// serving, and the backend restarts (after 0.5 s, longer while it keeps happening). The
+    /// event is logged and counted ([`MarimoService::out_of_memory_count`]).
+    ///
+    /// Each backend process gets the limit as `RLIMIT_DATA`, inherited by the processes it
+    /// starts (each editor kernel has its own). In run mode a `MemoryError` in any session
+    /// ends the backend, as the sessions share its memory; in the editor it is the cell's
+    /// error, as in marimo. `RLIMIT_DATA` counts memory reserved, not only used: an idle
+    /// backend takes about 64 MiB of it (less fails the start, with a message that says to
+    /// raise the limit), and each open run-mode session about 25 MiB more (three threads with
+    /// 8 MiB stacks); past that, a new session's kernel cannot start (marimo shows that
+    /// browser its "kernel stopped" banner) while the others go on, so pair it with
+    /// [`max_sessions`](Self::max_sessions). Where this process may create cgroup v2 groups
+    /// with the memory controller, each backend also runs in its own group with `memory.max`
+    /// set to `bytes`, which counts its resident memory, kernels included, and whose OOM
+    /// killer ends it past the limit.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .memory_limit(2 << 30) // 2 GiB
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.notebook.run.memory_limit = Some(bytes);
+        self
+    }
+
+    /// At most `max` concurrent marimo sessions (browser tabs with a kernel) per notebook (no
+    /// cap by default). Over it, the notebook's page and its kernel WebSocket handshake get
+    /// `503` with `Retry-After` and a page that says so and reloads by itself. A session
+    /// counts while its WebSocket is open; a browser reconnecting to a session the backend
+    /// still holds is never refused. `0` refuses every new session.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .max_sessions(20)
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.notebook.run.max_sessions = Some(max);
+        self
+    }
+
+    /// marimo's `--watch` (off by default): when an app's notebook file changes (checked every
+    /// second), its open pages are told to reload and its backend restarts with the new code;
+    /// a backend that failed is tried again at once. The editor ([`Mount::edit`]) reloads the
+    /// file in place, as `marimo edit --watch` does.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.notebook.run.watch = watch;
+        self
+    }
+
+    /// The arguments notebooks see, as after `--` on marimo's command line (`marimo run
+    /// notebook.py -- --size 10`): `mo.cli_args()` parses them as marimo does (`{"size":
+    /// 10}`), `sys.argv` is the notebook's path followed by them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// let app = marimo_rs::create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .cli_args(["--size", "10"])
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn cli_args<I, T>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.notebook.run.argv = args.into_iter().map(Into::into).collect();
         self
     }
 
@@ -672,6 +818,7 @@ impl AppBuilder {
         let mut ctx = BuildContext {
             options: Some(self.notebook),
             backends: None,
+            listed: gallery_listing(&self.mounts),
         };
         let mut table = Vec::with_capacity(self.mounts.len());
         let mut notebooks = Vec::new();
@@ -795,6 +942,24 @@ impl MarimoService {
             .as_ref()
             .map(|backends| backends.pids())
             .unwrap_or_default()
+    }
+
+    /// How many times a notebook backend ran out of memory (see
+    /// [`AppBuilder::memory_limit`]) and was restarted, since the service was built.
+    pub fn out_of_memory_count(&self) -> u64 {
+        self.backends
+            .as_ref()
+            .map(|backends| backends.out_of_memory_count())
+            .unwrap_or_default()
+    }
+
+    /// How long no notebook has had a request or an open WebSocket: zero while one is open,
+    /// the time since the service was built if nothing happened since. What `marimo edit
+    /// --timeout` measures to stop a server nobody uses; `None` without notebooks.
+    pub fn idle_for(&self) -> Option<Duration> {
+        self.backends
+            .as_ref()
+            .and_then(|backends| backends.idle_for())
     }
 
     /// The private directory (mode 0700) that holds the backends' Unix sockets, if this

@@ -28,6 +28,8 @@ async fn start_gateway() -> MarimoRs {
         marimo_rs(&[
             "run",
             "--no-token",
+            // The load's POSTs carry no page, hence no server token.
+            "--no-skew-protection",
             "--headless",
             "--port",
             "0",

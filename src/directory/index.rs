@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -19,16 +20,27 @@ pub(super) async fn respond(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
+    let (parts, _) = req.into_parts();
+    let shown = allowed(directory, validate, &parts).await;
+    let links = shown.iter().filter_map(|notebook| link("./", notebook));
+    page(&index_page(links))
+}
+
+/// The notebooks of `directory` (relative paths) that `validate` lets the requester open.
+pub(super) async fn allowed(
+    directory: &Path,
+    validate: Option<&ValidateFn>,
+    parts: &Parts,
+) -> Vec<PathBuf> {
     let directory = directory.to_owned();
     let listed = tokio::task::spawn_blocking(move || resolve::list_notebooks(&directory))
         .await
         .unwrap_or_default();
-    let (parts, _) = req.into_parts();
-    let shown = match validate {
+    match validate {
         None => listed,
         Some(validate) => {
             let verdicts =
-                futures_util::future::join_all(listed.iter().map(|nb| validate(nb, &parts))).await;
+                futures_util::future::join_all(listed.iter().map(|nb| validate(nb, parts))).await;
             listed
                 .into_iter()
                 .zip(verdicts)
@@ -36,8 +48,12 @@ pub(super) async fn respond(
                 .map(|(notebook, _)| notebook)
                 .collect()
         }
-    };
-    let mut response = no_store(html(StatusCode::OK, index_page(&shown)));
+    }
+}
+
+/// `200` with a listing page: it depends on who asks, so it is not stored.
+pub(super) fn page(body: &str) -> Response<Body> {
+    let mut response = no_store(html(StatusCode::OK, body.to_owned()));
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -52,21 +68,31 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn index_page(notebooks: &[PathBuf]) -> String {
+/// One entry of a listing: the link to `notebook` (a relative `.py` path) under `prefix`
+/// (`./`, `../apps/`; it keeps a name like `javascript:x` from being read as a URL scheme),
+/// and its name: `(href, name)`, neither escaped yet.
+pub(super) fn link(prefix: &str, notebook: &Path) -> Option<(String, String)> {
+    let name = notebook.to_str()?.strip_suffix(".py")?;
+    Some((path_link(prefix, name), name.to_owned()))
+}
+
+/// `prefix` followed by `path`'s segments, percent-encoded, and `/`.
+pub(super) fn path_link(prefix: &str, path: &str) -> String {
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
+        .collect();
+    format!("{prefix}{}/", segments.join("/"))
+}
+
+/// The listing page: a link per `(href, name)`.
+pub(super) fn index_page(links: impl Iterator<Item = (String, String)>) -> String {
     let mut items = String::new();
-    for notebook in notebooks {
-        let Some(name) = notebook.to_str().and_then(|n| n.strip_suffix(".py")) else {
-            continue;
-        };
-        let href: Vec<String> = name
-            .split('/')
-            .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
-            .collect();
-        // `./` keeps a name like `javascript:x` from being read as a URL scheme.
+    for (href, name) in links {
         items.push_str(&format!(
-            "<li><a href=\"./{}/\">{}</a></li>",
-            crate::html::escape(&href.join("/")),
-            crate::html::escape(name)
+            "<li><a href=\"{}\">{}</a></li>",
+            crate::html::escape(&href),
+            crate::html::escape(&name)
         ));
     }
     let list = if items.is_empty() {
@@ -89,12 +115,13 @@ mod tests {
 
     #[test]
     fn the_index_links_are_relative_encoded_and_escaped() {
-        let page = index_page(&[
+        let notebooks = [
             PathBuf::from("sales.py"),
             PathBuf::from("team/q3.py"),
             PathBuf::from("a&b <c>.py"),
             PathBuf::from("javascript:alert(1).py"),
-        ]);
+        ];
+        let page = index_page(notebooks.iter().filter_map(|nb| link("./", nb)));
         assert!(page.contains(r#"<a href="./sales/">sales</a>"#), "{page}");
         assert!(
             page.contains(r#"<a href="./team/q3/">team/q3</a>"#),
@@ -108,6 +135,6 @@ mod tests {
             page.contains(r#"href="./javascript%3Aalert%281%29/""#),
             "{page}"
         );
-        assert!(index_page(&[]).contains("No notebooks."));
+        assert!(index_page(std::iter::empty()).contains("No notebooks."));
     }
 }

@@ -13,6 +13,7 @@
 //! and the service that ties the pieces together.
 
 mod cache;
+mod gallery;
 mod index;
 mod resolve;
 
@@ -28,6 +29,7 @@ use http::{Request, Response, StatusCode};
 use tower::util::ServiceExt;
 
 use self::cache::Cache;
+pub(crate) use self::gallery::{Gallery, Listed};
 use crate::mount::{IntoMountService as _, Layers, MountLayer, MountService};
 use crate::notebook::Backends;
 use crate::request::enter_mount;

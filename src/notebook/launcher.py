@@ -11,11 +11,16 @@ can set: it removes that header from client requests. This module turns it into 
 ``scope["user"]`` / ``scope["meta"]`` so ``mo.app_meta().request.user`` sees it.
 """
 
+import asyncio
 import base64
+import errno
 import json
 import os
 import signal
 import sys
+import threading
+import time
+import traceback
 
 USER_HEADER = b"x-marimo-rs-user"
 
@@ -74,7 +79,7 @@ class Identity:
         await self.app(scope, receive, send)
 
 
-def edit_app(notebook, options):
+def edit_app(notebook, options, argv, watch):
     """marimo's edit server for ONE notebook, as `marimo edit NOTEBOOK --no-token` builds it.
 
     Differences from `marimo edit`: no marimo auth (the gateway's), no language servers (they would listen on TCP ports the
@@ -89,6 +94,7 @@ def edit_app(notebook, options):
     from marimo._server.session_manager import SessionManager
     from marimo._server.tokens import AuthToken
     from marimo._server.workspace import SingleFileWorkspace
+    from marimo._cli.parse_args import parse_args
     from marimo._session.model import SessionMode
     from marimo._utils.lifespans import Lifespans
     from marimo._utils.marimo_path import MarimoPath
@@ -105,8 +111,11 @@ def edit_app(notebook, options):
         include_code=True,
         lsp_server=NoopLspServer(),
         config_manager=config_manager,
-        cli_args={},
-        argv=[],
+        cli_args=parse_args(argv),
+        argv=list(argv),
+        # marimo edit --watch: marimo reloads the file in the editor (the gateway does not
+        # restart an editor, whose kernel holds the user's work).
+        watch=watch,
         # An empty token turns marimo's auth off: the gateway authenticates.
         auth_token=AuthToken(""),
         redirect_console_to_browser=True,
@@ -148,20 +157,191 @@ def edit_app(notebook, options):
     return app
 
 
+def session_managers(app):
+    """marimo's session managers in `app`: the editor's, or those of create_asgi_app's apps."""
+    found = []
+    state = getattr(app, "state", None)
+    manager = getattr(state, "session_manager", None) if state is not None else None
+    if manager is not None:
+        found.append(manager)
+    for route in getattr(app, "routes", None) or []:
+        inner = getattr(route, "app", None)
+        if inner is not None and inner is not app:
+            found.extend(session_managers(inner))
+    return found
+
+
+def tell_pages_to_reload(managers):
+    """marimo's run-mode --watch message: every open page reloads itself."""
+    from marimo._messaging.notification import ReloadNotification
+
+    for manager in managers:
+        for session in list(manager.sessions.values()):
+            try:
+                session.notify(ReloadNotification(), from_consumer_id=None)
+            except Exception:
+                pass
+
+
+def pass_cli_args(managers, argv):
+    """`marimo run NB -- ARGS`: create_asgi_app gives notebooks no arguments, so its session
+    managers get them here, parsed as marimo's command line parses them (`mo.cli_args()`,
+    `sys.argv`)."""
+    from marimo._cli.parse_args import parse_args
+
+    for manager in managers:
+        manager.cli_args = parse_args(argv)
+        manager.argv = list(argv)
+
+
+# How long pages get to receive a reload before the backend exits.
+RELOAD_GRACE_SECS = 0.5
+
+
+def reload_on_signal(server, managers):
+    """SIGUSR1 (the gateway saw the notebook file change): tell the open pages to reload, then
+    stop; the gateway starts a fresh backend that the pages find on reload."""
+
+    def reload(_signum, _frame):
+        loop = asyncio.get_running_loop()
+
+        def stop():
+            tell_pages_to_reload(managers)
+            loop.call_later(RELOAD_GRACE_SECS, setattr, server, "should_exit", True)
+
+        loop.call_soon_threadsafe(stop)
+
+    signal.signal(signal.SIGUSR1, reload)
+
+
+class OutOfMemory:
+    """The memory cap (`"memory"` in the configuration), and what happens when it is reached.
+
+    The limit is RLIMIT_DATA of this process (inherited by processes it starts); when the
+    gateway made a cgroup v2 group for this start, the process also moves into it, where the
+    kernel counts the resident memory of the backend as a whole.
+
+    Run-mode kernels are threads of this process, so a MemoryError in one leaves every session
+    short of memory: it is fatal. The backend then answers new requests 503 (marked for the
+    gateway, which shows its own page), tells the open pages to reload (they get that page),
+    and exits with the status the gateway recognises. As ASGI middleware it does the answering.
+    """
+
+    STATE = (b"x-marimo-rs-backend-state", b"out-of-memory")
+
+    def __init__(self, app, memory, managers):
+        self.app = app
+        self.limit = memory["bytes"]
+        self.exit_status = memory["exit_status"]
+        self.managers = managers
+        self.loop = None
+        self.tripped = threading.Event()
+        cgroup = memory.get("cgroup")
+        if cgroup:
+            try:
+                with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+                    procs.write(str(os.getpid()))
+            except OSError as error:
+                sys.stderr.write(f"marimo-rs: cannot join cgroup {cgroup}: {error}\n")
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        soft = self.limit if hard == resource.RLIM_INFINITY else min(self.limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+    def watch_run_mode_kernels(self):
+        """MemoryError in a kernel thread (cell code) or in any other thread is fatal."""
+        from marimo._runtime.runner import hooks_post_execution
+
+        def after_cell(_cell, _ctx, run_result):
+            if isinstance(run_result.exception, MemoryError):
+                self.trip()
+
+        hooks_post_execution.POST_EXECUTION_HOOKS.append(after_cell)
+        previous = threading.excepthook
+
+        def uncaught(args):
+            if issubclass(args.exc_type, MemoryError):
+                self.trip()
+            previous(args)
+
+        threading.excepthook = uncaught
+
+    def trip(self):
+        if self.tripped.is_set():
+            return
+        self.tripped.set()
+        try:
+            sys.stderr.write(f"marimo-rs: out of memory (limit {self.limit} bytes); exiting\n")
+        except Exception:
+            pass
+        loop = self.loop
+
+        def tell_and_exit():
+            tell_pages_to_reload(self.managers)
+            loop.call_later(RELOAD_GRACE_SECS, os._exit, self.exit_status)
+
+        try:
+            loop.call_soon_threadsafe(tell_and_exit)
+        except Exception:  # no loop yet, or it is closed
+            os._exit(self.exit_status)
+        if threading.current_thread() is not threading.main_thread():
+            # Should the server's loop be unable to do it, this thread still ends the process.
+            time.sleep(RELOAD_GRACE_SECS + 2)
+            os._exit(self.exit_status)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        self.loop = asyncio.get_running_loop()
+        if not self.tripped.is_set():
+            return await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), self.STATE],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"out of memory"})
+        else:
+            await send({"type": "websocket.close", "code": 1013})
+
+
 def main():
     config = json.loads(sys.argv[1])
     die_with_parent(config["parent_pid"])
+    memory = config.get("memory")
+    try:
+        serve(config, memory)
+    except (MemoryError, OSError) as error:
+        # Even starting needs more than the cap (imports fail with ENOMEM): the gateway says so.
+        if memory and (isinstance(error, MemoryError) or error.errno == errno.ENOMEM):
+            traceback.print_exc()
+            os._exit(memory["exit_status"])
+        raise
 
+
+def serve(config, memory):
     import marimo
     import uvicorn
 
     options = config["marimo"]
     edit = config.get("mode") == "edit"
+    argv = config.get("argv") or []
     if edit:
-        app = edit_app(config["notebook"], options)
+        app = edit_app(config["notebook"], options, argv, bool(config.get("watch")))
     else:
         builder = marimo.create_asgi_app(token=None, **options)
         app = builder.with_app(path="", root=config["notebook"]).build()
+    managers = session_managers(app)
+    if not edit:
+        pass_cli_args(managers, argv)
+    if memory:
+        app = OutOfMemory(app, memory, managers)
+        if not edit:
+            app.watch_run_mode_kernels()
 
     socket_path = config["socket"]
     try:
@@ -189,7 +369,10 @@ def main():
         )
         if edit:
             # The editor's "shut down" action stops this server.
-            app.state.server = server
+            marimo_app = app.app if isinstance(app, OutOfMemory) else app
+            marimo_app.state.server = server
+        elif config.get("watch"):
+            reload_on_signal(server, managers)
         server.run()
     finally:
         try:

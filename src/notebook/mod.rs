@@ -2,16 +2,18 @@
 //! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
 
 mod assets;
+mod memory;
 mod page;
 mod process;
 pub(crate) mod python;
 mod service;
 mod sessions;
+mod watch;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,6 +121,22 @@ pub(crate) struct NotebookOptions {
     /// The origin guard's policy (the built app's allowed origins), applied by every notebook
     /// service so that mounts without the gateway's auth are guarded too.
     pub(crate) origin: crate::origin::Policy,
+    /// Limits and marimo's command-line behaviour (`--memory-limit`, `--watch`, `-- ARGS`…).
+    pub(crate) run: RunOptions,
+}
+
+/// The limits a backend runs under and what marimo's command line adds to
+/// `create_asgi_app`: kept apart from [`MarimoOptions`], which is passed to it as is.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunOptions {
+    /// Bytes a backend may use (see `memory`); `None`: no cap.
+    pub(crate) memory_limit: Option<u64>,
+    /// Concurrent marimo sessions (kernel WebSockets) per notebook; `None`: no cap.
+    pub(crate) max_sessions: Option<usize>,
+    /// Restart an app's backend when its file changes; the editor reloads it in place.
+    pub(crate) watch: bool,
+    /// What notebooks read with `mo.cli_args()` and `sys.argv` (marimo's `-- ARGS`).
+    pub(crate) argv: Vec<String>,
 }
 
 impl Default for NotebookOptions {
@@ -132,6 +150,7 @@ impl Default for NotebookOptions {
             startup_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
             origin: crate::origin::Policy::default(),
+            run: RunOptions::default(),
         }
     }
 }
@@ -151,6 +170,10 @@ struct Shared {
     /// marimo's frontend files, read once and served by the gateway: every backend runs the
     /// same Python environment, hence the same files. Runtime state, unlike `options`.
     assets: StaticAssets,
+    /// How the memory cap is enforced, if there is one (found once per service).
+    memory: Option<memory::Enforcement>,
+    /// How many times a backend ran out of memory, including backends since removed.
+    out_of_memory: AtomicU64,
 }
 
 /// What all notebook mounts of one built service share: the private socket directory, what
@@ -196,6 +219,7 @@ impl Backends {
         let launcher = dir.path().join("launcher.py");
         std::fs::write(&launcher, process::LAUNCHER).map_err(io_error)?;
         remove_stale_dirs(&base, dir.path());
+        let memory = options.run.memory_limit.map(memory::Enforcement::detect);
         Ok(Arc::new(Self {
             dir,
             _lock: lock,
@@ -203,6 +227,8 @@ impl Backends {
                 options,
                 launcher,
                 assets: StaticAssets::default(),
+                memory,
+                out_of_memory: AtomicU64::new(0),
             }),
             all: Mutex::new(Vec::new()),
             next_socket: AtomicUsize::new(0),
@@ -263,6 +289,26 @@ impl Backends {
     pub(crate) async fn shutdown(&self) {
         let backends = self.snapshot();
         futures_util::future::join_all(backends.iter().map(Backend::shutdown)).await;
+    }
+
+    /// How many times backends of this service ran out of memory.
+    pub(crate) fn out_of_memory_count(&self) -> u64 {
+        self.shared.out_of_memory.load(Ordering::Relaxed)
+    }
+
+    /// The shortest time any backend has been idle ([`Backend::idle_for`], zero with an open
+    /// WebSocket); `None` without backends.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        self.snapshot()
+            .iter()
+            .map(|backend| {
+                if backend.open_tunnels() > 0 {
+                    Duration::ZERO
+                } else {
+                    backend.idle_for()
+                }
+            })
+            .min()
     }
 
     /// Process ids of running backends.

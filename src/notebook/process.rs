@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 use http::{Request, Response};
 
 use super::assets::StaticAssets;
-use super::{python, Mode, NotebookOptions, Shared};
+use super::watch as file_watch;
+use super::{memory, python, Mode, NotebookOptions, Shared};
 use crate::proxy::{ProxyError, Upstream, BACKEND_KEEP_ALIVE_SECS};
 use crate::sync::lock;
 use crate::Body;
@@ -55,6 +56,8 @@ const MAX_FAILURES: u32 = 5;
 const STABLE: Duration = Duration::from_secs(60);
 /// What "for good" means: no restart before this (in practice, until the service restarts).
 const GIVE_UP: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a backend asked to reload its pages (its file changed) may take to exit.
+const RELOAD_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a backend is in its life.
 #[derive(Clone, Debug)]
@@ -71,6 +74,13 @@ pub(crate) enum Status {
     Failed {
         reason: Arc<str>,
         stderr: Arc<str>,
+        retry_at: Instant,
+    },
+    /// Ended because it ran out of memory (see `memory`); restarts once `retry_at` has passed.
+    /// Unlike `Failed`, what happened is no secret: everyone is told.
+    OutOfMemory {
+        /// What users are told.
+        message: Arc<str>,
         retry_at: Instant,
     },
     /// Shut down for good (the service is being dropped).
@@ -116,6 +126,10 @@ struct Core {
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// The running process's id; 0 when none runs.
     pid: AtomicU32,
+    /// The running process's cgroup, if the memory cap uses them (removed once it is gone).
+    cgroup: Mutex<Option<memory::Cgroup>>,
+    /// How many times this backend ran out of memory (logged with each time).
+    out_of_memory: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -139,11 +153,20 @@ impl Core {
         &self.shared.options
     }
 
+    /// What users are told when the backend runs out of memory, if it has a cap.
+    fn out_of_memory_message(&self) -> Option<String> {
+        self.shared
+            .memory
+            .as_ref()
+            .map(memory::Enforcement::message)
+    }
+
     /// The process is gone (reaped): its pid may be reused from now on, so it is no longer
     /// reported, and its socket is removed.
     fn gone(&self) {
         self.pid.store(0, Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.socket);
+        lock(&self.cgroup).take();
     }
 }
 
@@ -196,6 +219,8 @@ impl Backend {
             tunnels: AtomicUsize::new(0),
             stderr: Arc::default(),
             pid: AtomicU32::new(0),
+            cgroup: Mutex::new(None),
+            out_of_memory: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         Self {
@@ -262,7 +287,7 @@ impl Backend {
             let current = status.borrow_and_update().clone();
             match &current {
                 Status::Ready | Status::Stopped => return current,
-                Status::Failed { retry_at, .. }
+                Status::Failed { retry_at, .. } | Status::OutOfMemory { retry_at, .. }
                     if tokio::time::Instant::from_std(*retry_at) > deadline =>
                 {
                     return current
@@ -290,6 +315,11 @@ impl Backend {
     ) -> Result<Response<Body>, ProxyError> {
         let open = TunnelGuard::open(&self.core);
         self.core.upstream.tunnel(req, (open, guard)).await
+    }
+
+    /// What users are told when this backend runs out of memory, if it has a cap.
+    pub(crate) fn out_of_memory_message(&self) -> Option<String> {
+        self.core.out_of_memory_message()
     }
 
     /// How many WebSocket tunnels to this backend are open now.
@@ -328,6 +358,11 @@ fn backoff(failures: u32) -> Duration {
 async fn supervise(core: Arc<Core>) {
     let mut stop = core.stop.subscribe();
     let mut failures: u32 = 0;
+    // Out-of-memory ends in a row: they delay the restart, but never stop it for good (a user
+    // ran a cell too big for the cap; the notebook is fine).
+    let mut out_of_memory: u32 = 0;
+    let watching = core.options().run.watch && core.mode == Mode::Run;
+    let mut file = file_watch::stamp(&core.notebook);
     loop {
         // Wait for a request to want the backend (a permit may already be stored).
         tokio::select! {
@@ -335,15 +370,20 @@ async fn supervise(core: Arc<Core>) {
             _ = stop.wait_for(|stop| *stop) => break,
         }
         let retry_at = match &*core.status.borrow() {
-            Status::Failed { retry_at, .. } => Some(tokio::time::Instant::from_std(*retry_at)),
+            Status::Failed { retry_at, .. } | Status::OutOfMemory { retry_at, .. } => {
+                Some(tokio::time::Instant::from_std(*retry_at))
+            }
             _ => None,
         };
         if let Some(retry_at) = retry_at {
             tokio::select! {
                 () = tokio::time::sleep_until(retry_at) => {}
                 _ = stop.wait_for(|stop| *stop) => break,
+                // A fix of a notebook that failed is tried at once, even after giving up.
+                () = watch_file(watching, &core.notebook, file) => failures = 0,
             }
         }
+        file = file_watch::stamp(&core.notebook);
         core.status.send_replace(Status::Starting);
         let mut child = match start(&core, &mut stop).await {
             Ok(child) => child,
@@ -364,10 +404,12 @@ async fn supervise(core: Arc<Core>) {
             _ = stop.wait_for(|stop| *stop) => Outcome::Stop,
             () = idle(&core) => Outcome::Idle,
             () = hung(&core) => Outcome::Hung,
+            () = watch_file(watching, &core.notebook, file) => Outcome::Changed,
         };
         if ready_at.elapsed() >= STABLE {
             // It ran fine for a while: a crash now starts a new streak.
             failures = 0;
+            out_of_memory = 0;
         }
         match outcome {
             Outcome::Stop => {
@@ -388,6 +430,18 @@ async fn supervise(core: Arc<Core>) {
                     "the backend stopped answering /health ({WATCHDOG_MISSES} checks in a row) and was killed"
                 );
                 fail(&core, failures, reason);
+            }
+            Outcome::Exited(status) if ran_out_of_memory(&core, &status) => {
+                core.gone();
+                out_of_memory += 1;
+                out_of_memory_exit(&core, out_of_memory);
+            }
+            Outcome::Changed => {
+                tracing::info!(backend = %core.label, "notebook file changed; restarting its backend");
+                core.status.send_replace(Status::Starting);
+                reload(&core, &mut child).await;
+                // Restarted at once: the pages that were told to reload are waiting for it.
+                core.demand.notify_one();
             }
             Outcome::Exited(status) => {
                 core.gone();
@@ -426,6 +480,52 @@ fn fail(core: &Core, failures: u32, mut reason: String) {
     });
 }
 
+/// Whether the backend that ended with `status` ran out of memory (only with a memory cap).
+fn ran_out_of_memory(core: &Core, status: &std::io::Result<std::process::ExitStatus>) -> bool {
+    core.shared.memory.is_some() && memory::ran_out(status, lock(&core.cgroup).as_ref())
+}
+
+/// Counts and logs the end of a backend that ran out of memory (the `streak`-th in a row) and
+/// has it restarted after a delay that grows while it keeps happening.
+fn out_of_memory_exit(core: &Core, streak: u32) {
+    let total = core.out_of_memory.fetch_add(1, Ordering::Relaxed) + 1;
+    core.shared.out_of_memory.fetch_add(1, Ordering::Relaxed);
+    let message = core.out_of_memory_message().unwrap_or_default();
+    let delay = backoff(streak.saturating_sub(1));
+    tracing::warn!(
+        backend = %core.label,
+        %message,
+        total,
+        restart_in = ?delay,
+        "notebook backend ran out of memory; restarting it"
+    );
+    core.status.send_replace(Status::OutOfMemory {
+        message: message.into(),
+        retry_at: Instant::now() + delay,
+    });
+    // Its users are waiting for it: restart without waiting for the next request.
+    core.demand.notify_one();
+}
+
+/// Resolves when `notebook` changed since `since`, if `watching`; never otherwise.
+async fn watch_file(watching: bool, notebook: &Path, since: Option<file_watch::Stamp>) {
+    if !watching {
+        return std::future::pending().await;
+    }
+    file_watch::changed(notebook, since).await
+}
+
+/// Asks the backend to tell its open pages to reload and to exit (SIGUSR1: see the launcher's
+/// `reload_on_signal`), then makes sure it is gone.
+async fn reload(core: &Core, child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1);
+        let _ = tokio::time::timeout(RELOAD_GRACE, child.wait()).await;
+    }
+    terminate(core, child).await;
+}
+
 /// Resolves when the backend has had no request and no WebSocket for `idle_timeout`.
 async fn idle(core: &Core) {
     let Some(limit) = core.options().idle_timeout else {
@@ -448,6 +548,8 @@ enum Outcome {
     Stop,
     Idle,
     Hung,
+    /// The notebook file changed (`watch`).
+    Changed,
 }
 
 /// Resolves when a ready backend has missed [`WATCHDOG_MISSES`] health checks in a row (a
@@ -485,6 +587,17 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
     let _ = std::fs::remove_file(&core.socket);
     lock(&core.stderr).clear();
 
+    let memory = core.shared.memory.as_ref().map(|enforcement| {
+        let name = core
+            .socket
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let group = enforcement.group(&format!("marimo-rs-{}-{name}", std::process::id()));
+        let config = enforcement.config(group.as_ref());
+        *lock(&core.cgroup) = group;
+        config
+    });
     let config = serde_json::json!({
         "parent_pid": std::process::id(),
         "notebook": core.notebook,
@@ -492,6 +605,9 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         "socket": core.socket,
         "keep_alive_secs": BACKEND_KEEP_ALIVE_SECS,
         "marimo": options.marimo,
+        "argv": options.run.argv,
+        "watch": options.run.watch,
+        "memory": memory,
     });
     let mut command = Command::new(&env.python);
     command
@@ -529,12 +645,18 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
     let deadline = tokio::time::Instant::now() + options.startup_timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
+            let memory = ran_out_of_memory(core, &Ok(status))
+                .then(|| core.out_of_memory_message())
+                .flatten();
             core.gone();
             // Give the stderr reader a moment to take the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(StartError::Failed(format!(
-                "the backend exited during start-up ({status})"
-            )));
+            return Err(StartError::Failed(match memory {
+                Some(message) => format!(
+                    "the backend ran out of memory during start-up: raise the memory limit. {message}"
+                ),
+                None => format!("the backend exited during start-up ({status})"),
+            }));
         }
         if *stop.borrow() {
             terminate(core, &mut child).await;

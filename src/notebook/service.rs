@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use http::{header, Method, Request, Response, StatusCode};
 
+use super::memory;
 use super::page::HidePaths;
 use super::process::{Backend, Status};
-use super::sessions::{self, Sessions};
+use super::sessions::{self, Full, Sessions};
 use super::Mode;
 use crate::mount::{IntoMountService as _, MountService};
 use crate::origin;
@@ -40,10 +41,11 @@ impl NotebookService {
             (None, Mode::Run) => Some(Duration::from_secs(120)),
             (None, Mode::Edit) => None,
         };
+        let max_sessions = backend.options().run.max_sessions;
         Self {
             hide_paths: Arc::new(HidePaths::new(backend.notebook())),
             backend,
-            sessions: Sessions::new(ttl),
+            sessions: Sessions::new(ttl, max_sessions),
         }
     }
 
@@ -110,12 +112,22 @@ impl NotebookService {
                 let shown = detail.then_some((&*reason, &*stderr));
                 return failed(page, shown, retry_at);
             }
+            Status::OutOfMemory { message, .. } => return out_of_memory(page, &message),
             Status::Stopped => return not_yet(false, "The notebook server is shutting down.", 5),
         }
         if is_websocket_handshake(req.headers()) {
             // The session is recorded once the backend accepted the socket; the tunnel holds
             // the record (through `slot`) for as long as it is open.
             let session = sessions::from_query(&req);
+            // Only the kernel socket opens a session (not `/ws_sync`, `/terminal/ws`, `/lsp/…`).
+            let seat = if req.uri().path() == "/ws" {
+                match self.sessions.admit(session.as_deref(), self.backend.pid()) {
+                    Ok(seat) => seat,
+                    Err(full) => return too_many_sessions(false, &full),
+                }
+            } else {
+                None
+            };
             let slot = Arc::new(std::sync::Mutex::new(None));
             let response = match self.backend.tunnel(req, Arc::clone(&slot)).await {
                 Ok(response) => response,
@@ -127,6 +139,7 @@ impl NotebookService {
                     *lock(&slot) = record;
                 }
             }
+            drop(seat);
             return response;
         }
         // A call for a marimo session whose WebSocket is not here (another replica has it) is
@@ -149,6 +162,9 @@ impl NotebookService {
             && req.uri().path() == "/"
             && self.backend.mode() == Mode::Run;
         let head = req.method() == Method::HEAD;
+        // The notebook's page opens a session: over the cap, its WebSocket would be refused.
+        // Checked on the backend's answer, which says first if the backend is stopping.
+        let opens_session = page && req.uri().path() == "/";
         if rewrite {
             // The page is rewritten as text below: ask the backend not to compress it. A HEAD
             // asks for the page itself, so that it announces the rewritten page's length.
@@ -156,16 +172,32 @@ impl NotebookService {
             *req.method_mut() = Method::GET;
         }
         match self.backend.forward(req).await {
-            Ok(response) if rewrite => {
-                let response = self.hide_paths.rewrite(response).await;
-                if head {
-                    response.map(|_| Body::empty())
-                } else {
-                    response
+            // The backend is stopping for lack of memory (see `memory`): say so, as the
+            // gateway does once it has stopped.
+            Ok(response) if memory::ran_out_answer(&response) => {
+                let message = self.backend.out_of_memory_message().unwrap_or_default();
+                out_of_memory(page, &message)
+            }
+            Ok(response) if opens_session && response.status().is_success() => {
+                match self.sessions.full() {
+                    Some(full) => too_many_sessions(true, &full),
+                    None if rewrite => self.page(response, head).await,
+                    None => response,
                 }
             }
+            Ok(response) if rewrite => self.page(response, head).await,
             Ok(response) => response,
             Err(error) => self.proxy_failed(error),
+        }
+    }
+
+    /// The run-mode page, rewritten to hide where the notebook lives; bodiless for a `HEAD`.
+    async fn page(&self, response: Response<Body>, head: bool) -> Response<Body> {
+        let response = self.hide_paths.rewrite(response).await;
+        if head {
+            response.map(|_| Body::empty())
+        } else {
+            response
         }
     }
 
@@ -196,6 +228,30 @@ fn failed(page: bool, shown: Option<(&str, &str)>, retry_at: Instant) -> Respons
         page,
         &format!("The notebook could not start.\n\n{detail}"),
         retry,
+    )
+}
+
+/// `503` for a notebook that ran out of memory and is restarting: `message` (with the limit)
+/// is for everyone.
+fn out_of_memory(page: bool, message: &str) -> Response<Body> {
+    not_yet(
+        page,
+        &format!("{message}\n\nIt is restarting; try again in a moment."),
+        5,
+    )
+}
+
+/// `503` for a session over [`AppBuilder::max_sessions`](crate::AppBuilder::max_sessions).
+fn too_many_sessions(page: bool, full: &Full) -> Response<Body> {
+    let sessions = if full.max == 1 { "session" } else { "sessions" };
+    not_yet(
+        page,
+        &format!(
+            "This notebook has reached its limit of {} concurrent {sessions}.\n\nTry again \
+             in a little while.",
+            full.max
+        ),
+        10,
     )
 }
 

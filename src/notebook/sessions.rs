@@ -10,6 +10,12 @@
 //! kernel that long for a reconnect), and only while the backend process that accepted it is
 //! the one running. At most [`MAX_CLOSED`] closed sessions are remembered; the ones that
 //! closed first are forgotten first.
+//!
+//! The same table enforces the cap on concurrent sessions
+//! ([`AppBuilder::max_sessions`](crate::AppBuilder::max_sessions)): a session counts while one
+//! of its WebSockets is open, and a new one takes a [`Seat`] for its handshake. A browser
+//! reconnecting to (or taking over) a session the backend still holds adds no kernel and is
+//! never refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +60,36 @@ pub(crate) struct Sessions {
     ttl: Option<Duration>,
     entries: Mutex<HashMap<Box<str>, Entry>>,
     opened: Notify,
+    /// Concurrent sessions allowed, and the handshakes of new ones under way.
+    cap: Option<Cap>,
+}
+
+#[derive(Debug)]
+struct Cap {
+    max: usize,
+    /// [`Seat`]s taken: handshakes of new sessions not yet recorded or refused.
+    pending: Mutex<usize>,
+}
+
+/// A new session's place under the cap, held while its handshake is forwarded (the session is
+/// recorded before the seat is given back).
+#[derive(Debug)]
+pub(crate) struct Seat(Arc<Sessions>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some(cap) = &self.0.cap {
+            let mut pending = lock(&cap.pending);
+            *pending = pending.saturating_sub(1);
+        }
+    }
+}
+
+/// The cap on concurrent sessions is reached.
+#[derive(Debug)]
+pub(crate) struct Full {
+    /// The cap.
+    pub(crate) max: usize,
 }
 
 /// Marks a session's socket open until dropped.
@@ -70,12 +106,53 @@ impl Drop for SessionGuard {
 }
 
 impl Sessions {
-    pub(crate) fn new(ttl: Option<Duration>) -> Arc<Self> {
+    /// Sessions of which at most `max` may be open at once (`None`: no cap).
+    pub(crate) fn new(ttl: Option<Duration>, max: Option<usize>) -> Arc<Self> {
         Arc::new(Self {
             ttl: ttl.map(|ttl| ttl + TTL_SLACK),
             entries: Mutex::new(HashMap::new()),
             opened: Notify::new(),
+            cap: max.map(|max| Cap {
+                max,
+                pending: Mutex::new(0),
+            }),
         })
+    }
+
+    /// Whether a new session would be refused now (the cap is reached).
+    pub(crate) fn full(&self) -> Option<Full> {
+        let cap = self.cap.as_ref()?;
+        let pending = *lock(&cap.pending);
+        (self.open_count() + pending >= cap.max).then_some(Full { max: cap.max })
+    }
+
+    /// Lets the WebSocket of session `id` (of backend process `pid`) through the cap: a session
+    /// the backend holds passes as it is; a new one gets a [`Seat`] if the cap allows.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        id: Option<&str>,
+        pid: Option<u32>,
+    ) -> Result<Option<Seat>, Full> {
+        let Some(cap) = &self.cap else {
+            return Ok(None);
+        };
+        if id.is_some_and(|id| self.knows(id, pid)) {
+            return Ok(None);
+        }
+        let mut pending = lock(&cap.pending);
+        if self.open_count() + *pending >= cap.max {
+            return Err(Full { max: cap.max });
+        }
+        *pending += 1;
+        Ok(Some(Seat(Arc::clone(self))))
+    }
+
+    /// Sessions with a WebSocket open now.
+    fn open_count(&self) -> usize {
+        lock(&self.entries)
+            .values()
+            .filter(|entry| entry.open > 0)
+            .count()
     }
 
     /// Records a WebSocket of session `id` accepted by backend process `pid`; `None` when the
@@ -223,7 +300,7 @@ mod tests {
 
     #[test]
     fn sessions_are_known_while_open_and_for_the_ttl_after() {
-        let sessions = Sessions::new(Some(Duration::from_secs(10)));
+        let sessions = Sessions::new(Some(Duration::from_secs(10)), None);
         assert!(!sessions.knows("s1", Some(1)));
         let first = sessions.open("s1", Some(1)).unwrap();
         let second = sessions.open("s1", Some(1)).unwrap();
@@ -238,6 +315,7 @@ mod tests {
             ttl: Some(Duration::from_millis(30)),
             entries: Mutex::default(),
             opened: Notify::new(),
+            cap: None,
         });
         drop(short.open("s2", Some(1)));
         assert!(short.knows("s2", Some(1)));
@@ -248,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_ttl_sessions_never_expire_and_ids_are_bounded() {
-        let sessions = Sessions::new(None);
+        let sessions = Sessions::new(None, None);
         drop(sessions.open("s", Some(1)));
         assert!(sessions.knows("s", Some(1)));
         assert!(sessions.open("", Some(1)).is_none());
@@ -259,7 +337,7 @@ mod tests {
 
     #[test]
     fn closed_sessions_are_bounded_oldest_first() {
-        let sessions = Sessions::new(None);
+        let sessions = Sessions::new(None, None);
         let open = sessions.open("open", Some(1)).unwrap();
         for i in 0..MAX_CLOSED + 10 {
             drop(sessions.open(&format!("s{i}"), Some(1)));
@@ -279,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_waits_for_its_websocket_within_the_grace() {
-        let sessions = Sessions::new(None);
+        let sessions = Sessions::new(None, None);
         let waiter = {
             let sessions = Arc::clone(&sessions);
             tokio::spawn(async move {
@@ -316,6 +394,42 @@ mod tests {
         assert_eq!(from_api_call(&call("/")), None);
         let bare = Request::post("/api/kernel/run").body(()).unwrap();
         assert_eq!(from_api_call(&bare), None);
+    }
+
+    #[test]
+    fn the_cap_counts_open_sessions_and_handshakes_under_way() {
+        let sessions = Sessions::new(None, Some(2));
+        assert!(sessions.full().is_none());
+        let first = sessions
+            .admit(Some("a"), Some(1))
+            .unwrap()
+            .expect("a new session");
+        let a = sessions.open("a", Some(1)).unwrap();
+        drop(first);
+        let second = sessions.admit(Some("b"), Some(1)).unwrap().expect("a seat");
+        // `b`'s handshake is under way: it counts, so a third is refused.
+        assert_eq!(sessions.full().map(|full| full.max), Some(2));
+        assert!(sessions.admit(Some("c"), Some(1)).is_err());
+        assert!(
+            sessions.admit(None, Some(1)).is_err(),
+            "no id: a new session"
+        );
+        // The browser of `a` reconnecting, or a second tab taking it over, is let through.
+        assert!(matches!(sessions.admit(Some("a"), Some(1)), Ok(None)));
+        // A refused handshake gives its seat back.
+        drop(second);
+        assert!(sessions.full().is_none());
+        // A closed session no longer counts (its kernel may linger for marimo's TTL).
+        let b = sessions.open("b", Some(1)).unwrap();
+        assert!(sessions.full().is_some());
+        drop(a);
+        assert!(sessions.full().is_none());
+        assert!(sessions.admit(Some("c"), Some(1)).unwrap().is_some());
+        drop(b);
+        assert!(matches!(
+            Sessions::new(None, None).admit(Some("x"), None),
+            Ok(None)
+        ));
     }
 
     #[tokio::test]

@@ -230,3 +230,55 @@ pub fn slider_id(message: &Value) -> Option<String> {
     let end = start + html[start..].find('\'')?;
     Some(html[start..end].to_owned())
 }
+
+/// Moves `slider` of kernel session `session` at `base` to `value` and waits, on that
+/// session's socket `ws`, for the example notebook's output to follow.
+pub async fn move_slider(ws: &mut Ws, base: &str, session: &str, slider: &str, value: u32) {
+    let moved = set_slider(base, session, slider, value, &[]).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.brief());
+    until_output(ws, &slider_at(value)).await;
+}
+
+/// A notebook that holds as many MiB as its slider says (0 at first): `holding N MiB`.
+pub fn hog_notebook(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("hog.py");
+    std::fs::write(
+        &path,
+        r#"import marimo
+
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import marimo as mo
+    mib = mo.ui.slider(0, 4096, value=0, label="MiB")
+    mib
+    return mib, mo
+
+
+@app.cell
+def _(mib, mo):
+    block = bytearray(mib.value << 20)
+    mo.md(f"holding {len(block) >> 20} MiB")
+    return
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// Waits on `ws` (kernel session `session` of a [`hog_notebook`] at `base`) for its first
+/// output, then asks it to hold `mib` MiB; returns marimo's answer to that call.
+pub async fn feed_hog(ws: &mut Ws, base: &str, session: &str, mib: u32) -> Reply {
+    let mut slider = None;
+    super::ws_until(ws, KERNEL_WAIT, |m| {
+        if let Some(id) = slider_id(m) {
+            slider = Some(id);
+        }
+        output_contains(m, "holding 0 MiB")
+    })
+    .await;
+    let slider = slider.expect("the hog's slider");
+    set_slider(base, session, &slider, mib, &[]).await
+}

@@ -19,9 +19,13 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Serve one notebook as a read-only app at `/`, like `marimo run`
+    /// Serve notebooks as read-only apps, like `marimo run`
     ///
-    /// Authentication is off unless asked for: `--token` (a token derived from the notebook's
+    /// One notebook is served at `/`. Several files and folders make a gallery at `/` that
+    /// links to each: `notebook.py` at `/notebook/`, the notebooks of `folder` at
+    /// `/folder/NAME/`. Arguments after `--` go to the notebooks (`mo.cli_args()`).
+    ///
+    /// Authentication is off unless asked for: `--token` (a token derived from the notebooks'
     /// code, the same on every restart), `--token=VALUE`, `--auth`, `--token-password`,
     /// `--token-password-file`.
     Run(RunArgs),
@@ -65,9 +69,12 @@ impl Command {
 /// `marimo-rs run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The notebook file (.py).
-    #[arg(value_name = "NOTEBOOK")]
-    pub(crate) notebook: PathBuf,
+    /// The notebook files (.py) and folders of notebooks.
+    #[arg(value_name = "NOTEBOOK|FOLDER", required = true)]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Arguments for the notebooks, after `--`: `mo.cli_args()` and `sys.argv` see them.
+    #[arg(last = true, value_name = "ARGS")]
+    pub(crate) args: Vec<String>,
     #[command(flatten)]
     pub(crate) app: AppArgs,
     #[command(flatten)]
@@ -100,6 +107,14 @@ pub(crate) struct EditArgs {
     /// The notebook file (.py); created if it does not exist.
     #[arg(value_name = "NOTEBOOK")]
     pub(crate) notebook: PathBuf,
+    /// Arguments for the notebook, after `--`: `mo.cli_args()` and `sys.argv` see them.
+    #[arg(last = true, value_name = "ARGS")]
+    pub(crate) args: Vec<String>,
+    /// Reload the notebook in the editor when its file is changed by another program.
+    #[arg(long)]
+    pub(crate) watch: bool,
+    #[command(flatten)]
+    pub(crate) editor: EditorArgs,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
     #[command(flatten)]
@@ -114,17 +129,111 @@ pub(crate) struct NewArgs {
     #[arg(value_name = "NOTEBOOK")]
     pub(crate) notebook: Option<PathBuf>,
     #[command(flatten)]
+    pub(crate) editor: EditorArgs,
+    #[command(flatten)]
     pub(crate) server: ServerArgs,
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
 }
 
-/// Options of the read-only app view (run and serve).
+/// Options of the read-only app view (run and serve), spelled as `marimo run` spells them.
 #[derive(Debug, Args)]
 pub(crate) struct AppArgs {
     /// Let viewers see the notebooks' code.
     #[arg(long)]
     pub(crate) include_code: bool,
+    /// marimo's skew protection (the default, as in `marimo run`): a POST needs the server
+    /// token of the page it comes from, so a page left open across a restart is told to reload
+    #[arg(long, overrides_with = "no_skew_protection")]
+    pub(crate) skew_protection: bool,
+    /// Turn marimo's skew protection off
+    #[arg(long, overrides_with = "skew_protection")]
+    pub(crate) no_skew_protection: bool,
+    /// Show a cell's traceback to viewers when it raises (and the reason a notebook could not
+    /// start, to every client)
+    #[arg(long, overrides_with = "no_show_tracebacks")]
+    pub(crate) show_tracebacks: bool,
+    /// Show viewers only the error, not the traceback (the default)
+    #[arg(long, overrides_with = "show_tracebacks")]
+    pub(crate) no_show_tracebacks: bool,
+    /// Show what the notebooks print (standard output and error) in the browser's console
+    #[arg(long)]
+    pub(crate) redirect_console_to_browser: bool,
+    /// Load marimo's frontend from URL instead of this server; `{version}` becomes marimo's
+    /// version, e.g. https://cdn.jsdelivr.net/npm/@marimo-team/frontend@{version}/dist
+    #[arg(long, value_name = "URL")]
+    pub(crate) asset_url: Option<String>,
+    /// Restart a notebook when its file changes (checked every second); open pages reload
+    #[arg(long)]
+    pub(crate) watch: bool,
+}
+
+/// Options of the editor (edit and new).
+#[derive(Debug, Args)]
+pub(crate) struct EditorArgs {
+    /// Shut the server down after this many minutes without a connection (no request and no
+    /// open notebook)
+    #[arg(long, value_name = "MINUTES", value_parser = parse_minutes)]
+    pub(crate) timeout: Option<f64>,
+}
+
+/// Limits per notebook.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub(crate) struct LimitArgs {
+    /// Cap each notebook's memory at SIZE (bytes, or with K, M, G or T: 512M, 2G); a notebook
+    /// past it is restarted and its users are told why
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) memory_limit: Option<u64>,
+    /// At most N concurrent sessions (browser tabs) per notebook; more get a 503 page
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_sessions: Option<u32>,
+}
+
+/// `--memory-limit`: bytes, or a number with K, M, G or T (powers of 1024, an optional `B` or
+/// `iB` after them, any case): `2G`, `512MiB`, `1.5g`.
+fn parse_size(raw: &str) -> Result<u64, String> {
+    let bad = || format!("{raw:?} is not a size: give bytes or a number with K, M, G or T (2G)");
+    let lower = raw.trim().to_ascii_lowercase();
+    let number = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (number, shift) = match number.char_indices().last() {
+        Some((at, unit @ ('k' | 'm' | 'g' | 't'))) => {
+            let shift = match unit {
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                _ => 40,
+            };
+            (&number[..at], shift)
+        }
+        _ => (number, 0),
+    };
+    let number = number.trim();
+    let bytes = if let Ok(whole) = number.parse::<u64>() {
+        whole.checked_mul(1 << shift).ok_or_else(bad)?
+    } else {
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let bytes = value * (1u64 << shift) as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        bytes as u64
+    };
+    if bytes == 0 {
+        return Err(format!("{raw:?}: the memory limit must be more than 0"));
+    }
+    Ok(bytes)
+}
+
+/// `--timeout`: minutes, as marimo takes them (a decimal number above 0).
+fn parse_minutes(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(minutes) if minutes.is_finite() && minutes > 0.0 => Ok(minutes),
+        _ => Err(format!("{raw:?} is not a number of minutes above 0")),
+    }
 }
 
 /// Where and how to serve.
@@ -178,6 +287,13 @@ pub(crate) struct ServerArgs {
     /// rebinding); elsewhere, naming hosts turns the check on
     #[arg(long = "allow-host", value_name = "NAME")]
     pub(crate) allow_hosts: Vec<String>,
+    /// The address of a reverse proxy in front of this server, as marimo takes it
+    /// (`host`, `host:port` or `https://host[:port][/path]`): the printed URL is the proxy's,
+    /// and pages served through it are answered (its host name and origin are allowed)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) proxy: Option<String>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// Token authentication, as `marimo run/edit --token`.
@@ -285,7 +401,7 @@ mod tests {
             panic!("run")
         };
         assert_eq!(run.auth.token, Some(None));
-        assert_eq!(run.notebook, PathBuf::from("nb.py"));
+        assert_eq!(run.paths, [PathBuf::from("nb.py")]);
         let cli =
             Cli::try_parse_from(["marimo-rs", "run", "nb.py", "--auth", "--token=s3"]).unwrap();
         let Command::Run(run) = cli.command else {
@@ -293,6 +409,68 @@ mod tests {
         };
         assert_eq!(run.auth.token, Some(Some("s3".to_owned())));
         assert!(run.auth.auth);
+    }
+
+    #[test]
+    fn run_takes_several_paths_then_notebook_arguments_after_two_dashes() {
+        let cli = Cli::try_parse_from([
+            "marimo-rs",
+            "run",
+            "a.py",
+            "dir",
+            "--watch",
+            "--",
+            "--size",
+            "10",
+            "--watch",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(run.paths, [PathBuf::from("a.py"), PathBuf::from("dir")]);
+        assert_eq!(run.args, ["--size", "10", "--watch"]);
+        assert!(run.app.watch);
+        assert!(
+            Cli::try_parse_from(["marimo-rs", "run"]).is_err(),
+            "a path is needed"
+        );
+    }
+
+    #[test]
+    fn paired_flags_take_the_last_one_given() {
+        let run = |flags: &[&str]| {
+            let cli =
+                Cli::try_parse_from([&["marimo-rs", "run", "nb.py"], flags].concat()).unwrap();
+            let Command::Run(run) = cli.command else {
+                panic!("run")
+            };
+            run.app
+        };
+        let app = run(&["--no-skew-protection", "--skew-protection"]);
+        assert!(app.skew_protection && !app.no_skew_protection);
+        let app = run(&["--skew-protection", "--no-skew-protection"]);
+        assert!(!app.skew_protection && app.no_skew_protection);
+        let app = run(&["--show-tracebacks", "--no-show-tracebacks"]);
+        assert!(!app.show_tracebacks && app.no_show_tracebacks);
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_minutes_must_be_positive() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("64KB"), Ok(64 << 10));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        for bad in ["", "G", "2X", "-1G", "0", "99999999999T", "nan"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_minutes("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "x", "inf"] {
+            assert!(parse_minutes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

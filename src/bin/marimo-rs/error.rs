@@ -37,6 +37,8 @@ pub(crate) enum CliError {
     NothingToServe,
     #[error("invalid --base-url {value:?}: {reason}")]
     BadBaseUrl { value: String, reason: String },
+    #[error("invalid --proxy {value:?}: {reason}")]
+    BadProxy { value: String, reason: String },
     #[error("cannot read the token password file {}: {source}", .path.display())]
     TokenFile {
         path: PathBuf,

@@ -6,12 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use marimo_rs::{create_app, AppBuilder, AuthLayer, Mount, ReplicaId, Token};
+use marimo_rs::{create_app, AppBuilder, AuthLayer, MarimoService, Mount, ReplicaId, Token};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{self, Generated};
-use crate::cli::{Command, ServerArgs};
+use crate::cli::{AppArgs, Command, EditorArgs, ServerArgs};
 use crate::error::CliError;
 use crate::files;
 
@@ -25,13 +25,22 @@ struct Plan {
     open: String,
     /// Whoever can reach the server can run code (the editor).
     editor: bool,
+    /// Stop after this long without a connection (`edit --timeout`).
+    timeout: Option<Duration>,
 }
 
 /// Runs `command` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     let secrets = auth::secrets_from_env()?;
     let (plan, server) = plan(command, secrets.as_ref())?;
-    let base = base_url(server.base_url.as_deref())?;
+    let proxy = server.proxy.as_deref().map(Proxy::parse).transpose()?;
+    let base = match proxy
+        .as_ref()
+        .and_then(|proxy| proxy.base_url(server.base_url.as_deref()))
+    {
+        Some(from_proxy) => from_proxy?,
+        None => base_url(server.base_url.as_deref())?,
+    };
 
     let mut builder = plan.builder;
     if let Some(python) = &server.python {
@@ -39,6 +48,12 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     }
     if let Some(secs) = server.session_ttl {
         builder = builder.session_ttl(Duration::from_secs(secs));
+    }
+    if let Some(bytes) = server.limits.memory_limit {
+        builder = builder.memory_limit(bytes);
+    }
+    if let Some(max) = server.limits.max_sessions {
+        builder = builder.max_sessions(max as usize);
     }
     // Kept to mint the browser's one-time sign-in link once the server listens.
     let mut auth_layer = None;
@@ -52,7 +67,8 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
                 .trusted_proxies(server.trusted_proxies.clone())
                 .trust_forwarded_headers(true);
         }
-        if server.secure_cookie {
+        // marimo's MARIMO_SESSION_COOKIE_SECURE means the same as --secure-cookie.
+        if server.secure_cookie || env_true("MARIMO_SESSION_COOKIE_SECURE") {
             layer = layer.secure_cookie(true);
         }
         if let Some(secrets) = &secrets {
@@ -73,9 +89,9 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         tracing::info!(%replica, "answering with x-marimo-rs-replica: {replica}");
         builder = builder.replica_id(replica);
     }
-    let app = guarded(builder, &server).build()?;
+    let app = guarded(builder, &server, proxy.as_ref()).build()?;
     let service = match &base {
-        Some(base) => guarded(create_app(), &server)
+        Some(base) => guarded(create_app(), &server, proxy.as_ref())
             .with_service(base, app.clone())
             .build()?,
         None => app.clone(),
@@ -113,7 +129,11 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         auth = if plan.token.is_some() { "token" } else { "off" },
         "marimo-rs is listening"
     );
-    let origin = origin(&server.host, address.port());
+    // Behind --proxy, users reach the server at the proxy's address.
+    let origin = match &proxy {
+        Some(proxy) => proxy.origin(),
+        None => origin(&server.host, address.port()),
+    };
     let page = format!("{}{}", base.as_deref().unwrap_or(""), plan.open);
     // Standard output gets the URL with the token, as marimo prints it: it is for the user.
     print_url(&url(&origin, &page, plan.token.as_ref()));
@@ -127,9 +147,19 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         open_browser(target);
     }
 
+    let unused = plan.timeout.map(|limit| unused_for(app.clone(), limit));
     let served = marimo_rs::serve(listener, service)
         .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
+            let unused = async {
+                match unused {
+                    Some(unused) => unused.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stopped.wait_for(|stop| *stop) => {}
+                () = unused => {}
+            }
         })
         .await;
     tracing::info!("stopping the notebook backends");
@@ -138,35 +168,167 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
 }
 
 /// `builder` with the origin and `Host` checks the flags configure (also for the `--base-url`
-/// wrapper, which checks the `Host` before the app does).
-fn guarded(builder: AppBuilder, server: &ServerArgs) -> AppBuilder {
-    builder
+/// wrapper, which checks the `Host` before the app does): `--proxy`'s origin and host name
+/// are allowed too.
+fn guarded(builder: AppBuilder, server: &ServerArgs, proxy: Option<&Proxy>) -> AppBuilder {
+    let builder = builder
         .allowed_origins(server.allow_origins.iter().cloned())
         .allowed_hosts(server.allow_hosts.iter().cloned())
-        .trust_forwarded_headers(!server.trusted_proxies.is_empty())
+        .trust_forwarded_headers(!server.trusted_proxies.is_empty());
+    match proxy {
+        Some(proxy) => builder
+            .allowed_origins([proxy.origin()])
+            .allowed_hosts(proxy.host_name().map(str::to_owned)),
+        None => builder,
+    }
+}
+
+/// Whether the environment variable `name` is `true` or `1` (any case, surrounding blanks
+/// ignored), as marimo reads its boolean variables.
+fn env_true(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| {
+        let value = value.trim();
+        value.eq_ignore_ascii_case("true") || value == "1"
+    })
+}
+
+/// Resolves once no notebook of `app` has had a request or an open WebSocket for `limit`
+/// (`edit --timeout`, as marimo's: the server then shuts down).
+async fn unused_for(app: MarimoService, limit: Duration) {
+    loop {
+        let idle = app.idle_for().unwrap_or_default();
+        if idle >= limit {
+            tracing::info!(
+                minutes = limit.as_secs_f64() / 60.0,
+                "no connection for the --timeout; shutting down"
+            );
+            return;
+        }
+        // Nothing can make it idle sooner than that.
+        tokio::time::sleep((limit - idle).max(Duration::from_millis(500))).await;
+    }
+}
+
+/// `--proxy`, read as marimo reads it: `host`, `host:port` or `scheme://host[:port][/path]`;
+/// the port defaults to 443 for `https`, else 80.
+#[derive(Debug, PartialEq, Eq)]
+struct Proxy {
+    https: bool,
+    host: String,
+    port: u16,
+    /// The path, without a trailing `/`, if there is one.
+    path: Option<String>,
+}
+
+impl Proxy {
+    fn parse(raw: &str) -> Result<Self, CliError> {
+        let bad = |reason: &str| CliError::BadProxy {
+            value: raw.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (https, rest) = match raw.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            Some(_) => return Err(bad("the scheme must be http or https")),
+            None => (false, raw),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], Some(rest[at..].trim_end_matches('/'))),
+            None => (rest, None),
+        };
+        let authority: http::uri::Authority = authority
+            .parse()
+            .map_err(|_| bad("expected HOST, HOST:PORT or https://HOST[:PORT][/PATH]"))?;
+        // No user information, and a port, if any, that is a number.
+        let plain_port = match authority.as_str().strip_prefix(authority.host()) {
+            Some("") => true,
+            Some(_) => authority.port_u16().is_some(),
+            None => false,
+        };
+        if authority.host().is_empty() || !plain_port {
+            return Err(bad(
+                "expected HOST, HOST:PORT or https://HOST[:PORT][/PATH]",
+            ));
+        }
+        let https = https || authority.port_u16() == Some(443);
+        Ok(Self {
+            https,
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            path: path.filter(|path| !path.is_empty()).map(str::to_owned),
+        })
+    }
+
+    /// `scheme://host[:port]`, without the scheme's default port: the printed URL's origin,
+    /// and the origin of pages served through the proxy.
+    fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            format!("{scheme}://{}", self.host)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The host, if it is a name rather than an IP address (those are always answered).
+    fn host_name(&self) -> Option<&str> {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>()
+            .is_err()
+            .then_some(self.host.as_str())
+    }
+
+    /// The base URL the proxy's path gives, as marimo takes it: `None` without a path (then
+    /// `--base-url` alone counts); an error if `--base-url` says otherwise.
+    fn base_url(&self, given: Option<&str>) -> Option<Result<Option<String>, CliError>> {
+        let path = self.path.as_deref()?;
+        let from_proxy = base_url(Some(path));
+        Some(
+            match (from_proxy, given.map(|given| base_url(Some(given)))) {
+                (Ok(proxy), Some(Ok(given))) if proxy != given => Err(CliError::BadProxy {
+                    value: format!("{}{path}", self.origin()),
+                    reason: format!(
+                    "its path {path:?} conflicts with --base-url {:?}; use one or make them match",
+                    given.unwrap_or_default()
+                ),
+                }),
+                (Ok(proxy), _) => Ok(proxy),
+                (Err(error), _) => Err(error),
+            },
+        )
+    }
 }
 
 /// The plan for `command`, and its server options.
 fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, ServerArgs), CliError> {
     match command {
         Command::Run(args) => {
-            let notebook = files::existing(&args.notebook)?;
-            let apps = [(String::from("/"), notebook.clone())];
+            let (apps, dirs) = run_mounts(&args.paths)?;
             let generated = Generated::FromCode {
                 apps: &apps,
-                dirs: &[],
+                dirs: &dirs,
             };
             let token = auth::resolve(&args.auth, false, generated)?;
             let old_tokens = auth::old_tokens(token.as_ref(), generated, secrets)?;
-            let builder = create_app()
-                .with_app("/", notebook)
-                .include_code(args.app.include_code);
+            let mut builder = app_options(create_app(), &args.app).cli_args(args.args);
+            let gallery = apps.len() + dirs.len() > 1 || !dirs.is_empty();
+            for (path, file) in apps {
+                builder = builder.with_app(&path, file);
+            }
+            for (path, directory) in dirs {
+                builder = builder.with_dynamic_directory(&path, directory);
+            }
+            if gallery {
+                builder = builder.with_gallery("/");
+            }
             let plan = Plan {
                 builder,
                 token,
                 old_tokens,
                 open: "/".into(),
                 editor: false,
+                timeout: None,
             };
             Ok((plan, args.server))
         }
@@ -200,7 +362,7 @@ fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, Serv
             let old_tokens = auth::old_tokens(token.as_ref(), generated, secrets)?;
             let mounts = apps.iter().chain(&dirs).map(|(path, _)| path.as_str());
             let open = open_path(mounts);
-            let mut builder = create_app().include_code(args.app.include_code);
+            let mut builder = app_options(create_app(), &args.app);
             for (path, file) in apps {
                 builder = builder.with_app(&path, file);
             }
@@ -213,23 +375,29 @@ fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, Serv
                 old_tokens,
                 open,
                 editor: false,
+                timeout: None,
             };
             Ok((plan, args.server))
         }
         Command::Edit(args) => {
             let notebook = files::existing_or_created(&args.notebook)?;
-            let plan = editor(notebook, &args.auth)?;
+            let mut plan = editor(notebook, &args.auth, &args.editor)?;
+            plan.builder = plan.builder.watch(args.watch).cli_args(args.args);
             Ok((plan, args.server))
         }
         Command::New(args) => {
             let notebook = files::new(args.notebook.as_deref())?;
-            let plan = editor(notebook, &args.auth)?;
+            let plan = editor(notebook, &args.auth, &args.editor)?;
             Ok((plan, args.server))
         }
     }
 }
 
-fn editor(notebook: PathBuf, auth_args: &crate::cli::AuthArgs) -> Result<Plan, CliError> {
+fn editor(
+    notebook: PathBuf,
+    auth_args: &crate::cli::AuthArgs,
+    options: &EditorArgs,
+) -> Result<Plan, CliError> {
     let token = auth::resolve(auth_args, true, Generated::Random)?;
     Ok(Plan {
         builder: create_app().mount("/", Mount::edit(notebook)),
@@ -237,8 +405,80 @@ fn editor(notebook: PathBuf, auth_args: &crate::cli::AuthArgs) -> Result<Plan, C
         old_tokens: Vec::new(),
         open: "/".into(),
         editor: true,
+        timeout: options
+            .timeout
+            .map(|minutes| Duration::from_secs_f64(minutes * 60.0)),
     })
 }
+
+/// `builder` with the app view's flags (run and serve).
+fn app_options(builder: AppBuilder, app: &AppArgs) -> AppBuilder {
+    let builder = builder
+        .include_code(app.include_code)
+        // On unless turned off, as in `marimo run`.
+        .skew_protection(!app.no_skew_protection)
+        .show_tracebacks(app.show_tracebacks)
+        .redirect_console_to_browser(app.redirect_console_to_browser)
+        .watch(app.watch);
+    match &app.asset_url {
+        Some(url) => builder.asset_url(url),
+        None => builder,
+    }
+}
+
+/// Where `marimo-rs run` serves `paths`: one notebook file at `/`; otherwise each file and
+/// folder under its own name (`sales.py` at `/sales`, `team/` at `/team`, a name taken twice
+/// gets `-2`, `-3`…), for the gallery at `/` to list. Returns the apps and the directories.
+fn run_mounts(paths: &[PathBuf]) -> Result<MountSpecs, CliError> {
+    if let [single] = paths {
+        if !single.is_dir() {
+            return Ok((vec![("/".into(), files::existing(single)?)], Vec::new()));
+        }
+    }
+    // Names the gateway answers itself (login, health probes) would hide a notebook.
+    let mut taken: Vec<String> = ["auth", "health", "healthz"].map(String::from).to_vec();
+    let mut mount = |name: &str| {
+        let plain: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let plain = plain.trim_start_matches('.');
+        let plain = if plain.is_empty() { "notebook" } else { plain };
+        let mut candidate = plain.to_owned();
+        let mut number = 1;
+        while taken.contains(&candidate) {
+            number += 1;
+            candidate = format!("{plain}-{number}");
+        }
+        taken.push(candidate.clone());
+        format!("/{candidate}")
+    };
+    let (mut apps, mut dirs) = (Vec::new(), Vec::new());
+    for path in paths {
+        if path.is_dir() {
+            // `.` and `..` are named after the folder they stand for.
+            let name = std::fs::canonicalize(path)
+                .ok()
+                .and_then(|full| full.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            dirs.push((mount(&name), path.clone()));
+        } else {
+            let file = files::existing(path)?;
+            let name = file.file_stem().unwrap_or_default().to_string_lossy();
+            apps.push((mount(&name), file));
+        }
+    }
+    Ok((apps, dirs))
+}
+
+/// Mount paths with the notebook files, and with the directories, they serve.
+type MountSpecs = (Vec<(String, PathBuf)>, Vec<(String, PathBuf)>);
 
 /// The replica name when none is given: 8 hex digits of
 /// `SHA-256("marimo-rs/replica/v1\0" || host name || "\0" || process id)`, so that replicas
@@ -466,6 +706,65 @@ mod tests {
         for bad in ["m", "/a//b", "/a/../b", "/a;b", "/a b"] {
             assert!(base_url(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn proxies_are_read_as_marimo_reads_them() {
+        let proxy = Proxy::parse("example.com:8080").unwrap();
+        assert_eq!(proxy.origin(), "http://example.com:8080");
+        assert_eq!(proxy.host_name(), Some("example.com"));
+        assert!(
+            proxy.base_url(Some("/x")).is_none(),
+            "no path: --base-url alone counts"
+        );
+        assert_eq!(
+            Proxy::parse("Example.com").unwrap().origin(),
+            "http://example.com"
+        );
+        assert_eq!(Proxy::parse("gw:443").unwrap().origin(), "https://gw");
+        assert_eq!(
+            Proxy::parse("https://gw:8443").unwrap().origin(),
+            "https://gw:8443"
+        );
+        let ip = Proxy::parse("[::1]:8080").unwrap();
+        assert_eq!(ip.origin(), "http://[::1]:8080");
+        assert_eq!(ip.host_name(), None);
+        let with_path = Proxy::parse("https://gw/marimo/").unwrap();
+        assert_eq!(with_path.origin(), "https://gw");
+        assert_eq!(
+            with_path.base_url(None).unwrap().unwrap().as_deref(),
+            Some("/marimo")
+        );
+        assert!(with_path.base_url(Some("/marimo/")).unwrap().is_ok());
+        assert!(with_path.base_url(Some("/other")).unwrap().is_err());
+        for bad in ["ftp://gw", "user@gw", "gw:port", "http://", ""] {
+            assert!(Proxy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn several_run_paths_get_a_mount_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "").unwrap();
+            path
+        };
+        let sales = make("sales.py");
+        let odd = make("a b.py");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let again = dir.path().join("sub").join("sales.py");
+        std::fs::write(&again, "").unwrap();
+        let auth = make("auth.py");
+        let folder = dir.path().join("sub");
+        let (apps, dirs) = run_mounts(&[sales.clone(), odd, again, auth, folder.clone()]).unwrap();
+        let paths: Vec<&str> = apps.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(paths, ["/sales", "/a-b", "/sales-2", "/auth-2"]);
+        assert_eq!(dirs, [("/sub".to_owned(), folder)]);
+        let (apps, dirs) = run_mounts(std::slice::from_ref(&sales)).unwrap();
+        assert_eq!(apps, [("/".to_owned(), sales)]);
+        assert!(dirs.is_empty());
+        assert!(run_mounts(&[dir.path().join("missing.py")]).is_err());
     }
 
     #[test]
