@@ -190,6 +190,32 @@ impl Limiter {
         }
     }
 
+    /// The limit, and how many addresses are tracked and refused now (the overflow bucket
+    /// counts as one address).
+    pub(crate) fn state(&self) -> LimitState {
+        let now = self.now();
+        let mut state = LimitState {
+            burst: self.burst,
+            per: self.per,
+            tracked: 0,
+            limited: 0,
+        };
+        let mut count = |tat: u64| {
+            if tat <= now {
+                return; // A full bucket, the same as none.
+            }
+            state.tracked += 1;
+            if tat.saturating_sub(now) > self.tolerance {
+                state.limited += 1;
+            }
+        };
+        for shard in &self.shards {
+            lock(shard).buckets.values().for_each(|&tat| count(tat));
+        }
+        count(*lock(&self.overflow));
+        state
+    }
+
     /// How many addresses are tracked now.
     #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
@@ -234,6 +260,17 @@ impl fmt::Debug for Limiter {
             .field("per", &self.per)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Limiter::state`] reports (for the admin page): no addresses, only counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LimitState {
+    pub(crate) burst: u32,
+    pub(crate) per: Duration,
+    /// Addresses with a bucket that is not full.
+    pub(crate) tracked: usize,
+    /// Addresses whose next credential attempt would be refused.
+    pub(crate) limited: usize,
 }
 
 /// Seconds for `Retry-After`: `wait` rounded up, at least 1.
