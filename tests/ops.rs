@@ -14,8 +14,7 @@ use common::balancer::free_port;
 use common::marimo::{ws_url, KERNEL_WAIT};
 use common::process::{marimo_rs, MarimoRs};
 use common::{
-    descendants, eventually, example_notebook, get, signal, wait_gone, ws_connect, Site,
-    FORM, HTML,
+    descendants, eventually, example_notebook, get, signal, wait_gone, ws_connect, Site, FORM, HTML,
 };
 use http::{Method, StatusCode};
 use serde_json::Value;
@@ -126,7 +125,10 @@ impl Prometheus {
         assert_eq!(reply.status, StatusCode::OK, "{promql}: {reply:?}");
         let answer: Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(answer["status"], "success", "{answer}");
-        answer["data"]["result"].as_array().cloned().unwrap_or_default()
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The value of the single series `promql` selects, once Prometheus has one that `done`
@@ -138,7 +140,9 @@ impl Prometheus {
             async || {
                 let result = self.query(promql).await;
                 result.first().and_then(|series| {
-                    series["value"][1].as_str().and_then(|v| v.parse::<f64>().ok())
+                    series["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse::<f64>().ok())
                 })
             },
             |value| value.is_some_and(&done),
@@ -220,7 +224,11 @@ async fn prometheus_scrapes_the_gateway_and_promtool_accepts_the_metrics() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     let (valid, printed) = promtool_check(&scraped.body).await;
-    assert!(valid, "promtool check metrics:\n{printed}\n---\n{}", scraped.body);
+    assert!(
+        valid,
+        "promtool check metrics:\n{printed}\n---\n{}",
+        scraped.body
+    );
     // A client that a proxy forwarded is not on this machine.
     let forwarded = server
         .get("/metrics", &[("x-forwarded-for", "203.0.113.9")])
@@ -228,7 +236,9 @@ async fn prometheus_scrapes_the_gateway_and_promtool_accepts_the_metrics() {
     assert_eq!(forwarded.status, StatusCode::FORBIDDEN);
 
     let prometheus = Prometheus::start(&format!("127.0.0.1:{}", server.port()), "/metrics").await;
-    let up = prometheus.value("up{job=\"marimo-rs\"}", |v| v == 1.0).await;
+    let up = prometheus
+        .value("up{job=\"marimo-rs\"}", |v| v == 1.0)
+        .await;
     assert_eq!(up, 1.0);
     let pages = prometheus
         .value(
@@ -250,13 +260,17 @@ async fn prometheus_scrapes_the_gateway_and_promtool_accepts_the_metrics() {
         )
         .await;
     prometheus
-        .value("marimo_rs_websocket_sessions{mount=\"/intro\"}", |v| v == 1.0)
+        .value("marimo_rs_websocket_sessions{mount=\"/intro\"}", |v| {
+            v == 1.0
+        })
         .await;
     prometheus
         .value("marimo_rs_backends{state=\"ready\"}", |v| v >= 1.0)
         .await;
     prometheus
-        .value("marimo_rs_backend_starts_total{mount=\"/intro\"}", |v| v >= 1.0)
+        .value("marimo_rs_backend_starts_total{mount=\"/intro\"}", |v| {
+            v >= 1.0
+        })
         .await;
     prometheus
         .value(
@@ -270,7 +284,10 @@ async fn prometheus_scrapes_the_gateway_and_promtool_accepts_the_metrics() {
             |v| v > 0.0,
         )
         .await;
-    assert!(memory > 20.0 * 1024.0 * 1024.0, "a marimo backend: {memory}");
+    assert!(
+        memory > 20.0 * 1024.0 * 1024.0,
+        "a marimo backend: {memory}"
+    );
     prometheus
         .value(
             "marimo_rs_backend_cpu_seconds_total{mount=\"/intro\",backend=\"/intro\"}",
@@ -309,9 +326,13 @@ async fn the_admin_page_needs_its_token_and_restarts_and_stops_a_backend() {
         "run",
         notebook.to_str().unwrap(),
         "--token-password-file",
-        token_file(dir.path(), "gw", gateway_token).to_str().unwrap(),
+        token_file(dir.path(), "gw", gateway_token)
+            .to_str()
+            .unwrap(),
         "--admin-token-file",
-        token_file(dir.path(), "admin", admin_token).to_str().unwrap(),
+        token_file(dir.path(), "admin", admin_token)
+            .to_str()
+            .unwrap(),
     ])
     .await;
     let bearer = format!("Bearer {admin_token}");
@@ -349,7 +370,10 @@ async fn the_admin_page_needs_its_token_and_restarts_and_stops_a_backend() {
     assert_eq!(backend["notebook"], "intro.py");
     let pid = backend["pid"].as_u64().unwrap() as u32;
     assert!(descendants(server.pid()).contains(&pid), "{first}");
-    assert!(backend["rss_bytes"].as_u64().unwrap() > 1024 * 1024, "{first}");
+    assert!(
+        backend["rss_bytes"].as_u64().unwrap() > 1024 * 1024,
+        "{first}"
+    );
     assert_eq!(first["mounts"][0]["kind"], "app");
     assert_eq!(first["login_limit"]["burst"], 10);
     let id = backend["id"].as_u64().unwrap();
@@ -358,7 +382,11 @@ async fn the_admin_page_needs_its_token_and_restarts_and_stops_a_backend() {
         .get("/_admin/", &[HTML, ("authorization", &basic(admin_token))])
         .await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains(&format!("<td>{pid}</td>")), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("<td>{pid}</td>")),
+        "{}",
+        page.body
+    );
     assert!(page.header("content-security-policy").is_some());
     for shown in [&page.body, &first.to_string()] {
         assert!(!shown.contains(admin_token) && !shown.contains(gateway_token));
@@ -426,7 +454,10 @@ async fn the_admin_page_needs_its_token_and_restarts_and_stops_a_backend() {
 
     let (status, _, stderr) = server.terminate().await;
     assert!(status.success(), "{stderr}");
-    assert!(!stderr.contains(admin_token), "the admin token is never logged");
+    assert!(
+        !stderr.contains(admin_token),
+        "the admin token is never logged"
+    );
 }
 
 #[tokio::test]
@@ -442,7 +473,9 @@ async fn the_access_log_has_every_request_and_no_credential() {
         "--token-password-file",
         token_file(dir.path(), "gw", token).to_str().unwrap(),
         "--admin-token-file",
-        token_file(dir.path(), "admin", admin_token).to_str().unwrap(),
+        token_file(dir.path(), "admin", admin_token)
+            .to_str()
+            .unwrap(),
         "--access-log",
         log_path.to_str().unwrap(),
     ])
@@ -472,7 +505,10 @@ async fn the_access_log_has_every_request_and_no_credential() {
         .await;
     assert_eq!(link.status, StatusCode::FORBIDDEN);
     let api = server
-        .get("/api/version", &[("authorization", &format!("Bearer {token}"))])
+        .get(
+            "/api/version",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
         .await;
     assert_eq!(api.status, StatusCode::OK);
     let basic_api = server
@@ -500,7 +536,14 @@ async fn the_access_log_has_every_request_and_no_credential() {
     assert_eq!(lines.len(), 8, "{written}");
     for line in &lines {
         for field in [
-            "time", "client", "user", "method", "path", "status", "bytes", "duration_ms",
+            "time",
+            "client",
+            "user",
+            "method",
+            "path",
+            "status",
+            "bytes",
+            "duration_ms",
             "mount",
         ] {
             assert!(line.get(field).is_some(), "{field} in {line}");
@@ -519,7 +562,11 @@ async fn the_access_log_has_every_request_and_no_credential() {
     let first = find("GET", "/?access_token=");
     assert_eq!(first["path"], "/?access_token=REDACTED&x=1");
     assert_eq!(first["status"], 303);
-    assert_eq!(first["user"], Value::Null, "answered by the auth layer itself");
+    assert_eq!(
+        first["user"],
+        Value::Null,
+        "answered by the auth layer itself"
+    );
     let served = lines
         .iter()
         .find(|line| line["path"] == "/" && line["status"] == 200)
@@ -557,16 +604,34 @@ async fn a_stale_admin_request_or_an_unknown_backend_changes_nothing() {
         example_notebook("intro.py").to_str().unwrap(),
         "--no-token",
         "--admin-token-file",
-        token_file(dir.path(), "admin", admin_token).to_str().unwrap(),
+        token_file(dir.path(), "admin", admin_token)
+            .to_str()
+            .unwrap(),
     ])
     .await;
     let bearer = format!("Bearer {admin_token}");
     let pids = descendants(server.pid());
     for (method, path, expected) in [
-        (Method::POST, "/_admin/backends/99/restart", StatusCode::NOT_FOUND),
-        (Method::POST, "/_admin/backends/x/stop", StatusCode::NOT_FOUND),
-        (Method::GET, "/_admin/backends/0/stop", StatusCode::METHOD_NOT_ALLOWED),
-        (Method::POST, "/_admin/state", StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::POST,
+            "/_admin/backends/99/restart",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/_admin/backends/x/stop",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/_admin/backends/0/stop",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::POST,
+            "/_admin/state",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
         (Method::GET, "/_admin", StatusCode::TEMPORARY_REDIRECT),
     ] {
         let reply = server
@@ -577,4 +642,59 @@ async fn a_stale_admin_request_or_an_unknown_backend_changes_nothing() {
     assert_eq!(descendants(server.pid()), pids, "no backend was touched");
     let (status, _, stderr) = server.terminate().await;
     assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn admin_users_are_checked_past_the_auth_layer() {
+    use marimo_rs::{create_app, Admin, Token};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    let token = "users-t0ken";
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = create_app()
+        .with_service("/", common::counter(hits.clone()))
+        .token(Token::new(token))
+        .admin(Admin::new().users(["ada"]))
+        .build()
+        .unwrap();
+    let server = common::TestServer::start(app).await;
+    let as_user = |name: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{name}:{token}"))
+        )
+    };
+
+    // Signed in as an admin: the page. As someone else: 403. Not signed in: the auth layer's
+    // own answers (401 for a script, the login form for a browser).
+    let ada = server
+        .get("/_admin/state", &[("authorization", &as_user("ada"))])
+        .await;
+    assert_eq!(ada.status, StatusCode::OK, "{ada:?}");
+    let state: Value = serde_json::from_str(&ada.body).unwrap();
+    assert_eq!(state["mounts"][0]["kind"], "service");
+    assert_eq!(state["backends"], serde_json::json!([]));
+    let bob = server
+        .get("/_admin/state", &[("authorization", &as_user("bob"))])
+        .await;
+    assert_eq!(bob.status, StatusCode::FORBIDDEN);
+    let anonymous = server.get("/_admin/state", &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    common::assert_sent_to_login(&server.get("/_admin/", &[HTML]).await);
+    // Without an admin token, a Bearer header is the notebooks' credential, checked by the
+    // auth layer: the token's own user is not an admin.
+    let bearer = server
+        .get(
+            "/_admin/state",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(bearer.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the root mount never saw /_admin"
+    );
+    server.stop().await;
 }
