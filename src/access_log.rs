@@ -58,7 +58,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Writes each line to `writer` (with one `write_all` and a `flush` per line). A write
-    /// error is reported once in the tracing log, and the request is answered regardless.
+    /// error is logged (tracing, warning level), and the request is answered regardless.
     pub fn new(writer: impl Write + Send + 'static) -> Self {
         Self {
             writer: Arc::new(Mutex::new(Box::new(writer))),
@@ -83,24 +83,16 @@ impl AccessLog {
 
     /// Writes `entry` as one line.
     pub(crate) fn write(&self, entry: &Entry<'_>) {
-        let mut line = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(entry.time).to_string(),
-            "client": entry.client.map(|ip| ip.to_string()),
-            "user": entry.user,
-            "method": entry.method,
-            "path": entry.path,
-            "status": entry.status,
-            "bytes": entry.bytes,
-            "duration_ms": (entry.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "mount": entry.mount,
-        })
-        .to_string();
-        line.push('\n');
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(error) => {
+                tracing::warn!(%error, "cannot format an access log line");
+                return;
+            }
+        };
+        line.push(b'\n');
         let mut writer = lock(&self.writer);
-        if let Err(error) = writer
-            .write_all(line.as_bytes())
-            .and_then(|()| writer.flush())
-        {
+        if let Err(error) = writer.write_all(&line).and_then(|()| writer.flush()) {
             tracing::warn!(%error, "cannot write the access log");
         }
     }
@@ -112,9 +104,10 @@ impl fmt::Debug for AccessLog {
     }
 }
 
-/// One request's line.
-#[derive(Debug)]
+/// One request's line, serialized field by field in this order.
+#[derive(Debug, serde::Serialize)]
 pub(crate) struct Entry<'a> {
+    #[serde(serialize_with = "rfc3339")]
     pub(crate) time: SystemTime,
     pub(crate) client: Option<IpAddr>,
     pub(crate) user: Option<&'a str>,
@@ -122,8 +115,22 @@ pub(crate) struct Entry<'a> {
     pub(crate) path: &'a str,
     pub(crate) status: u16,
     pub(crate) bytes: u64,
+    #[serde(rename = "duration_ms", serialize_with = "milliseconds")]
     pub(crate) duration: Duration,
     pub(crate) mount: &'a str,
+}
+
+/// RFC 3339, UTC, to the millisecond.
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+/// Milliseconds to the microsecond.
+fn milliseconds<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_micros() as f64 / 1000.0)
 }
 
 /// `path?query` with the value of every [`SECRET_PARAMS`] parameter replaced (names compared

@@ -766,16 +766,6 @@ impl AppBuilder {
             Box::new(move |path| router.mount_index(path))
         };
         let mut routed = MountService::from_body_service(Health::new(router));
-        if self.access_log.is_some() {
-            // Past the auth layer: the user it attached goes into the access log.
-            routed = MountService::from_body_service(ServiceExt::<Request<Body>>::map_request(
-                routed,
-                |req: Request<Body>| {
-                    note_user(&req);
-                    req
-                },
-            ));
-        }
         // Load balancers probe each notebook without credentials, as marimo allows.
         let auth = self.auth.map(|auth| {
             let auth = auth
@@ -803,6 +793,16 @@ impl AppBuilder {
             .filter(|_| self.admin.as_ref().is_some_and(Admin::has_users))
         {
             routed = MountService::from_body_service(UserGate::new(Arc::clone(ops), routed));
+        }
+        if self.access_log.is_some() {
+            // Past the auth layer: the user it attached goes into the access log.
+            routed = MountService::from_body_service(ServiceExt::<Request<Body>>::map_request(
+                routed,
+                |req: Request<Body>| {
+                    note_user(&req);
+                    req
+                },
+            ));
         }
         let mut guarded = match &auth {
             Some(auth) => MountService::from_body_service(auth.layer(routed)),

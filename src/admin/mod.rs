@@ -91,6 +91,9 @@ impl Admin {
     /// Opens the page to the signed-in users with these names (the [`User`] the gateway's
     /// auth, or a layer given to [`AppBuilder::layer`](crate::AppBuilder::layer), attached).
     /// Adds to the names given before.
+    ///
+    /// With a [token](Admin::token) too, a request that carries an `Authorization` header is
+    /// judged by the token alone: admin users come with their session cookie.
     pub fn users<I, T>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -147,12 +150,12 @@ impl fmt::Debug for Ops {
     }
 }
 
-/// The bearer of a token: `Ok(true)` right, `Ok(false)` absent or wrong, `Err(wait)` when the
-/// client's login allowance is used up.
+/// What a request's `Authorization` header proved about a token.
 enum Presented {
     Right,
     Wrong,
     Absent,
+    /// Not checked: the client's login allowance is used up for this long.
     Limited(Duration),
 }
 

@@ -372,6 +372,23 @@ mod tests {
     }
 
     #[test]
+    fn the_state_counts_tracked_and_refused_addresses() {
+        let limiter = Limiter::new(2, Duration::from_secs(60), 100);
+        let fresh = limiter.state();
+        assert_eq!((fresh.burst, fresh.per), (2, Duration::from_secs(60)));
+        assert_eq!((fresh.tracked, fresh.limited), (0, 0));
+        let now = limiter.now();
+        let once = v4(192, 0, 2, 1);
+        let twice = v4(192, 0, 2, 2);
+        let _ = limiter.acquire(once, now);
+        for _ in 0..3 {
+            let _ = limiter.acquire(twice, now);
+        }
+        let state = limiter.state();
+        assert_eq!((state.tracked, state.limited), (2, 1));
+    }
+
+    #[test]
     #[should_panic(expected = "the burst must be at least 1")]
     fn a_zero_burst_is_refused() {
         let _ =
