@@ -698,3 +698,85 @@ async fn admin_users_are_checked_past_the_auth_layer() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_metrics_token_opens_metrics_to_other_hosts_only_when_right() {
+    use marimo_rs::{create_app, Metrics, Token};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    let token = "scr4pe-t0ken";
+    let app = create_app()
+        .with_service("/", common::counter(Arc::new(AtomicUsize::new(0))))
+        .metrics(Metrics::new())
+        .metrics_token(Token::new(token))
+        .build()
+        .unwrap();
+    let server = common::TestServer::start(app).await;
+    // Forwarded by a proxy: not a client on this machine.
+    let elsewhere = ("x-forwarded-for", "203.0.113.9");
+    let without = server.get("/metrics", &[elsewhere]).await;
+    assert_eq!(without.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        without.header("www-authenticate"),
+        Some("Bearer realm=\"marimo-rs metrics\"")
+    );
+    let wrong = server
+        .get("/metrics", &[elsewhere, ("authorization", "Bearer nope")])
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let right = server
+        .get(
+            "/metrics",
+            &[elsewhere, ("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(right.status, StatusCode::OK, "{right:?}");
+    // The wrong attempt above was counted; the scrapes themselves too.
+    assert!(
+        right.body.contains(
+            "marimo_rs_http_requests_total{mount=\"gateway\",method=\"GET\",status=\"401\"} 2"
+        ),
+        "{}",
+        right.body
+    );
+    let post = server.send(Method::POST, "/metrics", &[], "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn operations_flags_that_cannot_work_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebook = example_notebook("intro.py");
+    let notebook = notebook.to_str().unwrap();
+    let admin = token_file(dir.path(), "admin", "adm1n");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--token-password-file", "-", "--admin-token-file", "-"],
+            "--token-password-file and --admin-token-file both read standard input",
+        ),
+        (
+            &["--metrics-token-file", admin.to_str().unwrap()],
+            "--metrics-token-file needs --metrics",
+        ),
+        (
+            &["--access-log", "/nonexistent/dir/access.log"],
+            "cannot open the access log /nonexistent/dir/access.log",
+        ),
+    ];
+    for (flags, message) in cases {
+        let output = marimo_rs(&[&["run", notebook, "--port", "0", "--headless"], flags].concat())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "no URL for a server that did not start"
+        );
+    }
+}

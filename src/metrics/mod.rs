@@ -77,16 +77,24 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// (`/apps/team/q3` for a directory notebook).
 ///
 /// ```
-/// # fn main() -> Result<(), marimo_rs::BuildError> {
-/// use marimo_rs::{create_app, Metrics};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), marimo_rs::BuildError> {
+/// use marimo_rs::{create_app, Body, Metrics};
+/// use tower::ServiceExt;
+/// # let hello = tower::service_fn(|_req| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello")))
+/// # });
 ///
 /// let metrics = Metrics::new();
 /// let app = create_app()
-///     .with_app("/intro", "examples/notebooks/intro.py")
+///     .with_service("/hello", hello)
 ///     .metrics(metrics.clone())
 ///     .build()?;
-/// assert!(metrics.render().contains("# TYPE marimo_rs_http_requests_total counter"));
-/// # let _ = app;
+/// let request = http::Request::get("/hello/").body(Body::empty()).unwrap();
+/// app.oneshot(request).await.unwrap();
+/// assert!(metrics.render().contains(
+///     r#"marimo_rs_http_requests_total{mount="/hello",method="GET",status="200"} 1"#
+/// ));
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

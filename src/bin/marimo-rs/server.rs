@@ -29,10 +29,8 @@ struct Plan {
 
 /// Runs `command` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(command: Command) -> Result<(), CliError> {
+    crate::ops::check_stdin(command.auth(), &command.server().ops)?;
     let secrets = auth::secrets_from_env()?;
-    let stdin_taken = (command.auth().token_password_file.as_deref()
-        == Some(std::path::Path::new("-")))
-    .then_some("--token-password-file");
     let (plan, server) = plan(command, secrets.as_ref())?;
     let base = base_url(server.base_url.as_deref())?;
 
@@ -68,7 +66,7 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         builder = builder.auth(layer.clone());
         auth_layer = Some(layer);
     }
-    builder = crate::ops::configure(builder, &server.ops, stdin_taken)?;
+    builder = crate::ops::configure(builder, &server.ops)?;
     let replica = server
         .replica_id
         .clone()
