@@ -13,12 +13,16 @@ use tower::util::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::access_log::AccessLog;
+use crate::admin::{self, Admin, Gate, MountInfo, Ops, UserGate};
 use crate::auth::{AuthLayer, Token};
 use crate::body::{Body, BoxError};
 use crate::directory::{DirectoryMount, DirectoryService, Gallery, Listed, NotebookFile};
 use crate::error::BuildError;
 use crate::health::Health;
 use crate::host::{self, HostPolicy};
+use crate::metrics::observe::{note_user, MountLookup, Observer};
+use crate::metrics::Metrics;
 use crate::mount::{IntoMountService, Layers, MountFuture, MountLayer, MountPath, MountService};
 use crate::notebook::{Backends, Mode, NotebookError, NotebookOptions, NotebookService};
 use crate::origin::{self, Origin};
@@ -214,6 +218,17 @@ impl Mount {
         self
     }
 
+    /// What the admin page calls this kind of mount.
+    fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            MountKind::Service(_) => "service",
+            MountKind::Notebook(_) => "app",
+            MountKind::Edit(_) => "edit",
+            MountKind::Directory(_) => "directory",
+            MountKind::Gallery => "gallery",
+        }
+    }
+
     fn into_service(
         self,
         path: &MountPath,
@@ -296,9 +311,11 @@ impl BuildContext {
             .ok()
             .filter(|p| p.is_file())
             .ok_or(BuildError::NotebookNotFound { path: root })?;
-        let backend = self
-            .backends()?
-            .add(&path.to_string(), notebook.clone(), mode);
+        let backend = self.backends()?.add(
+            (&path.to_string(), &path.to_string()),
+            notebook.clone(),
+            mode,
+        );
         let service = NotebookService::new(backend).into_mount_service();
         Ok(with_notebook_file(
             NotebookFile(notebook),
@@ -358,6 +375,10 @@ pub struct AppBuilder {
     /// Host names answered besides the loopback ones, as given (checked by `build`).
     allowed_hosts: Vec<String>,
     trust_forwarded: bool,
+    metrics: Option<Metrics>,
+    metrics_token: Option<Token>,
+    admin: Option<Admin>,
+    access_log: Option<AccessLog>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -804,6 +825,53 @@ impl AppBuilder {
         self
     }
 
+    /// Records Prometheus metrics into `metrics` (see [`Metrics`] for the series) and answers
+    /// `GET /metrics` at the service root with them, before the auth layer and without its
+    /// credentials, to clients on this machine: a loopback peer whose request no proxy
+    /// forwarded (no `Forwarded`, `X-Forwarded-For` or `X-Real-IP`). Others get `403`, or
+    /// with a [`metrics_token`](Self::metrics_token) may present it. A mount at `/metrics`
+    /// is shadowed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use marimo_rs::{create_app, Metrics};
+    ///
+    /// let app = create_app()
+    ///     .with_app("/intro", "examples/notebooks/intro.py")
+    ///     .metrics(Metrics::new())
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Lets clients that are not on this machine (a Prometheus server elsewhere) read
+    /// `/metrics` with `Authorization: Bearer TOKEN`. A wrong token counts against the
+    /// [login limit](AuthLayer::login_limit) like any wrong credential. Needs
+    /// [`metrics`](Self::metrics).
+    pub fn metrics_token(mut self, token: Token) -> Self {
+        self.metrics_token = Some(token);
+        self
+    }
+
+    /// Serves the admin page at `{root}/_admin/` (see [`Admin`]: who may open it, what it
+    /// shows). Off by default. A mount at `/_admin` is shadowed.
+    pub fn admin(mut self, admin: Admin) -> Self {
+        self.admin = Some(admin);
+        self
+    }
+
+    /// Writes one JSON line per request to `log` (see [`AccessLog`] for the fields, and for
+    /// what is kept out of them), every request included: those the `Host` check, the auth
+    /// layer or no mount answered too.
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
     /// Checks every mount path and builds the service.
     ///
     /// # Errors
@@ -815,6 +883,7 @@ impl AppBuilder {
         let (policy, hosts) = self.guards()?;
         let replica = self.replica_id.take().map(ReplicaId::new).transpose()?;
         self.notebook.origin = policy.clone();
+        self.notebook.metrics = self.metrics.clone();
         let mut ctx = BuildContext {
             options: Some(self.notebook),
             backends: None,
@@ -822,24 +891,87 @@ impl AppBuilder {
         };
         let mut table = Vec::with_capacity(self.mounts.len());
         let mut notebooks = Vec::new();
+        let mut mounts = Vec::with_capacity(self.mounts.len());
         for (raw, mount) in self.mounts {
             let path = MountPath::parse(&raw)?;
+            mounts.push(MountInfo {
+                path: path.to_string(),
+                kind: mount.kind_name(),
+            });
             if matches!(mount.kind, MountKind::Notebook(_) | MountKind::Edit(_)) {
                 notebooks.push(path.as_str().to_owned());
             }
             let service = mount.into_service(&path, &mut ctx)?;
             table.push((path, service));
         }
+        let mounts_in_table: Vec<String> = table
+            .iter()
+            .map(|(path, _)| path.as_str().to_owned())
+            .collect();
         let router = Router::new(table)?;
-        let routed = MountService::from_body_service(Health::new(router));
+        let lookup: MountLookup = {
+            let router = router.clone();
+            Box::new(move |path| router.mount_index(path))
+        };
+        let mut routed = MountService::from_body_service(Health::new(router));
         // Load balancers probe each notebook without credentials, as marimo allows.
-        let auth = self
-            .auth
-            .map(|auth| auth.with_origin_policy(policy).health_mounts(notebooks));
-        let guarded = match &auth {
+        let auth = self.auth.map(|auth| {
+            let auth = auth
+                .with_origin_policy(policy.clone())
+                .health_mounts(notebooks);
+            match &self.metrics {
+                Some(metrics) => auth.with_metrics(metrics.auth()),
+                None => auth,
+            }
+        });
+        let ops = (self.admin.is_some() || self.metrics.is_some()).then(|| {
+            Arc::new(Ops {
+                admin: self.admin.clone(),
+                metrics: self.metrics.clone(),
+                metrics_token: self.metrics_token.clone(),
+                backends: ctx.backends.clone(),
+                mounts,
+                auth: auth.clone(),
+                own_limit: AuthLayer::new(Token::random()),
+                origin: policy.clone(),
+            })
+        });
+        if let Some(ops) = ops
+            .as_ref()
+            .filter(|_| self.admin.as_ref().is_some_and(Admin::has_users))
+        {
+            routed = MountService::from_body_service(UserGate::new(Arc::clone(ops), routed));
+        }
+        if self.access_log.is_some() {
+            // Past the auth layer: the user it attached goes into the access log.
+            routed = MountService::from_body_service(ServiceExt::<Request<Body>>::map_request(
+                routed,
+                |req: Request<Body>| {
+                    note_user(&req);
+                    req
+                },
+            ));
+        }
+        let mut guarded = match &auth {
             Some(auth) => MountService::from_body_service(auth.layer(routed)),
             None => routed,
         };
+        if let Some(ops) = ops {
+            guarded = MountService::from_body_service(Gate::new(ops, guarded));
+        }
+        if let (Some(metrics), Some(backends)) = (&self.metrics, &ctx.backends) {
+            admin::watch_backends(metrics, backends);
+        }
+        let observer = (self.metrics.is_some() || self.access_log.is_some()).then(|| {
+            let paths: Vec<&str> = mounts_in_table.iter().map(String::as_str).collect();
+            Arc::new(Observer::new(
+                self.metrics.clone(),
+                self.access_log.clone(),
+                &paths,
+                lookup,
+                self.admin.is_some(),
+            ))
+        });
         let mut service = self.layers.apply(guarded);
         if let Some(replica) = replica {
             let value = replica.header_value();
@@ -856,6 +988,7 @@ impl AppBuilder {
             inner: service,
             backends: ctx.backends,
             hosts: Arc::new(hosts),
+            observer,
         })
     }
 
@@ -910,6 +1043,8 @@ pub struct MarimoService {
     backends: Option<Arc<Backends>>,
     /// Checked before anything else (DNS rebinding).
     hosts: Arc<HostPolicy>,
+    /// The request metrics and the access log, if on: around everything else.
+    observer: Option<Arc<Observer>>,
 }
 
 impl MarimoService {
@@ -988,10 +1123,18 @@ where
         Service::<Request<B>>::poll_ready(&mut self.inner, cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(refused) = self.hosts.refuse(&req) {
-            return MountFuture::ready(refused);
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let observation = self
+            .observer
+            .as_ref()
+            .map(|observer| observer.begin(&mut req));
+        let future = match self.hosts.refuse(&req) {
+            Some(refused) => MountFuture::ready(refused),
+            None => self.inner.call(req),
+        };
+        match observation {
+            Some(observation) => future.observed(observation),
+            None => future,
         }
-        self.inner.call(req)
     }
 }

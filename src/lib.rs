@@ -32,8 +32,11 @@ mod user;
 mod error;
 mod request;
 mod response;
-// 2. Building blocks: mounts, the origin guard, health answers, the proxy, the server.
+// 2. Building blocks: mounts, the origin guard, health answers, the proxy, the server; the
+// access log, then the metrics (which watch requests for both).
+mod access_log;
 mod health;
+mod metrics;
 mod mount;
 mod origin;
 mod proxy;
@@ -47,9 +50,13 @@ mod router;
 mod auth;
 mod directory;
 mod oidc;
+// The operator endpoints: the admin page (backends, the login limit) and `/metrics`.
+mod admin;
 // 5. The composition of them all.
 mod builder;
 
+pub use access_log::AccessLog;
+pub use admin::Admin;
 pub use auth::{
     Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token, TrustedProxy,
     TrustedProxyError,
@@ -58,6 +65,7 @@ pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount};
 pub use directory::{DirectoryMount, NotebookFile, Validation};
 pub use error::BuildError;
+pub use metrics::Metrics;
 pub use mount::{IntoMountService, MountFuture, MountLayer, MountService};
 pub use notebook::python::MARIMO_VERSION;
 pub use notebook::NotebookError;

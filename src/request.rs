@@ -3,7 +3,7 @@
 //! layer asks the same way (a page load? a WebSocket?), and the one rewrite that moves a
 //! request into a mount.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::uri::PathAndQuery;
@@ -93,6 +93,23 @@ pub(crate) fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+/// A client on this machine: a loopback peer ([`RemoteAddr`]) whose request no proxy forwarded
+/// (a reverse proxy on the same machine relays everyone's requests from loopback). Without
+/// `RemoteAddr` nobody is local.
+pub(crate) fn is_local_client<B>(req: &Request<B>) -> bool {
+    let Some(RemoteAddr(addr)) = req.extensions().get() else {
+        return false;
+    };
+    let ip = match addr.ip() {
+        IpAddr::V6(ip) => ip.to_canonical(),
+        ip @ IpAddr::V4(_) => ip,
+    };
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    ip.is_loopback() && !forwarded
 }
 
 /// Replaces the path and query of `uri`, keeping its scheme and authority. `query` is the

@@ -8,11 +8,12 @@ use tower_layer::Layer;
 
 use super::client_ip::TrustedProxy;
 use super::cookie::{self, CookieKeys};
-use super::limit::{self, Limiter};
+use super::limit::{self, LimitState, Limiter};
 use super::link::{SignInLinks, SIGN_IN_PATH};
 use super::login;
 use super::service::Auth;
 use super::token::{self, Token};
+use crate::metrics::AuthCounters;
 use crate::mount::MountPath;
 use crate::origin::{self, Origin};
 
@@ -94,6 +95,8 @@ pub(crate) struct Config {
     /// Mount paths of the notebooks behind this layer, whose `/health` and `/healthz` are
     /// open like the root's (filled in by `AppBuilder::build`).
     pub(super) health_mounts: Vec<String>,
+    /// Sign-ins, wrong credentials and limited attempts, when the app has metrics.
+    pub(super) metrics: Option<AuthCounters>,
 }
 
 /// How many old secrets or old tokens a layer accepts: each one multiplies the work of
@@ -129,6 +132,7 @@ impl AuthLayer {
                 trusted_proxies: Vec::new(),
                 links: Arc::default(),
                 health_mounts: Vec::new(),
+                metrics: None,
             }),
         }
     }
@@ -444,6 +448,28 @@ impl AuthLayer {
     pub(crate) fn health_mounts(mut self, mounts: Vec<String>) -> Self {
         self.config_mut().health_mounts = mounts;
         self
+    }
+
+    /// Counts sign-ins, wrong credentials and limited attempts into `counters`.
+    pub(crate) fn with_metrics(mut self, counters: AuthCounters) -> Self {
+        self.config_mut().metrics = Some(counters);
+        self
+    }
+
+    /// Checks a credential of another kind (the admin page's token) against the client's
+    /// login allowance, as this layer checks its own: see `Config::attempt`.
+    pub(crate) fn attempt<T>(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+        check: impl FnOnce() -> Option<T>,
+    ) -> Result<Option<T>, Duration> {
+        self.config.attempt(extensions, headers, check)
+    }
+
+    /// The failed-login limiter's state now; `None` without a limit.
+    pub(crate) fn limit_state(&self) -> Option<LimitState> {
+        self.config.limiter.as_ref().map(|limiter| limiter.state())
     }
 
     /// The name of the session cookie: `marimo_rs_session_` and 8 hex digits derived from the

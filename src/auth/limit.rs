@@ -190,6 +190,32 @@ impl Limiter {
         }
     }
 
+    /// The limit, and how many addresses are tracked and refused now (the overflow bucket
+    /// counts as one address).
+    pub(crate) fn state(&self) -> LimitState {
+        let now = self.now();
+        let mut state = LimitState {
+            burst: self.burst,
+            per: self.per,
+            tracked: 0,
+            limited: 0,
+        };
+        let mut count = |tat: u64| {
+            if tat <= now {
+                return; // A full bucket, the same as none.
+            }
+            state.tracked += 1;
+            if tat.saturating_sub(now) > self.tolerance {
+                state.limited += 1;
+            }
+        };
+        for shard in &self.shards {
+            lock(shard).buckets.values().for_each(|&tat| count(tat));
+        }
+        count(*lock(&self.overflow));
+        state
+    }
+
     /// How many addresses are tracked now.
     #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
@@ -234,6 +260,17 @@ impl fmt::Debug for Limiter {
             .field("per", &self.per)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Limiter::state`] reports (for the admin page): no addresses, only counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LimitState {
+    pub(crate) burst: u32,
+    pub(crate) per: Duration,
+    /// Addresses with a bucket that is not full.
+    pub(crate) tracked: usize,
+    /// Addresses whose next credential attempt would be refused.
+    pub(crate) limited: usize,
 }
 
 /// Seconds for `Retry-After`: `wait` rounded up, at least 1.
@@ -332,6 +369,23 @@ mod tests {
             .count();
         assert_eq!(fresh, 800);
         assert!(limiter.tracked() <= 1_600, "{}", limiter.tracked());
+    }
+
+    #[test]
+    fn the_state_counts_tracked_and_refused_addresses() {
+        let limiter = Limiter::new(2, Duration::from_secs(60), 100);
+        let fresh = limiter.state();
+        assert_eq!((fresh.burst, fresh.per), (2, Duration::from_secs(60)));
+        assert_eq!((fresh.tracked, fresh.limited), (0, 0));
+        let now = limiter.now();
+        let once = v4(192, 0, 2, 1);
+        let twice = v4(192, 0, 2, 2);
+        let _ = limiter.acquire(once, now);
+        for _ in 0..3 {
+            let _ = limiter.acquire(twice, now);
+        }
+        let state = limiter.state();
+        assert_eq!((state.tracked, state.limited), (2, 1));
     }
 
     #[test]

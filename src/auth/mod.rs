@@ -57,3 +57,7 @@ pub use self::token::Token;
 // random bytes.
 pub(crate) use self::login::is_safe_next;
 pub(crate) use self::token::fill_random;
+// Shared with the admin page and the metrics endpoint (src/admin): their tokens are presented
+// and parsed like this layer's, and their state shows the login limiter's.
+pub(crate) use self::credentials::from_authorization;
+pub(crate) use self::limit::LimitState;

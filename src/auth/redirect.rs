@@ -91,6 +91,9 @@ impl Config {
         extensions: &Extensions,
         username: &str,
     ) -> HeaderValue {
+        if let Some(metrics) = &self.metrics {
+            metrics.signed_in();
+        }
         let expiry = unix_now().saturating_add(self.max_age);
         let value = self.keys.mint(self.token.digest(), username, expiry);
         let mut cookie = format!(

@@ -172,10 +172,16 @@ impl Config {
         headers: &HeaderMap,
         check: impl FnOnce() -> Option<T>,
     ) -> Result<Option<T>, Duration> {
-        let permit = self.take_attempt(extensions, headers)?;
+        let permit = self.take_attempt(extensions, headers).inspect_err(|_| {
+            if let Some(metrics) = &self.metrics {
+                metrics.limited();
+            }
+        })?;
         let found = check();
         if found.is_some() {
             self.refund_attempt(permit);
+        } else if let Some(metrics) = &self.metrics {
+            metrics.failed();
         }
         Ok(found)
     }

@@ -98,7 +98,7 @@ impl Cache {
         let label = format!("{}{}", self.mount, found.prefix);
         let backend = self
             .backends
-            .add(&label, found.canonical.clone(), Mode::Run);
+            .add((&self.mount, &label), found.canonical.clone(), Mode::Run);
         let notebook = NotebookService::new(backend.clone()).into_mount_service();
         let service = self.layers.apply(notebook);
         entries.insert(

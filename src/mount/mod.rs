@@ -24,6 +24,7 @@ use tower_service::Service;
 
 pub(crate) use self::path::MountPath;
 use crate::body::{Body, BoxError};
+use crate::metrics::observe::Observation;
 
 /// A service that can be mounted: a tower `Service<Request<Body>>` that never fails (`Error =
 /// Infallible`: turn errors into responses first, as for axum's `nest_service`), answers with
@@ -122,18 +123,35 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        MountFuture(self.0.call(req.map(Body::new)))
+        MountFuture::new(self.0.call(req.map(Body::new)))
     }
 }
 
 /// The response future of a [`MountService`] (and of a built
 /// [`MarimoService`](crate::MarimoService)).
-pub struct MountFuture(BoxFuture<'static, Result<Response<Body>, Infallible>>);
+pub struct MountFuture {
+    inner: BoxFuture<'static, Result<Response<Body>, Infallible>>,
+    /// The request metrics and access log of a built app, ended with the response head.
+    observation: Option<Observation>,
+}
 
 impl MountFuture {
+    fn new(inner: BoxFuture<'static, Result<Response<Body>, Infallible>>) -> Self {
+        Self {
+            inner,
+            observation: None,
+        }
+    }
+
     /// A future that answers `response` at once.
     pub(crate) fn ready(response: Response<Body>) -> Self {
-        Self(Box::pin(std::future::ready(Ok(response))))
+        Self::new(Box::pin(std::future::ready(Ok(response))))
+    }
+
+    /// Ends `observation` when the response is ready.
+    pub(crate) fn observed(mut self, observation: Observation) -> Self {
+        self.observation = Some(observation);
+        self
     }
 }
 
@@ -141,7 +159,11 @@ impl Future for MountFuture {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+        let Ok(response) = std::task::ready!(self.inner.as_mut().poll(cx));
+        Poll::Ready(Ok(match self.observation.take() {
+            Some(observation) => observation.finish(response),
+            None => response,
+        }))
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) use self::service::NotebookService;
 
 use self::assets::StaticAssets;
 use crate::error::BuildError;
+use crate::metrics::BackendStats;
 use crate::sync::lock;
 
 /// Why a notebook backend cannot run. Each message says what to do about it.
@@ -76,6 +77,16 @@ pub(crate) enum Mode {
     Edit,
 }
 
+impl Mode {
+    /// `run` or `edit`, as the admin page shows it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Mode::Run => "run",
+            Mode::Edit => "edit",
+        }
+    }
+}
+
 /// The options marimo's `create_asgi_app(...)` takes, passed through to every backend.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct MarimoOptions {
@@ -123,6 +134,8 @@ pub(crate) struct NotebookOptions {
     pub(crate) origin: crate::origin::Policy,
     /// Limits and marimo's command-line behaviour (`--memory-limit`, `--watch`, `-- ARGS`…).
     pub(crate) run: RunOptions,
+    /// Where backends record their lifecycle and upstream latency, if metrics are on.
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The limits a backend runs under and what marimo's command line adds to
@@ -151,6 +164,7 @@ impl Default for NotebookOptions {
             response_timeout: Duration::from_secs(30),
             origin: crate::origin::Policy::default(),
             run: RunOptions::default(),
+            metrics: None,
         }
     }
 }
@@ -235,16 +249,23 @@ impl Backends {
         }))
     }
 
-    /// A backend for `notebook` in `mode`, served at `mount` (for logs).
-    pub(crate) fn add(&self, mount: &str, notebook: PathBuf, mode: Mode) -> Backend {
+    /// A backend for `notebook` in `mode`, served at `path` (for logs and the admin page),
+    /// which is the configured mount `mount` or, for a directory's notebook, below it.
+    pub(crate) fn add(
+        &self,
+        (mount, path): (&str, &str),
+        notebook: PathBuf,
+        mode: Mode,
+    ) -> Backend {
         let number = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let socket = self.dir.path().join(format!("nb{number}.sock"));
         let file_name = notebook
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let stats = BackendStats::new(mount, path, self.shared.options.metrics.as_ref());
         let backend = Backend::new(
-            format!("{mount} ({file_name})"),
+            (number, format!("{path} ({file_name})"), stats),
             notebook,
             mode,
             socket,
@@ -260,7 +281,8 @@ impl Backends {
         lock(&self.all).retain(|kept| kept != backend);
     }
 
-    fn snapshot(&self) -> Vec<Backend> {
+    /// Every backend now, in the order they were added.
+    pub(crate) fn snapshot(&self) -> Vec<Backend> {
         lock(&self.all).clone()
     }
 

@@ -33,6 +33,7 @@ use http::{Request, Response};
 use super::assets::StaticAssets;
 use super::watch as file_watch;
 use super::{memory, python, Mode, NotebookOptions, Shared};
+use crate::metrics::{BackendState, BackendStats};
 use crate::proxy::{ProxyError, Upstream, BACKEND_KEEP_ALIVE_SECS};
 use crate::sync::lock;
 use crate::Body;
@@ -108,6 +109,12 @@ impl Drop for TunnelGuard {
 /// What the supervisor and the request path share.
 #[derive(Debug)]
 struct Core {
+    /// Names this backend on the admin page: unique in its service, never reused.
+    id: usize,
+    /// What it went through (starts, failures, uptime), for the admin page and the metrics.
+    stats: BackendStats,
+    /// The pid of a ready process the admin page asked to stop (see [`Backend::recycle`]).
+    recycle: watch::Sender<u32>,
     /// For log lines: `/dashboard (dashboard.py)`.
     label: String,
     /// The notebook file, canonical.
@@ -195,9 +202,10 @@ impl PartialEq for Backend {
 }
 
 impl Backend {
-    /// A backend for `notebook` (canonical), reached at `socket`; `label` names it in logs.
+    /// A backend for `notebook` (canonical), reached at `socket`; `label` names it in logs,
+    /// `id` on the admin page, and `stats` records what it goes through.
     pub(super) fn new(
-        label: String,
+        (id, label, stats): (usize, String, BackendStats),
         notebook: PathBuf,
         mode: Mode,
         socket: PathBuf,
@@ -205,6 +213,9 @@ impl Backend {
     ) -> Self {
         let upstream = Upstream::new(socket.clone(), shared.options.response_timeout);
         let core = Arc::new(Core {
+            id,
+            stats,
+            recycle: watch::Sender::new(0),
             label,
             notebook,
             mode,
@@ -303,7 +314,50 @@ impl Backend {
 
     /// Forwards `req` (stripped of the mount prefix) to the backend over its connection pool.
     pub(crate) async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        self.core.upstream.forward(req).await
+        let started = Instant::now();
+        let response = self.core.upstream.forward(req).await;
+        self.core.stats.upstream(started.elapsed());
+        response
+    }
+
+    /// Its number on the admin page.
+    pub(crate) fn id(&self) -> usize {
+        self.core.id
+    }
+
+    /// What it went through.
+    pub(crate) fn stats(&self) -> &BackendStats {
+        &self.core.stats
+    }
+
+    /// Where it is in its life now.
+    pub(crate) fn state(&self) -> BackendState {
+        match *self.core.status.borrow() {
+            Status::Idle => BackendState::Idle,
+            Status::Starting => BackendState::Starting,
+            Status::Ready => BackendState::Ready,
+            Status::Failed { .. } => BackendState::Failed,
+            Status::OutOfMemory { .. } => BackendState::OutOfMemory,
+            Status::Stopped => BackendState::Stopped,
+        }
+    }
+
+    /// Stops the ready process (the admin page's "stop"), as an idle timeout would: the
+    /// backend starts again on the next request. Returns once the process is gone; `false`
+    /// when no process was ready.
+    pub(crate) async fn recycle(&self) -> bool {
+        let mut status = self.core.status.subscribe();
+        let Some(pid) = self
+            .pid()
+            .filter(|_| matches!(*status.borrow(), Status::Ready))
+        else {
+            return false;
+        };
+        self.core.recycle.send_replace(pid);
+        let _ = status
+            .wait_for(|status| !matches!(status, Status::Ready) || self.pid() != Some(pid))
+            .await;
+        true
     }
 
     /// Tunnels a WebSocket handshake to the backend. The tunnel counts as activity (the
@@ -384,27 +438,31 @@ async fn supervise(core: Arc<Core>) {
             }
         }
         file = file_watch::stamp(&core.notebook);
+        core.stats.started(retry_at.is_some());
         core.status.send_replace(Status::Starting);
         let mut child = match start(&core, &mut stop).await {
             Ok(child) => child,
             Err(StartError::Stopped) => break,
             Err(StartError::Failed(reason)) => {
                 failures += 1;
-                fail(&core, failures, reason);
+                fail(&core, failures, reason, false);
                 continue;
             }
         };
         let ready_at = Instant::now();
         core.touch();
+        core.stats.ready();
         core.status.send_replace(Status::Ready);
         tracing::info!(backend = %core.label, pid = ?child.id(), "notebook backend ready");
 
+        let pid = child.id();
         let outcome = tokio::select! {
             status = child.wait() => Outcome::Exited(status),
             _ = stop.wait_for(|stop| *stop) => Outcome::Stop,
             () = idle(&core) => Outcome::Idle,
             () = hung(&core) => Outcome::Hung,
             () = watch_file(watching, &core.notebook, file) => Outcome::Changed,
+            () = recycled(&core, pid) => Outcome::Recycled,
         };
         if ready_at.elapsed() >= STABLE {
             // It ran fine for a while: a crash now starts a new streak.
@@ -414,11 +472,18 @@ async fn supervise(core: Arc<Core>) {
         match outcome {
             Outcome::Stop => {
                 terminate(&core, &mut child).await;
+                core.stats.stopped();
                 break;
             }
-            Outcome::Idle => {
-                tracing::info!(backend = %core.label, "stopping idle notebook backend");
+            Outcome::Idle | Outcome::Recycled => {
+                let why = if matches!(outcome, Outcome::Idle) {
+                    "stopping idle notebook backend"
+                } else {
+                    "stopping notebook backend, as asked on the admin page"
+                };
+                tracing::info!(backend = %core.label, "{why}");
                 terminate(&core, &mut child).await;
+                core.stats.stopped();
                 core.status.send_replace(Status::Idle);
             }
             Outcome::Hung => {
@@ -429,7 +494,7 @@ async fn supervise(core: Arc<Core>) {
                 let reason = format!(
                     "the backend stopped answering /health ({WATCHDOG_MISSES} checks in a row) and was killed"
                 );
-                fail(&core, failures, reason);
+                fail(&core, failures, reason, true);
             }
             Outcome::Exited(status) if ran_out_of_memory(&core, &status) => {
                 core.gone();
@@ -449,17 +514,25 @@ async fn supervise(core: Arc<Core>) {
                     .map(|s| s.to_string())
                     .unwrap_or_else(|e| e.to_string());
                 failures += 1;
-                fail(&core, failures, format!("the backend exited ({code})"));
+                fail(
+                    &core,
+                    failures,
+                    format!("the backend exited ({code})"),
+                    true,
+                );
             }
         }
     }
     core.status.send_replace(Status::Stopped);
 }
 
-fn fail(core: &Core, failures: u32, mut reason: String) {
+/// Marks the backend failed; `crashed` when it had been ready.
+fn fail(core: &Core, failures: u32, mut reason: String, crashed: bool) {
     let tail = core.stderr_tail();
     let mut delay = backoff(failures);
-    if failures >= MAX_FAILURES {
+    let given_up = failures >= MAX_FAILURES;
+    core.stats.failed(&reason, crashed, given_up);
+    if given_up {
         delay = GIVE_UP;
         reason = format!(
             "gave up after {failures} failures in a row; fix the notebook and restart the server. Last: {reason}"
@@ -492,6 +565,7 @@ fn out_of_memory_exit(core: &Core, streak: u32) {
     core.shared.out_of_memory.fetch_add(1, Ordering::Relaxed);
     let message = core.out_of_memory_message().unwrap_or_default();
     let delay = backoff(streak.saturating_sub(1));
+    core.stats.out_of_memory(&message);
     tracing::warn!(
         backend = %core.label,
         %message,
@@ -550,6 +624,21 @@ enum Outcome {
     Hung,
     /// The notebook file changed (`watch`).
     Changed,
+    /// Stopped from the admin page ([`Backend::recycle`]).
+    Recycled,
+}
+
+/// Resolves when the admin page asks to stop the process `pid` (never for a process without
+/// an id). Asking for a pid, rather than signalling, means a request made while this process
+/// was starting, or meant for its predecessor, cannot stop it.
+async fn recycled(core: &Core, pid: Option<u32>) {
+    let mut asked = core.recycle.subscribe();
+    match pid {
+        Some(pid) => {
+            let _ = asked.wait_for(|asked| *asked == pid).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when a ready backend has missed [`WATCHDOG_MISSES`] health checks in a row (a

@@ -1,7 +1,6 @@
 //! [`NotebookService`]: what a `with_app` mount is — readiness gate, then proxy.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use super::Mode;
 use crate::mount::{IntoMountService as _, MountService};
 use crate::origin;
 use crate::proxy::ProxyError;
-use crate::request::{is_page_load, is_websocket_handshake, RemoteAddr};
+use crate::request::{is_local_client, is_page_load, is_websocket_handshake};
 use crate::response::{html, plain, unavailable};
 use crate::sync::lock;
 use crate::Body;
@@ -253,23 +252,6 @@ fn too_many_sessions(page: bool, full: &Full) -> Response<Body> {
         ),
         10,
     )
-}
-
-/// A client on this machine: a loopback peer ([`RemoteAddr`]) whose request no proxy forwarded
-/// (a reverse proxy on the same machine relays everyone's requests from loopback). Without
-/// `RemoteAddr` nobody is local.
-fn is_local_client<B>(req: &Request<B>) -> bool {
-    let Some(RemoteAddr(addr)) = req.extensions().get() else {
-        return false;
-    };
-    let ip = match addr.ip() {
-        IpAddr::V6(ip) => ip.to_canonical(),
-        ip @ IpAddr::V4(_) => ip,
-    };
-    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
-        .iter()
-        .any(|name| req.headers().contains_key(*name));
-    ip.is_loopback() && !forwarded
 }
 
 /// `503` with `Retry-After`: a small self-refreshing HTML page for browsers, text otherwise.

@@ -96,6 +96,14 @@ impl Router {
         }
     }
 
+    /// The index (in the table given to [`new`](Self::new)) of the mount a request for `path`
+    /// is for, the bare prefix's redirect included; `None` when no mount takes it.
+    pub(crate) fn mount_index(&self, path: &str) -> Option<usize> {
+        match self.target(path)? {
+            Target::AddSlash(index) | Target::Forward(index) => Some(index),
+        }
+    }
+
     fn route(&self, mut req: Request<Body>) -> RouteFuture {
         let table = &self.table;
         let index = match self.target(req.uri().path()) {

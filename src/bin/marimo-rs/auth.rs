@@ -121,7 +121,7 @@ pub(crate) fn resolve(
         return non_empty(value.clone(), "--token-password").map(Some);
     }
     if let Some(path) = &args.token_password_file {
-        return read_token_file(path).map(Some);
+        return read_token_file(path, "--token-password-file").map(Some);
     }
     if args.token.is_some() || args.auth || on_by_default {
         return generate(generated).map(Some);
@@ -144,9 +144,11 @@ fn non_empty(value: String, from: &'static str) -> Result<Token, CliError> {
     Ok(Token::new(value))
 }
 
-/// Reads the token from `path` (`-`: standard input), without one trailing newline.
-fn read_token_file(path: &Path) -> Result<Token, CliError> {
+/// Reads the token that `flag` names from `path` (`-`: standard input), without one trailing
+/// newline.
+pub(crate) fn read_token_file(path: &Path, flag: &'static str) -> Result<Token, CliError> {
     let error = |source| CliError::TokenFile {
+        flag,
         path: path.to_owned(),
         source,
     };
@@ -160,7 +162,7 @@ fn read_token_file(path: &Path) -> Result<Token, CliError> {
         .strip_suffix("\r\n")
         .or_else(|| value.strip_suffix('\n'))
         .unwrap_or(&value);
-    non_empty(trimmed.to_owned(), "--token-password-file")
+    non_empty(trimmed.to_owned(), flag)
 }
 
 fn generate(generated: Generated<'_>) -> Result<Token, CliError> {

@@ -294,6 +294,31 @@ pub(crate) struct ServerArgs {
     pub(crate) proxy: Option<String>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+    #[command(flatten)]
+    pub(crate) ops: OpsArgs,
+}
+
+/// Operations: metrics, the admin page, the access log.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Operations")]
+pub(crate) struct OpsArgs {
+    /// Serve Prometheus metrics at `{base}/metrics`, to clients on this machine (and, with
+    /// --metrics-token-file, to those presenting the token)
+    #[arg(long)]
+    pub(crate) metrics: bool,
+    /// Also serve the metrics to clients sending `Authorization: Bearer TOKEN`, TOKEN read
+    /// from FILE (`-` for standard input)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_token_file: Option<PathBuf>,
+    /// Serve the admin page at `{base}/_admin/` to clients presenting the token read from
+    /// FILE (`-` for standard input), as `Authorization: Bearer TOKEN` or as the password a
+    /// browser asks for
+    #[arg(long, value_name = "FILE")]
+    pub(crate) admin_token_file: Option<PathBuf>,
+    /// Write one JSON line per request to FILE (appended; `-` for standard output, after the
+    /// URL line)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) access_log: Option<PathBuf>,
 }
 
 /// Token authentication, as `marimo run/edit --token`.

@@ -39,8 +39,9 @@ pub(crate) enum CliError {
     BadBaseUrl { value: String, reason: String },
     #[error("invalid --proxy {value:?}: {reason}")]
     BadProxy { value: String, reason: String },
-    #[error("cannot read the token password file {}: {source}", .path.display())]
+    #[error("cannot read the file given to {flag}, {}: {source}", .path.display())]
     TokenFile {
+        flag: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -49,6 +50,16 @@ pub(crate) enum CliError {
     EmptyToken(&'static str),
     #[error("{0}")]
     Secrets(&'static str),
+    #[error("{0} and {1} both read standard input (`-`): give one of them a file")]
+    StdinTwice(&'static str, &'static str),
+    #[error("cannot open the access log {}: {source}", .path.display())]
+    AccessLog {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--metrics-token-file needs --metrics")]
+    MetricsTokenWithoutMetrics,
     #[error(transparent)]
     InstallationSecret(#[from] marimo_rs::SecretError),
     #[error("port {port} on {host} is already in use: stop the other server, or choose another port with --port (0 picks a free one)")]

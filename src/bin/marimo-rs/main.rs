@@ -17,6 +17,7 @@ mod auth;
 mod cli;
 mod error;
 mod files;
+mod ops;
 mod server;
 
 use std::io::IsTerminal;

@@ -31,6 +31,7 @@ struct Plan {
 
 /// Runs `command` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(command: Command) -> Result<(), CliError> {
+    crate::ops::check_stdin(command.auth(), &command.server().ops)?;
     let secrets = auth::secrets_from_env()?;
     let (plan, server) = plan(command, secrets.as_ref())?;
     let proxy = server.proxy.as_deref().map(Proxy::parse).transpose()?;
@@ -81,6 +82,7 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         builder = builder.auth(layer.clone());
         auth_layer = Some(layer);
     }
+    builder = crate::ops::configure(builder, &server.ops)?;
     let replica = server
         .replica_id
         .clone()
