@@ -34,6 +34,7 @@
 mod client_ip;
 mod cookie;
 mod credentials;
+mod front;
 mod future;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
@@ -41,14 +42,19 @@ mod layer;
 mod limit;
 mod link;
 mod login;
+mod logout;
+mod provider;
 mod redirect;
+mod revoke;
 mod secret;
 mod service;
 mod token;
 
 pub use self::client_ip::{TrustedProxy, TrustedProxyError};
+pub use self::front::ProxyIdentity;
 pub use self::future::ResponseFuture;
 pub use self::layer::AuthLayer;
+pub use self::provider::{OidcConfig, OidcError};
 pub use self::secret::SecretError;
 pub use self::service::Auth;
 pub use self::token::Token;

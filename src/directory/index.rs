@@ -1,18 +1,19 @@
 //! A directory mount's index page (`{mount}/`): links to the notebooks the requester may
-//! open, those the validate callback allows.
+//! open, those the access rules and the validate callback allow.
 
 use std::path::{Path, PathBuf};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{resolve, ValidateFn, Validation};
+use super::{resolve, Rules, ValidateFn, Validation};
 use crate::response::{html, method_not_allowed, no_store};
 use crate::Body;
 
 /// Answers `req` for the index of `directory`.
 pub(super) async fn respond(
     directory: &Path,
+    rules: &Rules,
     validate: Option<&ValidateFn>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -24,6 +25,18 @@ pub(super) async fn respond(
         .await
         .unwrap_or_default();
     let (parts, _) = req.into_parts();
+    // Only what the user may open: the rules first (no callback runs for the rest).
+    let user = parts.extensions.get::<crate::User>();
+    let listed: Vec<PathBuf> = listed
+        .into_iter()
+        .filter(|notebook| match rules.for_notebook(notebook) {
+            None => true,
+            Some(access) => match user {
+                Some(user) => access.allows(user),
+                None => access.is_open(),
+            },
+        })
+        .collect();
     let shown = match validate {
         None => listed,
         Some(validate) => {

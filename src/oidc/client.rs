@@ -312,28 +312,31 @@ impl Client {
     async fn exchange(&self, code: &str, verifier: &str) -> Result<TokenResponse, OidcError> {
         let config = &self.inner.config;
         let url = &self.inner.token_endpoint;
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", code)
-            .append_pair("redirect_uri", &config.redirect_uri)
-            .append_pair("code_verifier", verifier);
-        let (authorization, form) = match self.inner.token_auth {
-            TokenAuth::Basic => (
-                Some(basic_authorization(
-                    &config.client_id,
-                    config.client_secret.expose(),
-                )),
-                form.finish(),
-            ),
-            TokenAuth::Post => {
-                form.append_pair("client_id", &config.client_id);
-                // The secret is bytes: encoded as such, not through a lossy `str`.
-                let mut form = form.finish();
-                form.push_str("&client_secret=");
-                form.extend(form_urlencoded::byte_serialize(
-                    config.client_secret.expose(),
-                ));
-                (None, form)
+        // Built in a block: the serializer is not `Send` and must not live across the await.
+        let (authorization, form) = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "authorization_code")
+                .append_pair("code", code)
+                .append_pair("redirect_uri", &config.redirect_uri)
+                .append_pair("code_verifier", verifier);
+            match self.inner.token_auth {
+                TokenAuth::Basic => (
+                    Some(basic_authorization(
+                        &config.client_id,
+                        config.client_secret.expose(),
+                    )),
+                    form.finish(),
+                ),
+                TokenAuth::Post => {
+                    form.append_pair("client_id", &config.client_id);
+                    // The secret is bytes: encoded as such, not through a lossy `str`.
+                    let mut form = form.finish();
+                    form.push_str("&client_secret=");
+                    form.extend(form_urlencoded::byte_serialize(
+                        config.client_secret.expose(),
+                    ));
+                    (None, form)
+                }
             }
         };
         let response = self.inner.http.post_form(url, authorization, form).await?;

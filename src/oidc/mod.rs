@@ -52,6 +52,7 @@
 // does, only the tests do.
 #![allow(dead_code, unused_imports)]
 
+mod assertion;
 mod claims;
 mod client;
 mod config;
@@ -67,6 +68,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+pub(crate) use self::assertion::{AssertionConfig, Assertions};
 pub(crate) use self::claims::Identity;
 pub(crate) use self::client::{Client, IdToken, SignIn, SignedIn};
 pub(crate) use self::config::{ClaimNames, ClientSecret, Config};

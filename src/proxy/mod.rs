@@ -337,6 +337,11 @@ fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, via == Via::Tunnel);
     headers.remove(&USER_HEADER);
+    // What a trusted front proxy says about the user is the gateway's to read, never the
+    // notebook's: a backend must not take a client's word for who it is.
+    for name in crate::user::IDENTITY_HEADERS {
+        headers.remove(*name);
+    }
 
     if let Some(RemoteAddr(addr)) = parts.extensions.get::<RemoteAddr>() {
         let ip = addr.ip().to_string();
@@ -372,8 +377,7 @@ fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> 
 /// `base64url(json)` of the user, decoded by the launcher's `Identity` middleware.
 fn encode_user(user: &User) -> String {
     use base64::Engine;
-    let json = serde_json::json!({ "name": user.name(), "meta": user.meta() });
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.to_backend_json().to_string())
 }
 
 /// Cleans the backend's response and maps its absolute paths under the mount prefix.
