@@ -539,6 +539,100 @@ mod tests {
         Sha256::digest(token.as_bytes()).into()
     }
 
+    fn session(user: User, kind: Kind) -> Session {
+        Session {
+            id: "c2Vzc2lvbi1pZC0xMjM0NQ".into(),
+            issued_ms: 1_999_000,
+            expiry: 2_000,
+            kind,
+            user,
+        }
+    }
+
+    fn open(keys: &CookieKeys, value: &str, token: &[u8; 32], provider: &[u8; 32], now: u64) -> Option<Session> {
+        let (token, provider) = ([*token], [*provider]);
+        keys.open_session(
+            value.as_bytes(),
+            |kind| match kind {
+                Kind::Token => &token[..],
+                Kind::Provider => &provider[..],
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn sessions_round_trip_with_email_groups_and_claims() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let mut claims = Map::new();
+        claims.insert("department".into(), Value::from("R&D"));
+        let user = User::new("ada")
+            .with_email("ada@example.com")
+            .with_groups(["analysts", "admins"])
+            .with_claims(claims);
+        let minted = session(user, Kind::Provider);
+        let (value, left_out) = keys.mint_session(&digest("p"), &minted, &[]);
+        assert_eq!(left_out, LeftOut::default());
+        assert!(value.starts_with("v2.p.2000."), "{value}");
+        assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        let opened = open(&keys, &value, &digest("t"), &digest("p"), 1_999).unwrap();
+        assert_eq!(opened, minted);
+        // Expired, another binding, another key, or the kind swapped: refused.
+        assert_eq!(open(&keys, &value, &digest("t"), &digest("p"), 2_000), None);
+        assert_eq!(open(&keys, &value, &digest("t"), &digest("q"), 1), None);
+        let other = CookieKeys::from_keys(&[b"k2"]);
+        assert_eq!(open(&other, &value, &digest("t"), &digest("p"), 1), None);
+        let swapped = value.replacen("v2.p.", "v2.t.", 1);
+        assert_eq!(open(&keys, &swapped, &digest("p"), &digest("p"), 1), None);
+        // Every single-character change breaks it.
+        for i in 0..value.len() {
+            let mut bytes = value.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let changed = String::from_utf8(bytes).unwrap();
+            assert_eq!(open(&keys, &changed, &digest("t"), &digest("p"), 1), None, "{i}");
+        }
+    }
+
+    #[test]
+    fn what_does_not_fit_is_left_out_claims_first_then_unnamed_groups() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let mut claims = Map::new();
+        claims.insert("big".into(), Value::from("x".repeat(500)));
+        let mut groups: Vec<String> = (0..300).map(|i| format!("group-number-{i:04}")).collect();
+        groups.push("finance".into());
+        let user = User::new("ada")
+            .with_email("ada@example.com")
+            .with_groups(groups)
+            .with_claims(claims);
+        let minted = session(user, Kind::Provider);
+        let (value, left_out) = keys.mint_session(&digest("p"), &minted, &["finance".into()]);
+        assert!(value.len() <= MAX_SESSION_LEN, "{}", value.len());
+        assert!(left_out.claims);
+        assert!(left_out.groups > 100, "{left_out:?}");
+        let opened = open(&keys, &value, &digest("t"), &digest("p"), 1).unwrap();
+        assert_eq!(opened.user.name(), "ada");
+        assert_eq!(opened.user.email(), Some("ada@example.com"));
+        assert!(opened.user.claims().is_empty());
+        assert!(opened.user.in_group("finance"), "a group the rules name is kept");
+        assert_eq!(opened.user.groups()[1], "group-number-0000", "then the first ones");
+        assert_eq!(opened.user.groups().len(), 301 - left_out.groups);
+        // Absurdly long names are cut rather than making a cookie browsers drop.
+        let huge = session(User::new("n".repeat(10_000)), Kind::Token);
+        let (value, _) = keys.mint_session(&digest("t"), &huge, &[]);
+        assert!(value.len() <= MAX_SESSION_LEN);
+        assert_eq!(open(&keys, &value, &digest("t"), &digest("p"), 1).unwrap().user.name().len(), 256);
+    }
+
+    #[test]
+    fn first_format_cookies_open_as_token_sessions_without_an_id() {
+        let keys = CookieKeys::from_keys(&[b"k1"]);
+        let value = keys.mint(&digest("t"), "ada", 2_000);
+        let opened = open(&keys, &value, &digest("t"), &digest("p"), 1).unwrap();
+        assert_eq!(opened.user.name(), "ada");
+        assert_eq!((opened.id.as_str(), opened.issued_ms, opened.kind), ("", 0, Kind::Token));
+        assert_eq!(open(&keys, &value, &digest("other"), &digest("t"), 1), None);
+    }
+
     #[test]
     fn mint_then_verify_round_trips_the_username() {
         let keys = CookieKeys::from_keys(&[b"k1"]);

@@ -271,8 +271,9 @@ impl AuthLayer {
     /// not the one its discovery document states, it lacks what the sign-in needs.
     pub async fn discover(&self) -> Result<(), OidcError> {
         match &self.config.provider {
+            // The caller reports the error.
             Some(provider) => provider
-                .client(&self.config.signing_key)
+                .client_reporting(&self.config.signing_key, false)
                 .await
                 .map(|_| ()),
             None => Ok(()),

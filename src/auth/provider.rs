@@ -310,8 +310,19 @@ impl Provider {
     }
 
     /// The discovered client, discovering it now if needed (`flow_key`: the session cookie
-    /// key, which also signs flow cookies). A failure is remembered for a few seconds.
+    /// key, which also signs flow cookies). A failure is remembered for a few seconds, and
+    /// logged.
     pub(crate) async fn client(&self, flow_key: &[u8]) -> Result<&oidc::Client, OidcError> {
+        self.client_reporting(flow_key, true).await
+    }
+
+    /// [`client`](Self::client), logging a failure only if `log` (a caller that reports it
+    /// itself, such as the CLI at start-up, says no).
+    pub(crate) async fn client_reporting(
+        &self,
+        flow_key: &[u8],
+        log: bool,
+    ) -> Result<&oidc::Client, OidcError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
@@ -325,10 +336,12 @@ impl Provider {
                         .await;
                 discovered.map_err(|error| {
                     let message: Arc<str> = error.to_string().into();
-                    tracing::warn!(
-                        target: "marimo_rs::auth",
-                        "sign-in with the identity provider is unavailable: {message}"
-                    );
+                    if log {
+                        tracing::warn!(
+                            target: "marimo_rs::auth",
+                            "sign-in with the identity provider is unavailable: {message}"
+                        );
+                    }
                     *crate::sync::lock(&self.failure) = Some((Instant::now(), message.clone()));
                     message
                 })

@@ -6,14 +6,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use marimo_rs::{create_app, AppBuilder, AuthLayer, Mount, ReplicaId, Token};
+use marimo_rs::{create_app, Access, AppBuilder, Mount, ReplicaId, Token};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{self, Generated};
-use crate::cli::{Command, ServerArgs};
+use crate::cli::{Command, IdentityArgs, ServerArgs};
+use crate::config::Extras;
 use crate::error::CliError;
-use crate::files;
+use crate::{files, identity};
 
 /// What a command serves.
 struct Plan {
@@ -28,9 +29,10 @@ struct Plan {
 }
 
 /// Runs `command` until Ctrl-C or SIGTERM.
-pub(crate) async fn run(command: Command) -> Result<(), CliError> {
+pub(crate) async fn run(mut command: Command) -> Result<(), CliError> {
     let secrets = auth::secrets_from_env()?;
-    let (plan, server) = plan(command, secrets.as_ref())?;
+    let (identity, extras) = take_identity(&mut command);
+    let (plan, server) = plan(command, secrets.as_ref(), &identity, &extras)?;
     let base = base_url(server.base_url.as_deref())?;
 
     let mut builder = plan.builder;
@@ -40,10 +42,29 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     if let Some(secs) = server.session_ttl {
         builder = builder.session_ttl(Duration::from_secs(secs));
     }
+    // Bound first: the identity provider's redirect URI names the port.
+    let listener = listen(&server.host, server.port).await?;
+    let address = listener.local_addr().map_err(|source| CliError::Bind {
+        host: server.host.clone(),
+        port: server.port,
+        source,
+    })?;
+    let oidc = match identity.oidc_issuer {
+        Some(_) => {
+            let public = identity::public_url(&identity, &server.host, address.port(), base.as_deref())?;
+            identity::oidc_config(&identity, &extras, &public)?
+        }
+        None => None,
+    };
+    let method = match (&oidc, &plan.token) {
+        (Some(_), Some(_)) => "oidc+token",
+        (Some(_), None) => "oidc",
+        (None, Some(_)) => "token",
+        (None, None) => "off",
+    };
     // Kept to mint the browser's one-time sign-in link once the server listens.
     let mut auth_layer = None;
-    if let Some(token) = &plan.token {
-        let mut layer = AuthLayer::new(token.clone());
+    if let Some(mut layer) = identity::layer(plan.token.as_ref(), oidc, &identity, &extras)? {
         if let Some(base) = &base {
             layer = layer.base_path(base);
         }
@@ -62,6 +83,9 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
                 .old_secrets(&secrets.old)
                 .old_tokens(plan.old_tokens.clone());
         }
+        // A provider that cannot be used is reported now, in one line, not at the first
+        // sign-in.
+        layer.discover().await?;
         builder = builder.auth(layer.clone());
         auth_layer = Some(layer);
     }
@@ -80,13 +104,6 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
             .build()?,
         None => app.clone(),
     };
-
-    let listener = listen(&server.host, server.port).await?;
-    let address = listener.local_addr().map_err(|source| CliError::Bind {
-        host: server.host.clone(),
-        port: server.port,
-        source,
-    })?;
 
     // Ctrl-C and SIGTERM are watched from now on, also while the backends start.
     let (stop, mut stopped) = watch::channel(false);
@@ -107,12 +124,8 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         }
     }
 
-    warn_if_exposed(address, plan.token.is_some(), plan.editor);
-    tracing::info!(
-        %address,
-        auth = if plan.token.is_some() { "token" } else { "off" },
-        "marimo-rs is listening"
-    );
+    warn_if_exposed(address, auth_layer.is_some(), plan.editor);
+    tracing::info!(%address, auth = method, "marimo-rs is listening");
     let origin = origin(&server.host, address.port());
     let page = format!("{}{}", base.as_deref().unwrap_or(""), plan.open);
     // Standard output gets the URL with the token, as marimo prints it: it is for the user.
@@ -120,9 +133,11 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     if !server.headless {
         // The browser gets a one-time link instead, so the token stays out of the opener's
         // command line (`ps`) and the browser's history.
-        let target = match &auth_layer {
-            Some(layer) => format!("{origin}{}", layer.sign_in_link(&plan.open, SIGN_IN_VALID)),
-            None => url(&origin, &page, None),
+        let target = match (&auth_layer, &plan.token) {
+            (Some(layer), Some(_)) => {
+                format!("{origin}{}", layer.sign_in_link(&plan.open, SIGN_IN_VALID))
+            }
+            _ => url(&origin, &page, None),
         };
         open_browser(target);
     }
@@ -146,8 +161,39 @@ fn guarded(builder: AppBuilder, server: &ServerArgs) -> AppBuilder {
         .trust_forwarded_headers(!server.trusted_proxies.is_empty())
 }
 
+/// The identity flags and the file's extras, taken out of `command`.
+fn take_identity(command: &mut Command) -> (IdentityArgs, Extras) {
+    let identity = match command {
+        Command::Run(args) => std::mem::take(&mut args.identity),
+        Command::Serve(args) => std::mem::take(&mut args.identity),
+        Command::Edit(args) => std::mem::take(&mut args.identity),
+        Command::New(args) => std::mem::take(&mut args.identity),
+    };
+    let extras = match command {
+        Command::Serve(args) => std::mem::take(&mut args.file),
+        _ => Extras::default(),
+    };
+    (identity, extras)
+}
+
+/// `mount` with the access rules the configuration file gives `path`.
+fn with_rules(mount: Mount, path: &str, rules: &[(String, Access)]) -> Mount {
+    match rules.iter().find(|(at, _)| at == path) {
+        Some((_, access)) => mount.access(access.clone()),
+        None => mount,
+    }
+}
+
 /// The plan for `command`, and its server options.
-fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, ServerArgs), CliError> {
+fn plan(
+    command: Command,
+    secrets: Option<&auth::Secrets>,
+    identity: &IdentityArgs,
+    extras: &Extras,
+) -> Result<(Plan, ServerArgs), CliError> {
+    // With an identity provider, the token is for scripts: off unless asked for, even in the
+    // editor.
+    let provider = identity.oidc_issuer.is_some();
     match command {
         Command::Run(args) => {
             let notebook = files::existing(&args.notebook)?;
@@ -202,10 +248,20 @@ fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, Serv
             let open = open_path(mounts);
             let mut builder = create_app().include_code(args.app.include_code);
             for (path, file) in apps {
-                builder = builder.with_app(&path, file);
+                let mount = with_rules(Mount::app(file), &path, &extras.app_access);
+                builder = builder.mount(&path, mount);
             }
             for (path, directory) in dirs {
-                builder = builder.with_dynamic_directory(&path, directory);
+                let mut mount = Mount::directory(directory);
+                if let Some((_, all, notebooks)) = extras.dir_access.iter().find(|(at, ..)| *at == path) {
+                    if let Some(all) = all {
+                        mount = mount.access(all.clone());
+                    }
+                    for (notebook, access) in notebooks {
+                        mount = mount.notebook_access(notebook.clone(), access.clone());
+                    }
+                }
+                builder = builder.mount(&path, mount);
             }
             let plan = Plan {
                 builder,
@@ -218,19 +274,23 @@ fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, Serv
         }
         Command::Edit(args) => {
             let notebook = files::existing_or_created(&args.notebook)?;
-            let plan = editor(notebook, &args.auth)?;
+            let plan = editor(notebook, &args.auth, !provider)?;
             Ok((plan, args.server))
         }
         Command::New(args) => {
             let notebook = files::new(args.notebook.as_deref())?;
-            let plan = editor(notebook, &args.auth)?;
+            let plan = editor(notebook, &args.auth, !provider)?;
             Ok((plan, args.server))
         }
     }
 }
 
-fn editor(notebook: PathBuf, auth_args: &crate::cli::AuthArgs) -> Result<Plan, CliError> {
-    let token = auth::resolve(auth_args, true, Generated::Random)?;
+fn editor(
+    notebook: PathBuf,
+    auth_args: &crate::cli::AuthArgs,
+    token_by_default: bool,
+) -> Result<Plan, CliError> {
+    let token = auth::resolve(auth_args, token_by_default, Generated::Random)?;
     Ok(Plan {
         builder: create_app().mount("/", Mount::edit(notebook)),
         token,
