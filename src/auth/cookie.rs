@@ -314,7 +314,7 @@ pub(crate) struct LeftOut {
 impl CookieKeys {
     /// A cookie value for `session`, bound to `binding`. When the user's groups and claims do
     /// not fit in [`MAX_SESSION_LEN`], the claims are left out first, then groups from the
-    /// end of the list, keeping those in `keep` (the groups access rules name) for last; the
+    /// end of the list, those in `keep` (the groups access rules name) last; the
     /// name and email always stay (a name or email too long to fit is cut short instead, in
     /// the absurd case that they are). Says what was left out.
     pub(crate) fn mint_session(
@@ -332,8 +332,6 @@ impl CookieKeys {
             groups: user.groups().to_vec(),
             claims: user.claims().clone(),
         };
-        // The groups rules name go first, so the ones dropped from the end are never those.
-        payload.groups.sort_by_key(|group| !keep.contains(group));
         let mut left_out = LeftOut::default();
         loop {
             let value = self.seal_v2(binding, session.kind, session.expiry, &payload);
@@ -343,7 +341,15 @@ impl CookieKeys {
             if !payload.claims.is_empty() {
                 payload.claims.clear();
                 left_out.claims = true;
-            } else if payload.groups.pop().is_some() {
+            } else if !payload.groups.is_empty() {
+                // The last group no rule names, else the last one: the order stays the
+                // provider's.
+                let last = payload
+                    .groups
+                    .iter()
+                    .rposition(|group| !keep.contains(group))
+                    .unwrap_or(payload.groups.len() - 1);
+                payload.groups.remove(last);
                 left_out.groups += 1;
             } else {
                 // Only a name or email of kilobytes gets here: cut them to fit.
@@ -614,7 +620,8 @@ mod tests {
         assert_eq!(opened.user.email(), Some("ada@example.com"));
         assert!(opened.user.claims().is_empty());
         assert!(opened.user.in_group("finance"), "a group the rules name is kept");
-        assert_eq!(opened.user.groups()[1], "group-number-0000", "then the first ones");
+        assert_eq!(opened.user.groups()[0], "group-number-0000", "the first ones stay");
+        assert_eq!(opened.user.groups().last().map(String::as_str), Some("finance"));
         assert_eq!(opened.user.groups().len(), 301 - left_out.groups);
         // Absurdly long names are cut rather than making a cookie browsers drop.
         let huge = session(User::new("n".repeat(10_000)), Kind::Token);
