@@ -798,7 +798,7 @@ impl AppBuilder {
         let auth = self.auth.map(|auth| {
             auth.with_origin_policy(policy)
                 .health_mounts(notebooks)
-                .rule_groups(rule_groups)
+                .rule_groups(rules, rule_groups)
         });
         let guarded = match &auth {
             Some(auth) => MountService::from_body_service(auth.layer(routed)),

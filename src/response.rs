@@ -85,7 +85,12 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response<Body
 #[cfg(test)]
 pub(crate) async fn body_text(response: Response<Body>) -> String {
     use http_body_util::BodyExt as _;
-    let bytes = response.into_body().collect().await.expect("a body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -165,11 +170,16 @@ mod tests {
         );
 
         let page = page(StatusCode::OK, "t", "<p>x</p>");
-        let policy = page.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         use base64::Engine as _;
         use sha2::Digest as _;
         let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
-        assert!(policy.contains(&format!("style-src 'sha256-{hash}'")), "{policy}");
+        assert!(
+            policy.contains(&format!("style-src 'sha256-{hash}'")),
+            "{policy}"
+        );
         assert_eq!(page.headers()[header::X_FRAME_OPTIONS], "DENY");
 
         let moved = redirect(StatusCode::SEE_OTHER, "../auth/login?next=%2F");

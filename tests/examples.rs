@@ -586,7 +586,10 @@ async fn oidc_signs_in_at_the_provider_and_the_group_rule_decides() {
     // Not signed in: to the provider.
     let page = example.get("/", &[HTML]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.brief());
-    assert!(page.header("location").unwrap().starts_with(&provider.issuer));
+    assert!(page
+        .header("location")
+        .unwrap()
+        .starts_with(&provider.issuer));
 
     let sign_in = |login: &'static str| {
         let example = &example;

@@ -37,7 +37,12 @@ async fn gateway(issuer: &str, build: impl FnOnce(OidcConfig) -> AppBuilder) -> 
 /// Starts a sign-in at `gateway` (going to `next` afterwards), signs in at the provider as
 /// `login`, and returns the browser, the callback URL the provider sent it to (not followed)
 /// and the flow cookie the gateway set.
-async fn to_callback(gateway: &Gateway, issuer: &str, login: &str, next: &str) -> (Browser, String, String) {
+async fn to_callback(
+    gateway: &Gateway,
+    issuer: &str,
+    login: &str,
+    next: &str,
+) -> (Browser, String, String) {
     let mut browser = Browser::default();
     let start = browser
         .get(&gateway.url(&format!("/auth/oidc?next={}", encode(next))))
@@ -48,7 +53,9 @@ async fn to_callback(gateway: &Gateway, issuer: &str, login: &str, next: &str) -
     let flow = browser
         .cookie_named("marimo_rs_flow_")
         .expect("a flow cookie for the callback");
-    let callback = browser.sign_in_at_provider(issuer, &to_provider, login).await;
+    let callback = browser
+        .sign_in_at_provider(issuer, &to_provider, login)
+        .await;
     assert!(
         callback.starts_with(&gateway.url("/auth/callback?")),
         "{callback}"
@@ -124,13 +131,24 @@ async fn signing_in_at_the_provider_opens_the_notebook_with_name_and_groups() {
     // call gets 401, a WebSocket 403.
     let page = gateway.get("/who/?tab=1", &[HTML]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.brief());
-    assert!(page.header("location").unwrap().starts_with(&format!("{issuer}/auth?")));
+    assert!(page
+        .header("location")
+        .unwrap()
+        .starts_with(&format!("{issuer}/auth?")));
     let flow = page.header("set-cookie").unwrap();
     assert!(flow.starts_with("marimo_rs_flow_"), "{flow}");
-    for attribute in ["; Path=/auth/callback;", "; HttpOnly", "; SameSite=Lax", "; Max-Age=600;"] {
+    for attribute in [
+        "; Path=/auth/callback;",
+        "; HttpOnly",
+        "; SameSite=Lax",
+        "; Max-Age=600;",
+    ] {
         assert!(flow.contains(attribute), "{flow}");
     }
-    assert_eq!(gateway.get("/who/api/status", &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        gateway.get("/who/api/status", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let refused = ws_connect(&gateway.ws_url("/who/ws?session_id=anon"), &[]).await;
     assert_eq!(refused.err(), Some(StatusCode::FORBIDDEN));
 
@@ -138,7 +156,10 @@ async fn signing_in_at_the_provider_opens_the_notebook_with_name_and_groups() {
     let (browser, back) = sign_in(&gateway, issuer, "ada", "/who/?tab=1").await;
     assert_eq!(back.status, StatusCode::SEE_OTHER, "{back:?}");
     assert_eq!(back.location.as_deref(), Some(&*gateway.url("/who/?tab=1")));
-    assert!(browser.cookie_named("marimo_rs_flow_").is_none(), "the flow cookie is cleared");
+    assert!(
+        browser.cookie_named("marimo_rs_flow_").is_none(),
+        "the flow cookie is cleared"
+    );
     let cookie = session(&browser);
     let page = notebook_page(&gateway, "/who/", &cookie).await;
     assert!(is_notebook_page(&page), "{}", page.brief());
@@ -184,13 +205,20 @@ async fn access_rules_refuse_other_groups_with_a_page_and_no_backend() {
     let bob = session(&bob);
     let page = gateway.get("/finance/", &[HTML, ("cookie", &bob)]).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.brief());
-    assert!(page.body.contains("<b>bob</b>"), "names the user: {}", page.body);
     assert!(
-        page.body.contains("<form method=\"post\" action=\"/auth/logout\">"),
+        page.body.contains("<b>bob</b>"),
+        "names the user: {}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/auth/logout\">"),
         "offers sign-out: {}",
         page.body
     );
-    let api = gateway.get("/finance/api/status", &[("cookie", &bob)]).await;
+    let api = gateway
+        .get("/finance/api/status", &[("cookie", &bob)])
+        .await;
     assert_eq!(api.status, StatusCode::FORBIDDEN);
     let socket = ws_connect(
         &gateway.ws_url("/finance/ws?session_id=bob-1"),
@@ -232,18 +260,37 @@ async fn sign_out_revokes_the_session_and_continues_at_the_provider() {
     .await;
     let (mut browser, _) = sign_in(&gateway, issuer, "ada", "/").await;
     let copy = session(&browser);
-    assert!(gateway.get("/x", &[("cookie", &copy)]).await.body.starts_with("user=ada "));
+    assert!(gateway
+        .get("/x", &[("cookie", &copy)])
+        .await
+        .body
+        .starts_with("user=ada "));
 
     // GET asks; POST signs out.
     let confirm = browser.get(&gateway.url("/auth/logout")).await;
     assert_eq!(confirm.status, StatusCode::OK);
-    assert!(confirm.body.contains("<form method=\"post\" action=\"logout\">"), "{}", confirm.body);
+    assert!(
+        confirm
+            .body
+            .contains("<form method=\"post\" action=\"logout\">"),
+        "{}",
+        confirm.body
+    );
     let out = browser.post_form(&gateway.url("/auth/logout"), &[]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
-    assert!(browser.cookie_named("marimo_rs_session_").is_none(), "the cookie is cleared");
+    assert!(
+        browser.cookie_named("marimo_rs_session_").is_none(),
+        "the cookie is cleared"
+    );
     let to_provider = out.location.unwrap();
-    assert!(to_provider.starts_with(&format!("{issuer}/session/end?")), "{to_provider}");
-    assert_eq!(oidc::query_param(&to_provider, "client_id").as_deref(), Some(CLIENT_ID));
+    assert!(
+        to_provider.starts_with(&format!("{issuer}/session/end?")),
+        "{to_provider}"
+    );
+    assert_eq!(
+        oidc::query_param(&to_provider, "client_id").as_deref(),
+        Some(CLIENT_ID)
+    );
     let back = gateway.url("/auth/signed-out");
     assert_eq!(
         oidc::query_param(&to_provider, "post_logout_redirect_uri").as_deref(),
@@ -251,7 +298,12 @@ async fn sign_out_revokes_the_session_and_continues_at_the_provider() {
     );
     // The provider's sign-out page, then back to the gateway's signed-out page.
     let provider_page = browser.get(&to_provider).await;
-    assert_eq!(provider_page.status, StatusCode::OK, "{}", provider_page.body);
+    assert_eq!(
+        provider_page.status,
+        StatusCode::OK,
+        "{}",
+        provider_page.body
+    );
     let (action, mut form) = hidden_form(&provider_page.body);
     form.push(("logout".into(), "yes".into()));
     let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -260,13 +312,21 @@ async fn sign_out_revokes_the_session_and_continues_at_the_provider() {
     assert!(landing.starts_with(&back), "{landing}");
     let signed_out = browser.get(&landing).await;
     assert_eq!(signed_out.status, StatusCode::OK);
-    assert!(signed_out.body.contains("You are signed out"), "{}", signed_out.body);
+    assert!(
+        signed_out.body.contains("You are signed out"),
+        "{}",
+        signed_out.body
+    );
 
     // The copy taken before signing out is refused.
     let stale = gateway.get("/x", &[("cookie", &copy)]).await;
     assert_eq!(stale.status, StatusCode::UNAUTHORIZED, "{}", stale.brief());
     let stale_page = gateway.get("/x", &[HTML, ("cookie", &copy)]).await;
-    assert_eq!(stale_page.status, StatusCode::SEE_OTHER, "sent to sign in again");
+    assert_eq!(
+        stale_page.status,
+        StatusCode::SEE_OTHER,
+        "sent to sign in again"
+    );
     gateway.stop().await;
 }
 
@@ -283,7 +343,11 @@ async fn signing_a_user_out_everywhere_refuses_every_earlier_session() {
     )
     .token(Token::new("admin-token"))
     .admins(Access::signed_in().groups(["admins"]));
-    let app = create_app().with_service("/", whoami()).auth(auth.clone()).build().unwrap();
+    let app = create_app()
+        .with_service("/", whoami())
+        .auth(auth.clone())
+        .build()
+        .unwrap();
     let gateway = Gateway {
         app: app.clone(),
         server: TestServer::start_on(listener, app).await,
@@ -308,9 +372,13 @@ async fn signing_a_user_out_everywhere_refuses_every_earlier_session() {
 
     // The HTTP API: not for bob, for an admin (ada, in "admins") and for the token.
     let everywhere = "/auth/sign-out-everywhere?user=bob";
-    let as_bob = gateway.send(Method::POST, everywhere, &[("cookie", &bob)], "").await;
+    let as_bob = gateway
+        .send(Method::POST, everywhere, &[("cookie", &bob)], "")
+        .await;
     assert_eq!(as_bob.status, StatusCode::FORBIDDEN);
-    let as_ada = gateway.send(Method::POST, everywhere, &[("cookie", &ada_three)], "").await;
+    let as_ada = gateway
+        .send(Method::POST, everywhere, &[("cookie", &ada_three)], "")
+        .await;
     assert_eq!(as_ada.status, StatusCode::OK, "{}", as_ada.body);
     assert!(as_ada.body.contains("\"user\":\"bob\""), "{}", as_ada.body);
     assert_eq!(ok(&bob).await, StatusCode::UNAUTHORIZED);
@@ -358,24 +426,49 @@ async fn forged_replayed_and_invalid_callbacks_are_refused() {
     assert_eq!(first.status, StatusCode::SEE_OTHER);
     let again = browser.get(&callback).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST, "{again:?}");
-    assert!(again.body.contains("No sign-in is in progress"), "{}", again.body);
+    assert!(
+        again.body.contains("No sign-in is in progress"),
+        "{}",
+        again.body
+    );
     let replayed = send(Method::GET, &callback, &[("cookie", &flow)], "").await;
-    assert_eq!(replayed.status, StatusCode::FORBIDDEN, "{}", replayed.brief());
+    assert_eq!(
+        replayed.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        replayed.brief()
+    );
     assert!(replayed.body.contains("already used"), "{}", replayed.body);
-    assert!(replayed.header("set-cookie").is_none_or(|c| !c.starts_with("marimo_rs_session_")));
+    assert!(replayed
+        .header("set-cookie")
+        .is_none_or(|c| !c.starts_with("marimo_rs_session_")));
 
     // ID tokens that do not hold: a wrong nonce, another audience, expired.
     for (claims, expected) in [
         (serde_json::json!({"nonce": "not-this-sign-in"}), "nonce"),
-        (serde_json::json!({"aud": "another-client"}), "is for another client"),
+        (
+            serde_json::json!({"aud": "another-client"}),
+            "is for another client",
+        ),
         (serde_json::json!({"exp": 1, "iat": 0}), "has expired"),
     ] {
         let (mut browser, callback, _) = to_callback(&gateway, &issuer, "ada", "/").await;
         provider.override_next_id_token(claims.clone()).await;
         let refused = browser.get(&callback).await;
-        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{claims}: {refused:?}");
-        assert!(refused.body.contains(expected), "{claims}: {}", refused.body);
-        assert!(browser.cookie_named("marimo_rs_session_").is_none(), "{claims}");
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{claims}: {refused:?}"
+        );
+        assert!(
+            refused.body.contains(expected),
+            "{claims}: {}",
+            refused.body
+        );
+        assert!(
+            browser.cookie_named("marimo_rs_session_").is_none(),
+            "{claims}"
+        );
     }
     gateway.stop().await;
 }
@@ -395,7 +488,11 @@ async fn key_rotation_is_followed_and_signed_in_requests_never_ask_the_provider(
     // The provider rotates its signing key (a restart with a new key on the same port).
     provider.restart_with_key("key-2").await;
     let (browser, back) = sign_in(&gateway, &issuer, "bob", "/").await;
-    assert_eq!(back.status, StatusCode::SEE_OTHER, "signed in after a key refetch: {back:?}");
+    assert_eq!(
+        back.status,
+        StatusCode::SEE_OTHER,
+        "signed in after a key refetch: {back:?}"
+    );
     let after = session(&browser);
     // With the provider gone, signed-in users carry on: their requests never ask it.
     provider.stop().await;
@@ -421,12 +518,24 @@ async fn a_provider_down_at_start_gives_a_503_page_until_it_answers() {
     })
     .await;
     let down = gateway.get("/", &[HTML]).await;
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{}", down.brief());
-    assert!(down.body.contains("Sign-in is unavailable"), "{}", down.body);
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        down.brief()
+    );
+    assert!(
+        down.body.contains("Sign-in is unavailable"),
+        "{}",
+        down.body
+    );
     assert!(down.body.contains("is not reachable"), "{}", down.body);
     assert_eq!(down.header("retry-after"), Some("5"));
     // The API still says 401 (nothing to do with the provider), and a health probe passes.
-    assert_eq!(gateway.get("/x", &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        gateway.get("/x", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     let _provider = Provider::start_on(&oidc::gateway_config(), port).await;
     let up = common::eventually(
@@ -436,7 +545,10 @@ async fn a_provider_down_at_start_gives_a_503_page_until_it_answers() {
         |reply| reply.status == StatusCode::SEE_OTHER,
     )
     .await;
-    assert!(up.header("location").unwrap().starts_with(&format!("{issuer}/auth?")));
+    assert!(up
+        .header("location")
+        .unwrap()
+        .starts_with(&format!("{issuer}/auth?")));
     gateway.stop().await;
 }
 
@@ -446,7 +558,14 @@ async fn proxy_headers_are_believed_from_trusted_addresses_only_and_never_passed
         let auth = AuthLayer::new(Token::new("t0ken"))
             .trusted_proxies([trusted])
             .proxy_identity(marimo_rs::ProxyIdentity::headers());
-        TestServer::start(create_app().with_service("/", whoami()).auth(auth).build().unwrap()).await
+        TestServer::start(
+            create_app()
+                .with_service("/", whoami())
+                .auth(auth)
+                .build()
+                .unwrap(),
+        )
+        .await
     };
     let identity = [
         ("x-forwarded-user", "u-17"),
@@ -464,7 +583,11 @@ async fn proxy_headers_are_believed_from_trusted_addresses_only_and_never_passed
     );
     let elsewhere = start("10.1.2.3").await;
     let ignored = elsewhere.get("/x", &identity).await;
-    assert_eq!(ignored.status, StatusCode::UNAUTHORIZED, "not a trusted proxy");
+    assert_eq!(
+        ignored.status,
+        StatusCode::UNAUTHORIZED,
+        "not a trusted proxy"
+    );
     let mut with_token = identity.to_vec();
     with_token.push(("authorization", "Bearer t0ken"));
     let stripped = elsewhere.get("/x", &with_token).await;
@@ -521,8 +644,14 @@ async fn proxy_assertions_are_verified_against_the_proxys_keys() {
             let auth = AuthLayer::new(Token::random())
                 .trusted_proxies([trusted])
                 .proxy_identity(identity);
-            TestServer::start(create_app().with_service("/", whoami()).auth(auth).build().unwrap())
-                .await
+            TestServer::start(
+                create_app()
+                    .with_service("/", whoami())
+                    .auth(auth)
+                    .build()
+                    .unwrap(),
+            )
+            .await
         }
     };
     let header = "x-pomerium-jwt-assertion";
@@ -531,14 +660,20 @@ async fn proxy_assertions_are_verified_against_the_proxys_keys() {
     for _ in 0..2 {
         let reply = trusting.get("/x", &[(header, &tokens[0])]).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.brief());
-        assert_eq!(reply.body, "user=lin email=lin@example.com groups=ops identity-headers=[]");
+        assert_eq!(
+            reply.body,
+            "user=lin email=lin@example.com groups=ops identity-headers=[]"
+        );
     }
     for (token, what) in [(&tokens[1], "expired"), (&tokens[2], "another audience")] {
         let reply = trusting.get("/x", &[(header, token)]).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
     }
     let forged = format!("{}x", &tokens[0][..tokens[0].len() - 1]);
-    assert_eq!(trusting.get("/x", &[(header, &forged)]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        trusting.get("/x", &[(header, &forged)]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let elsewhere = start("10.1.2.3").await;
     assert_eq!(
         elsewhere.get("/x", &[(header, &tokens[0])]).await.status,
@@ -559,10 +694,10 @@ fn audit_lines() -> Arc<Mutex<Vec<u8>>> {
                 .json()
                 .flatten_event(true)
                 .with_writer(move || writer.clone())
-                .with_filter(tracing_subscriber::filter::Targets::new().with_target(
-                    "marimo_rs::audit",
-                    tracing::Level::INFO,
-                ));
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("marimo_rs::audit", tracing::Level::INFO),
+                );
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
                 .unwrap();
             lines
@@ -615,14 +750,23 @@ async fn the_audit_log_has_every_event_and_no_secret() {
     assert_eq!(replayed.status, StatusCode::FORBIDDEN);
     let (bob, _) = sign_in(&gateway, issuer, "bob", "/who/").await;
     let bob = session(&bob);
-    assert_eq!(gateway.get("/who/", &[HTML, ("cookie", &bob)]).await.status, StatusCode::FORBIDDEN);
-    let mut ws = kernel(&gateway.ws_url("/who/ws?session_id=audit-1"), &[("cookie", &cookie)]).await;
+    assert_eq!(
+        gateway.get("/who/", &[HTML, ("cookie", &bob)]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut ws = kernel(
+        &gateway.ws_url("/who/ws?session_id=audit-1"),
+        &[("cookie", &cookie)],
+    )
+    .await;
     until_output(&mut ws, "Signed in as <strong>ada</strong>").await;
     drop(ws);
     browser.post_form(&gateway.url("/auth/logout"), &[]).await;
     // Wrong tokens until the limit refuses them unchecked.
     for _ in 0..3 {
-        gateway.get("/x", &[("authorization", "Bearer wrong-guess")]).await;
+        gateway
+            .get("/x", &[("authorization", "Bearer wrong-guess")])
+            .await;
     }
     let text = common::eventually(
         Duration::from_secs(10),
@@ -650,22 +794,45 @@ async fn the_audit_log_has_every_event_and_no_secret() {
         .iter()
         .find(|e| e["event"] == "sign_in_failed" && e["method"] == "oidc")
         .expect("the replayed code is logged");
-    assert!(failed["reason"].as_str().unwrap().contains("already used"), "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("already used"),
+        "{failed}"
+    );
     let denied = find("access_denied", "bob");
-    assert!(denied["mount"].as_str().unwrap().starts_with("/who"), "{denied}");
+    assert!(
+        denied["mount"].as_str().unwrap().starts_with("/who"),
+        "{denied}"
+    );
     let opened = find("session_opened", "ada");
     assert_eq!(opened["session"], "audit-1");
-    assert!(opened["mount"].as_str().unwrap().starts_with("/who"), "{opened}");
+    assert!(
+        opened["mount"].as_str().unwrap().starts_with("/who"),
+        "{opened}"
+    );
     find("session_closed", "ada");
     let out = find("sign_out", "ada");
     assert_eq!(out["session"], signed_in["session"]);
-    assert!(events.iter().any(|e| e["event"] == "sign_in_failed" && e["method"] == "bearer"));
-    assert!(events.iter().any(|e| e["event"] == "sign_in_limited" && e["method"] == "bearer"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "sign_in_failed" && e["method"] == "bearer"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "sign_in_limited" && e["method"] == "bearer"));
     // Nothing secret: the client secret, the code, the cookies, the token.
     let cookie_value = cookie.split_once('=').unwrap().1;
     let flow_value = flow.split_once('=').unwrap().1;
-    for secret in [CLIENT_SECRET, &code, cookie_value, flow_value, "audit-t0ken", "wrong-guess"] {
-        assert!(!text.contains(secret), "{secret:?} is in the audit log:\n{text}");
+    for secret in [
+        CLIENT_SECRET,
+        &code,
+        cookie_value,
+        flow_value,
+        "audit-t0ken",
+        "wrong-guess",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} is in the audit log:\n{text}"
+        );
     }
     gateway.stop().await;
 }
@@ -689,13 +856,18 @@ async fn full_sign_in_in_chromium_shows_name_and_groups() {
     let page = chromium.new_page().await.unwrap();
     page.goto(&gateway.url("/who/")).await.unwrap();
     // The provider's login page (oidc-provider's own), then its consent page.
-    page.wait_for("document.querySelector('input[name=login]') !== null", Duration::from_secs(30))
-        .await
-        .expect("the provider's login page");
+    page.wait_for(
+        "document.querySelector('input[name=login]') !== null",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the provider's login page");
     let at = page.eval("location.origin").await.unwrap();
     assert_eq!(at.as_str(), Some(issuer), "signing in at the provider");
     page.type_into("input[name=login]", "ada").await.unwrap();
-    page.type_into("input[name=password]", "any password").await.unwrap();
+    page.type_into("input[name=password]", "any password")
+        .await
+        .unwrap();
     page.press_key("Enter").await.unwrap();
     page.wait_for(
         "document.querySelector('input[name=prompt][value=consent]') !== null \
@@ -705,7 +877,9 @@ async fn full_sign_in_in_chromium_shows_name_and_groups() {
     .await
     .expect("the consent page or the notebook");
     if page.eval("location.pathname").await.unwrap().as_str() != Some("/who/") {
-        page.eval("document.querySelector('form').submit()").await.unwrap();
+        page.eval("document.querySelector('form').submit()")
+            .await
+            .unwrap();
     }
     page.wait_for_text("Signed in as ada", Duration::from_secs(120))
         .await

@@ -38,7 +38,8 @@
 //! A key derived from a server secret (shared by replicas) is
 //! `HMAC-SHA256(key = secret, "marimo-rs/cookie-key/v1\0")`: see [`key_from_secret`].
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -454,21 +455,78 @@ impl CookieKeys {
         })
     }
 
-    /// The first valid session among the session cookies of the `Cookie` headers (see
-    /// [`open_session`](Self::open_session)).
-    pub(crate) fn find_session<'b>(
-        &self,
-        headers: &HeaderMap,
-        bindings: impl Fn(Kind) -> &'b [[u8; 32]],
-        now: u64,
-    ) -> Option<Session> {
+    /// The values of the session cookies among the `Cookie` headers (under any accepted
+    /// key's name), at most [`MAX_CANDIDATES`].
+    pub(crate) fn session_values<'h>(
+        &'h self,
+        headers: &'h HeaderMap,
+    ) -> impl Iterator<Item = &'h [u8]> + 'h {
         headers
             .get_all(COOKIE)
             .iter()
             .flat_map(|header| cookie_pieces(header.as_bytes()))
             .filter_map(|piece| self.our_value(piece))
             .take(MAX_CANDIDATES)
-            .find_map(|value| self.open_session(value, &bindings, now))
+    }
+}
+
+/// Session cookies verified already, by their exact value: a signed-in browser sends the same
+/// cookie with every request, and comparing it with one that verified costs far less than
+/// checking its MAC and reading its payload again. Only values [`CookieKeys::open_session`]
+/// accepted go in (so filling it takes valid sessions), at most [`VERIFIED_PER_SHARD`] per
+/// shard (a full shard is emptied); an entry is used only until its session expires, and
+/// revocation is checked on every request whether the session came from here or not.
+///
+/// Each configuration of the auth layer has its own (a changed key or token starts empty).
+#[derive(Default)]
+pub(crate) struct Verified {
+    shards: [std::sync::Mutex<HashMap<[u8; 32], (Box<[u8]>, std::sync::Arc<Session>)>>; 16],
+}
+
+/// Most sessions remembered per shard of [`Verified`].
+const VERIFIED_PER_SHARD: usize = 256;
+
+impl Verified {
+    /// The key of a value: its last 32 bytes (the end of its MAC, for a `v2` value).
+    fn key(value: &[u8]) -> Option<[u8; 32]> {
+        value.len().checked_sub(32).map(|at| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&value[at..]);
+            key
+        })
+    }
+
+    fn shard(
+        &self,
+        key: &[u8; 32],
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Box<[u8]>, std::sync::Arc<Session>)>> {
+        crate::sync::lock(&self.shards[usize::from(key[0]) % self.shards.len()])
+    }
+
+    /// The session of `value` if it verified before and has not expired at `now`.
+    pub(crate) fn get(&self, value: &[u8], now: u64) -> Option<std::sync::Arc<Session>> {
+        let key = Self::key(value)?;
+        let shard = self.shard(&key);
+        let (known, session) = shard.get(&key)?;
+        (**known == *value && session.expiry > now).then(|| session.clone())
+    }
+
+    /// Remembers that `value` verified as `session`.
+    pub(crate) fn insert(&self, value: &[u8], session: std::sync::Arc<Session>) {
+        let Some(key) = Self::key(value) else {
+            return;
+        };
+        let mut shard = self.shard(&key);
+        if shard.len() >= VERIFIED_PER_SHARD {
+            shard.clear();
+        }
+        shard.insert(key, (value.into(), session));
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified").finish_non_exhaustive()
     }
 }
 
@@ -555,7 +613,13 @@ mod tests {
         }
     }
 
-    fn open(keys: &CookieKeys, value: &str, token: &[u8; 32], provider: &[u8; 32], now: u64) -> Option<Session> {
+    fn open(
+        keys: &CookieKeys,
+        value: &str,
+        token: &[u8; 32],
+        provider: &[u8; 32],
+        now: u64,
+    ) -> Option<Session> {
         let (token, provider) = ([*token], [*provider]);
         keys.open_session(
             value.as_bytes(),
@@ -580,7 +644,9 @@ mod tests {
         let (value, left_out) = keys.mint_session(&digest("p"), &minted, &[]);
         assert_eq!(left_out, LeftOut::default());
         assert!(value.starts_with("v2.p.2000."), "{value}");
-        assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        assert!(value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
         let opened = open(&keys, &value, &digest("t"), &digest("p"), 1_999).unwrap();
         assert_eq!(opened, minted);
         // Expired, another binding, another key, or the kind swapped: refused.
@@ -595,7 +661,11 @@ mod tests {
             let mut bytes = value.clone().into_bytes();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let changed = String::from_utf8(bytes).unwrap();
-            assert_eq!(open(&keys, &changed, &digest("t"), &digest("p"), 1), None, "{i}");
+            assert_eq!(
+                open(&keys, &changed, &digest("t"), &digest("p"), 1),
+                None,
+                "{i}"
+            );
         }
     }
 
@@ -619,15 +689,58 @@ mod tests {
         assert_eq!(opened.user.name(), "ada");
         assert_eq!(opened.user.email(), Some("ada@example.com"));
         assert!(opened.user.claims().is_empty());
-        assert!(opened.user.in_group("finance"), "a group the rules name is kept");
-        assert_eq!(opened.user.groups()[0], "group-number-0000", "the first ones stay");
-        assert_eq!(opened.user.groups().last().map(String::as_str), Some("finance"));
+        assert!(
+            opened.user.in_group("finance"),
+            "a group the rules name is kept"
+        );
+        assert_eq!(
+            opened.user.groups()[0],
+            "group-number-0000",
+            "the first ones stay"
+        );
+        assert_eq!(
+            opened.user.groups().last().map(String::as_str),
+            Some("finance")
+        );
         assert_eq!(opened.user.groups().len(), 301 - left_out.groups);
         // Absurdly long names are cut rather than making a cookie browsers drop.
         let huge = session(User::new("n".repeat(10_000)), Kind::Token);
         let (value, _) = keys.mint_session(&digest("t"), &huge, &[]);
         assert!(value.len() <= MAX_SESSION_LEN);
-        assert_eq!(open(&keys, &value, &digest("t"), &digest("p"), 1).unwrap().user.name().len(), 256);
+        assert_eq!(
+            open(&keys, &value, &digest("t"), &digest("p"), 1)
+                .unwrap()
+                .user
+                .name()
+                .len(),
+            256
+        );
+    }
+
+    #[test]
+    fn verified_values_are_remembered_exactly_and_until_they_expire() {
+        let verified = Verified::default();
+        let value = b"v2.p.2000.payload.0123456789abcdef0123456789abcdefXYZ";
+        let session = std::sync::Arc::new(session(User::new("ada"), Kind::Provider));
+        assert!(verified.get(value, 1).is_none());
+        verified.insert(value, session.clone());
+        assert_eq!(verified.get(value, 1_999).as_deref(), Some(&*session));
+        assert!(verified.get(value, 2_000).is_none(), "expired");
+        // Same end (the shard key), other bytes: not the value that verified.
+        let forged = b"v2.p.9999.PAYLOAD.0123456789abcdef0123456789abcdefXYZ";
+        assert!(verified.get(forged, 1).is_none());
+        assert!(verified.get(b"short", 1).is_none());
+        // Bounded: a full shard is emptied.
+        for i in 0..VERIFIED_PER_SHARD * 16 * 2 {
+            let other = format!("v2.p.2000.x.{i:0>40}");
+            verified.insert(other.as_bytes(), session.clone());
+        }
+        let held: usize = verified
+            .shards
+            .iter()
+            .map(|shard| shard.lock().unwrap().len())
+            .sum();
+        assert!(held <= VERIFIED_PER_SHARD * 16, "{held}");
     }
 
     #[test]
@@ -636,7 +749,10 @@ mod tests {
         let value = keys.mint(&digest("t"), "ada", 2_000);
         let opened = open(&keys, &value, &digest("t"), &digest("p"), 1).unwrap();
         assert_eq!(opened.user.name(), "ada");
-        assert_eq!((opened.id.as_str(), opened.issued_ms, opened.kind), ("", 0, Kind::Token));
+        assert_eq!(
+            (opened.id.as_str(), opened.issued_ms, opened.kind),
+            ("", 0, Kind::Token)
+        );
         assert_eq!(open(&keys, &value, &digest("other"), &digest("t"), 1), None);
     }
 

@@ -240,7 +240,12 @@ impl Front {
 
     /// Reads the identity (only when `trusted`: the peer is a trusted proxy) and removes the
     /// identity headers from `headers`.
-    pub(crate) fn take(&self, headers: &mut HeaderMap, trusted: bool, peer: Option<IpAddr>) -> Found {
+    pub(crate) fn take(
+        &self,
+        headers: &mut HeaderMap,
+        trusted: bool,
+        peer: Option<IpAddr>,
+    ) -> Found {
         let found = if trusted {
             self.read(headers)
         } else {
@@ -405,6 +410,9 @@ mod tests {
 
         // Two values of one header: neither is believed.
         let mut doubled = headers(&[("x-forwarded-user", "eve"), ("x-forwarded-user", "ada")]);
-        assert!(matches!(front.take(&mut doubled, true, None), Found::Nothing));
+        assert!(matches!(
+            front.take(&mut doubled, true, None),
+            Found::Nothing
+        ));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::client_ip::TrustedProxy;
-use super::cookie::{self, CookieKeys};
+use super::cookie::{self, CookieKeys, Verified};
 use super::front::{Front, ProxyIdentity};
 use super::limit::{self, Limiter};
 use super::link::{SignInLinks, SIGN_IN_PATH};
@@ -24,12 +24,16 @@ use crate::origin::{self, Origin};
 /// How long a session cookie lasts unless [`AuthLayer::cookie_max_age`] says otherwise.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
-/// Puts token authentication in front of a service.
+/// Puts authentication in front of a service: marimo's token ([`new`](AuthLayer::new)),
+/// sign-in with an identity provider ([`oidc`](AuthLayer::oidc)), or both, and optionally a
+/// trusted front proxy's identity ([`proxy_identity`](AuthLayer::proxy_identity)) and
+/// whole-server access rules ([`access`](AuthLayer::access)).
 ///
-/// [`AppBuilder::token`](crate::AppBuilder::token) and
-/// [`AppBuilder::auth`](crate::AppBuilder::auth) apply it to a whole built app; it also works
-/// on its own around any `Service<Request<Body>, Response = Response<Body>, Error =
-/// Infallible>`. See the [`Auth`] service for what it does to each request.
+/// [`AppBuilder::token`](crate::AppBuilder::token), [`AppBuilder::oidc`](crate::AppBuilder::oidc)
+/// and [`AppBuilder::auth`](crate::AppBuilder::auth) apply it to a whole built app; it also
+/// works on its own around any `Service<Request<Body>, Response = Response<Body>, Error =
+/// Infallible> + Clone + Send + 'static`. See the [`Auth`] service for what it does to each
+/// request.
 ///
 /// The defaults: browsers that are not signed in are sent to the login form; session cookies
 /// last 14 days, are signed with a random key made when the layer is created (so they do not
@@ -114,6 +118,11 @@ pub(crate) struct Config {
     pub(super) revocations: Arc<Revocations>,
     /// Groups that access rules name: kept first when a session cookie cannot hold them all.
     pub(super) rule_groups: Vec<String>,
+    /// Whether any mount (or the layer) has access rules: signed-in requests then carry
+    /// where to sign out, for the refusal page.
+    pub(super) rules: bool,
+    /// Session cookies verified with this configuration.
+    pub(super) verified: Arc<Verified>,
 }
 
 /// How many old secrets or old tokens a layer accepts: each one multiplies the work of
@@ -203,6 +212,8 @@ impl AuthLayer {
             admins: None,
             revocations: Arc::default(),
             rule_groups: Vec::new(),
+            rules: false,
+            verified: Arc::default(),
         };
         config.rebuild_bindings();
         Self {
@@ -224,7 +235,9 @@ impl AuthLayer {
     /// gets `403` and a page naming them with a sign-out button, for every page but the
     /// sign-in and sign-out ones (see [`Access`]). Any signed-in user by default.
     pub fn access(mut self, access: Access) -> Self {
-        self.config_mut().access = (!access.is_open()).then(|| Arc::new(access));
+        let config = self.config_mut();
+        config.access = (!access.is_open()).then(|| Arc::new(access));
+        config.rules |= config.access.is_some();
         self
     }
 
@@ -280,10 +293,11 @@ impl AuthLayer {
         }
     }
 
-    /// The groups access rules name, kept first in session cookies (filled in by
-    /// `AppBuilder::build`).
-    pub(crate) fn rule_groups(mut self, groups: Vec<String>) -> Self {
+    /// Whether mounts have access rules (`rules`), and the groups they name, kept first in
+    /// session cookies (filled in by `AppBuilder::build`).
+    pub(crate) fn rule_groups(mut self, rules: bool, groups: Vec<String>) -> Self {
         let config = self.config_mut();
+        config.rules |= rules;
         if let Some(access) = &config.access {
             let named = access.named_groups().to_vec();
             config.rule_groups = named;
@@ -665,7 +679,10 @@ impl AuthLayer {
     }
 
     fn config_mut(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+        let config = Arc::make_mut(&mut self.config);
+        // What verified under the old configuration must be verified again.
+        config.verified = Arc::default();
+        config
     }
 }
 
@@ -691,7 +708,10 @@ impl fmt::Debug for Config {
             .field("health_mounts", &self.health_mounts)
             .field("old_cookie_keys", &self.old_keys.len())
             .field("old_tokens", &self.old_tokens.len())
-            .field("oidc", &self.provider.as_ref().map(|provider| &provider.settings))
+            .field(
+                "oidc",
+                &self.provider.as_ref().map(|provider| &provider.settings),
+            )
             .field("proxy_identity", &self.front)
             .field("access", &self.access)
             .field("admins", &self.admins)

@@ -108,9 +108,12 @@ pub(crate) fn handle(config: &Config, req: &Request<Body>) -> Response<Body> {
     let Some(code) = code else {
         return refused();
     };
-    let redeemed = config.attempt(req.extensions(), req.headers(), audit::Method::SignInLink, || {
-        config.links.redeem(code.as_bytes(), Instant::now())
-    });
+    let redeemed = config.attempt(
+        req.extensions(),
+        req.headers(),
+        audit::Method::SignInLink,
+        || config.links.redeem(code.as_bytes(), Instant::now()),
+    );
     let next = match redeemed {
         Ok(Some(next)) => next,
         Ok(None) => {

@@ -15,9 +15,7 @@ use super::layer::Config;
 use super::limit::retry_after_secs;
 use super::provider;
 use crate::html::escape;
-use crate::response::{
-    bad_request, method_not_allowed, no_store, plain, redirect, retry_after,
-};
+use crate::response::{bad_request, method_not_allowed, no_store, plain, redirect, retry_after};
 use crate::{audit, Body, User};
 
 /// The path of the login page, relative to the service root.
@@ -121,9 +119,12 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     if password.is_empty() {
         return page(next, Some("Password is required"));
     }
-    let checked = config.attempt(&parts.extensions, &parts.headers, audit::Method::LoginForm, || {
-        config.token_matches(password.as_bytes()).then_some(())
-    });
+    let checked = config.attempt(
+        &parts.extensions,
+        &parts.headers,
+        audit::Method::LoginForm,
+        || config.token_matches(password.as_bytes()).then_some(()),
+    );
     match checked {
         Ok(Some(())) => {}
         Ok(None) => {
@@ -252,5 +253,4 @@ mod tests {
             assert!(!is_safe_next(bad), "{bad:?}");
         }
     }
-
 }

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 
 use super::cookie::Kind;
+use super::future::ResponseFuture;
 use super::layer::Config;
 use super::provider::now_ms;
 use super::revoke::Presented;
@@ -26,14 +26,11 @@ pub(crate) const SIGNED_OUT_PATH: &str = "/auth/signed-out";
 pub(crate) const EVERYWHERE_PATH: &str = "/auth/sign-out-everywhere";
 
 /// Serves `{base}/auth/logout`: `GET`/`HEAD` the confirmation page, `POST` the sign-out.
-pub(crate) fn handle(
-    config: Arc<Config>,
-    req: Request<Body>,
-) -> Result<BoxFuture<'static, Response<Body>>, Response<Body>> {
+pub(crate) fn handle<F>(config: Arc<Config>, req: Request<Body>) -> ResponseFuture<F> {
     match *req.method() {
-        Method::GET | Method::HEAD => Err(confirm_page()),
-        Method::POST => Ok(Box::pin(sign_out(config, req))),
-        _ => Err(no_store(method_not_allowed("GET, POST"))),
+        Method::GET | Method::HEAD => ResponseFuture::ready(confirm_page()),
+        Method::POST => ResponseFuture::boxed(Box::pin(sign_out(config, req))),
+        _ => ResponseFuture::ready(no_store(method_not_allowed("GET, POST"))),
     }
 }
 
@@ -161,4 +158,3 @@ impl Config {
         self.max_age.max(provider).saturating_mul(1000)
     }
 }
-

@@ -12,12 +12,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::cookie::{unix_now, Kind};
+use super::future::ResponseFuture;
 use super::layer::Config;
 use super::login::{is_safe_next, query_next};
 use crate::audit;
@@ -357,7 +357,6 @@ impl Provider {
             _ => None,
         }
     }
-
 }
 
 /// Starts a sign-in: the flow cookie, and a `303` to the provider. `next` is where to go
@@ -388,30 +387,24 @@ pub(crate) async fn start(config: Arc<Config>, req: Request<Body>, next: String)
 }
 
 /// Serves `{base}/auth/oidc`: `GET` starts a sign-in (`next` from the query).
-pub(crate) fn handle_start(
-    config: Arc<Config>,
-    req: Request<Body>,
-) -> Result<BoxFuture<'static, Response<Body>>, Response<Body>> {
+pub(crate) fn handle_start<F>(config: Arc<Config>, req: Request<Body>) -> ResponseFuture<F> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Err(no_store(method_not_allowed("GET")));
+        return ResponseFuture::ready(no_store(method_not_allowed("GET")));
     }
     let next = query_next(req.uri())
         .filter(|next| is_safe_next(next))
         .map_or_else(|| "/".to_owned(), |next| next.into_owned());
-    Ok(Box::pin(start(config, req, next)))
+    ResponseFuture::boxed(Box::pin(start(config, req, next)))
 }
 
 /// Serves `{base}/auth/callback`: finishes the sign-in whose flow cookie matches, sets the
 /// session cookie and answers `303` to where the user was going; clears the flow cookies it
 /// was given, whatever the outcome.
-pub(crate) fn handle_callback(
-    config: Arc<Config>,
-    req: Request<Body>,
-) -> Result<BoxFuture<'static, Response<Body>>, Response<Body>> {
+pub(crate) fn handle_callback<F>(config: Arc<Config>, req: Request<Body>) -> ResponseFuture<F> {
     if req.method() != Method::GET {
-        return Err(no_store(method_not_allowed("GET")));
+        return ResponseFuture::ready(no_store(method_not_allowed("GET")));
     }
-    Ok(Box::pin(callback(config, req)))
+    ResponseFuture::boxed(Box::pin(callback(config, req)))
 }
 
 async fn callback(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
@@ -437,13 +430,8 @@ async fn callback(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
                 .with_claims(identity.claims);
             let next = config.location(&signed_in.next);
             let lifetime = provider.settings.session_lifetime_secs();
-            let cookie = config.start_session(
-                &req,
-                user,
-                Kind::Provider,
-                lifetime,
-                audit::Method::Oidc,
-            );
+            let cookie =
+                config.start_session(&req, user, Kind::Provider, lifetime, audit::Method::Oidc);
             let mut response = no_store(redirect(StatusCode::SEE_OTHER, next));
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             response
@@ -455,13 +443,7 @@ async fn callback(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         }
     };
     for (name, _) in &flows {
-        let clear = config.cookie_header(
-            &req,
-            name,
-            "",
-            CALLBACK_PATH,
-            0,
-        );
+        let clear = config.cookie_header(&req, name, "", CALLBACK_PATH, 0);
         response.headers_mut().append(header::SET_COOKIE, clear);
     }
     response
@@ -472,9 +454,11 @@ async fn callback(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
 fn failed(config: &Config, error: &oidc::OidcError, reason: &str) -> Response<Body> {
     use oidc::OidcError as E;
     let (status, title) = match error {
-        E::NoFlow | E::FlowExpired(_) | E::StateMismatch | E::BadCallback(_) | E::CallbackIssuer(_) => {
-            (StatusCode::BAD_REQUEST, "Sign-in interrupted")
-        }
+        E::NoFlow
+        | E::FlowExpired(_)
+        | E::StateMismatch
+        | E::BadCallback(_)
+        | E::CallbackIssuer(_) => (StatusCode::BAD_REQUEST, "Sign-in interrupted"),
         E::Refused { .. } | E::TokenRefused { .. } | E::IdToken(_) | E::UserinfoSubject { .. } => {
             (StatusCode::FORBIDDEN, "Sign-in failed")
         }
@@ -498,7 +482,11 @@ pub(crate) fn unavailable(error: &OidcError) -> Response<Body> {
          <p>Try again in a moment.</p></main>",
         escape(&capitalized(&error.to_string()))
     );
-    let response = page(StatusCode::SERVICE_UNAVAILABLE, "sign-in unavailable", &body);
+    let response = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sign-in unavailable",
+        &body,
+    );
     no_store(retry_after(response, RETRY_DISCOVERY.as_secs()))
 }
 
@@ -572,7 +560,10 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("sup3rs3cr3t"), "{shown}");
         assert_eq!(config.redirect_uri(), "https://m/auth/callback");
-        assert_eq!(config.post_logout_redirect_uri(), "https://m/auth/signed-out");
+        assert_eq!(
+            config.post_logout_redirect_uri(),
+            "https://m/auth/signed-out"
+        );
         assert_eq!(config.public_path().as_deref(), Some(""));
         let nested = OidcConfig::new("https://id", "c", "s", "https://h/marimo/");
         assert_eq!(nested.public_path().as_deref(), Some("/marimo"));

@@ -6,6 +6,7 @@
 //! redirects stay right when the service is mounted under a prefix it does not know about.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -61,24 +62,10 @@ impl Config {
         }
     }
 
-    /// Where a browser loading `uri` goes back to once signed in: this page, without any
-    /// `access_token`.
-    pub(super) fn next_of(&self, uri: &Uri) -> String {
-        let path = uri.path();
-        let query = uri
-            .query()
-            .map(|query| strip_access_token(query).unwrap_or_else(|| query.to_owned()))
-            .filter(|query| !query.is_empty());
-        match query {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        }
-    }
-
     /// `303` to the login form, `next` = this page (without any `access_token`).
     pub(super) fn login_redirect(&self, uri: &Uri) -> Response<Body> {
         let path = uri.path();
-        let next = self.next_of(uri);
+        let next = next_of(uri);
         let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
         let location = match &self.base_path {
             Some(base) => format!("{base}{LOGIN_PATH}?next={next}"),
@@ -151,7 +138,9 @@ impl Config {
         }
         .copied()
         .unwrap_or_default();
-        let (value, left_out) = self.keys.mint_session(&binding, &session, &self.rule_groups);
+        let (value, left_out) = self
+            .keys
+            .mint_session(&binding, &session, &self.rule_groups);
         if left_out.claims || left_out.groups > 0 {
             tracing::warn!(
                 target: "marimo_rs::auth",
@@ -200,19 +189,27 @@ impl Config {
     }
 
     /// The session of the request's session cookie, if it has a valid one (revoked or not).
-    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Arc<Session>> {
+        let now = unix_now();
         let provider = self
             .provider
             .as_ref()
             .map(|provider| std::slice::from_ref(&provider.binding));
-        self.keys.find_session(
-            headers,
-            |kind| match kind {
-                Kind::Token => &self.token_bindings,
-                Kind::Provider => provider.unwrap_or_default(),
-            },
-            unix_now(),
-        )
+        let bindings = |kind| match kind {
+            Kind::Token => &self.token_bindings[..],
+            Kind::Provider => provider.unwrap_or_default(),
+        };
+        self.keys.session_values(headers).find_map(|value| {
+            if let Some(known) = self.verified.get(value, now) {
+                return Some(known);
+            }
+            let session = Arc::new(self.keys.open_session(value, bindings, now)?);
+            // First-format sessions (no id, expiry unknown here) are checked every time.
+            if !session.id.is_empty() {
+                self.verified.insert(value, session.clone());
+            }
+            Some(session)
+        })
     }
 
     /// The client a request came from (its peer, or behind trusted proxies the address they
@@ -221,7 +218,11 @@ impl Config {
         self.client_ip_of(req.headers(), req.extensions())
     }
 
-    pub(crate) fn client_ip_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    pub(crate) fn client_ip_of(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<IpAddr> {
         let peer = extensions.get::<RemoteAddr>().map(|addr| addr.0.ip());
         client_ip(peer, headers, &self.trusted_proxies)
     }
@@ -256,6 +257,20 @@ impl Config {
                 .origin
                 .forwarded(headers, "x-forwarded-proto")
                 .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+    }
+}
+
+/// Where a browser loading `uri` goes back to once signed in: this page, without any
+/// `access_token`.
+pub(super) fn next_of(uri: &Uri) -> String {
+    let path = uri.path();
+    let query = uri
+        .query()
+        .map(|query| strip_access_token(query).unwrap_or_else(|| query.to_owned()))
+        .filter(|query| !query.is_empty());
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     }
 }
 

@@ -86,7 +86,13 @@ impl Revocations {
 
     /// Revokes one session (`expiry`: when its cookie ends, Unix seconds). `now_ms` is now,
     /// Unix milliseconds; `lifetime_ms` the longest a session lives (for pruning).
-    pub(crate) fn revoke_session(&self, session: Presented<'_>, expiry: u64, now_ms: u64, lifetime_ms: u64) {
+    pub(crate) fn revoke_session(
+        &self,
+        session: Presented<'_>,
+        expiry: u64,
+        now_ms: u64,
+        lifetime_ms: u64,
+    ) {
         self.empty.store(false, Ordering::Release);
         if session.id.is_empty() {
             // No id to revoke alone: every session of the user issued until now goes.
@@ -173,7 +179,10 @@ mod tests {
         revoked.revoke_user("ada", 5_000, DAY_MS);
         assert!(revoked.is_revoked(session("a", "ada", 4_999)));
         assert!(revoked.is_revoked(session("b", "ada", 5_000)));
-        assert!(!revoked.is_revoked(session("c", "ada", 5_001)), "a later sign-in");
+        assert!(
+            !revoked.is_revoked(session("c", "ada", 5_001)),
+            "a later sign-in"
+        );
         assert!(!revoked.is_revoked(session("d", "bob", 1)));
         // First-format cookies (no id, issue time unknown) of that user are revoked too.
         assert!(revoked.is_revoked(session("", "ada", 0)));

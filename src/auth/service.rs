@@ -24,7 +24,7 @@ use super::link::{self, SIGN_IN_PATH};
 use super::login::{self, LOGIN_PATH};
 use super::logout::{self, EVERYWHERE_PATH, LOGOUT_PATH, SIGNED_OUT_PATH};
 use super::provider::{self, CALLBACK_PATH, START_PATH};
-use super::redirect::to_root;
+use super::redirect::{next_of, to_root};
 use super::revoke::Presented;
 use crate::access::SignedIn;
 use crate::health::{is_health_path, is_mount_health_path};
@@ -127,27 +127,23 @@ where
     /// The layer's own routes, then the check of everything else.
     fn route(&self, mut req: Request<Body>) -> Routed<S::Future> {
         let config = &self.config;
-        let boxed = |handled: Result<BoxFuture<'static, Response<Body>>, Response<Body>>| {
-            Routed::Done(match handled {
-                Ok(future) => ResponseFuture::boxed(future),
-                Err(response) => ResponseFuture::ready(response),
-            })
-        };
         let path = req.uri().path();
         if path.starts_with("/auth/") {
             let provider = config.provider.is_some();
             match path {
                 LOGIN_PATH => return Routed::Done(login::handle(Arc::clone(config), req)),
-                SIGN_IN_PATH => return Routed::Done(ResponseFuture::ready(link::handle(config, &req))),
-                LOGOUT_PATH => return boxed(logout::handle(Arc::clone(config), req)),
+                SIGN_IN_PATH => {
+                    return Routed::Done(ResponseFuture::ready(link::handle(config, &req)))
+                }
+                LOGOUT_PATH => return Routed::Done(logout::handle(Arc::clone(config), req)),
                 SIGNED_OUT_PATH => {
                     return Routed::Done(ResponseFuture::ready(logout::signed_out(config)))
                 }
                 START_PATH if provider => {
-                    return boxed(provider::handle_start(Arc::clone(config), req))
+                    return Routed::Done(provider::handle_start(Arc::clone(config), req))
                 }
                 CALLBACK_PATH if provider => {
-                    return boxed(provider::handle_callback(Arc::clone(config), req))
+                    return Routed::Done(provider::handle_callback(Arc::clone(config), req))
                 }
                 _ => {}
             }
@@ -223,13 +219,17 @@ impl Config {
         if let Some(front) = &self.front {
             let peer = req.extensions().get::<RemoteAddr>().map(|addr| addr.0.ip());
             let trusted = peer.is_some_and(|peer| {
-                self.trusted_proxies.iter().any(|proxy| proxy.contains(peer))
+                self.trusted_proxies
+                    .iter()
+                    .any(|proxy| proxy.contains(peer))
             });
             match front.take(req.headers_mut(), trusted, peer) {
                 Found::Nothing => {}
                 Found::User(user) => return self.admitted(req, user, Via::Proxy),
                 Found::Verify(token) => return Checked::Verify(token),
-                Found::Invalid(reason) => return Checked::Respond(self.proxy_refused(req, &reason)),
+                Found::Invalid(reason) => {
+                    return Checked::Respond(self.proxy_refused(req, &reason))
+                }
             }
         }
         let (user, via, by_query) = match self.authenticate(req) {
@@ -256,16 +256,27 @@ impl Config {
     /// Lets an authenticated request in, unless the whole-server access rules refuse its
     /// user: removes its credentials, attaches the [`User`] (and, for a browser session,
     /// where it signs out).
-    pub(super) fn admit(&self, req: &mut Request<Body>, user: User, via: Via) -> Option<Response<Body>> {
+    pub(super) fn admit(
+        &self,
+        req: &mut Request<Body>,
+        user: User,
+        via: Via,
+    ) -> Option<Response<Body>> {
         if strip_credentials(&self.keys, req).is_err() {
             return Some(no_store(bad_request()));
         }
-        let sign_out = matches!(via, Via::Session(_)).then(|| self.sign_out_href(req.uri().path()));
+        // Only the refusal page of an access rule needs it.
+        let sign_out = (self.rules && matches!(via, Via::Session(_)))
+            .then(|| self.sign_out_href(req.uri().path()));
         if let Some(access) = &self.access {
             if !access.allows(&user) && !self.is_health_check(req) {
                 let client = self.client_ip(req);
                 audit::access_denied(user.name(), client, "/", req.uri().path());
-                return Some(crate::access::forbidden(&user, sign_out.as_deref(), is_page_load(req)));
+                return Some(crate::access::forbidden(
+                    &user,
+                    sign_out.as_deref(),
+                    is_page_load(req),
+                ));
             }
         }
         if let Some(sign_out) = sign_out {
@@ -307,7 +318,11 @@ impl Config {
                     issued_ms: session.issued_ms,
                 };
                 if !self.revocations.is_revoked(presented) {
-                    return Ok(Some((session.user, Via::Session(session.kind), false)));
+                    return Ok(Some((
+                        session.user.clone(),
+                        Via::Session(session.kind),
+                        false,
+                    )));
                 }
                 tracing::debug!(
                     target: "marimo_rs::auth",
@@ -322,9 +337,12 @@ impl Config {
         // Each credential presented spends its own allowance: a request carrying both kinds
         // tests no more guesses than it pays for.
         if let Some(candidate) = req.uri().query().and_then(access_token) {
-            let checked = self.attempt(req.extensions(), headers, audit::Method::AccessToken, || {
-                self.token_matches(candidate.as_bytes()).then_some(())
-            })?;
+            let checked = self.attempt(
+                req.extensions(),
+                headers,
+                audit::Method::AccessToken,
+                || self.token_matches(candidate.as_bytes()).then_some(()),
+            )?;
             if checked.is_some() {
                 return Ok(Some((User::new(DEFAULT_USER), Via::Token, true)));
             }
@@ -332,7 +350,11 @@ impl Config {
         let Some(authorization) = headers.get(header::AUTHORIZATION) else {
             return Ok(None);
         };
-        let method = if authorization.as_bytes().get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic ")) {
+        let method = if authorization
+            .as_bytes()
+            .get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
+        {
             audit::Method::Basic
         } else {
             audit::Method::Bearer
@@ -420,7 +442,7 @@ impl Config {
             // With the identity provider alone, straight to it; otherwise the login page,
             // which offers every method.
             if let (None, Some(_)) = (&self.token, &self.provider) {
-                let next = self.next_of(req.uri());
+                let next = next_of(req.uri());
                 let req = std::mem::take(req);
                 return Checked::Redirect(Box::pin(provider::start(Arc::clone(self), req, next)));
             }

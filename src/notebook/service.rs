@@ -116,7 +116,10 @@ impl NotebookService {
             // The session is recorded once the backend accepted the socket; the tunnel holds
             // the record (through `slot`) for as long as it is open.
             let session = sessions::from_query(&req);
-            let user = req.extensions().get::<crate::User>().map(|user| user.name().to_owned());
+            let user = req
+                .extensions()
+                .get::<crate::User>()
+                .map(|user| user.name().to_owned());
             let slot = Arc::new(std::sync::Mutex::new(None));
             let response = match self.backend.tunnel(req, Arc::clone(&slot)).await {
                 Ok(response) => response,

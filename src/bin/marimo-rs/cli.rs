@@ -105,7 +105,7 @@ pub(crate) struct ServeArgs {
     /// What only the configuration file can say (per-mount access rules, claim names, a
     /// front proxy's identity), filled in from --config.
     #[arg(skip)]
-    pub(crate) file: crate::config::Extras,
+    pub(crate) file: Box<crate::config::Extras>,
     #[command(flatten)]
     pub(crate) app: AppArgs,
     #[command(flatten)]
@@ -253,7 +253,12 @@ pub(crate) struct IdentityArgs {
     pub(crate) oidc_client_secret_file: Option<PathBuf>,
     /// The scopes to ask the identity provider for, comma-separated [default:
     /// openid,profile,email]
-    #[arg(long, value_name = "openid,email,…", value_delimiter = ',', requires = "oidc_issuer")]
+    #[arg(
+        long,
+        value_name = "openid,email,…",
+        value_delimiter = ',',
+        requires = "oidc_issuer"
+    )]
     pub(crate) oidc_scopes: Option<Vec<String>>,
     /// Where browsers reach this server (`https://marimo.example.com`), for the identity
     /// provider's redirect [default: http://HOST:PORT plus --base-url]

@@ -143,7 +143,9 @@ impl TryFrom<String> for MountPath {
         if path.starts_with('/') {
             Ok(Self(path))
         } else {
-            Err(format!("invalid mount path {path:?}: it must start with `/`, e.g. \"/apps\""))
+            Err(format!(
+                "invalid mount path {path:?}: it must start with `/`, e.g. \"/apps\""
+            ))
         }
     }
 }
@@ -229,11 +231,19 @@ pub(crate) fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(), CliError>
         matches
             .subcommand_matches("serve")
             .and_then(|sub| sub.value_source(id))
-            .is_some_and(|source| matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable))
+            .is_some_and(|source| {
+                matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable)
+            })
     };
     // Relative paths in the file are relative to the file.
     let dir = path.parent().map(Path::to_owned).unwrap_or_default();
-    let near = |file: PathBuf| if file.is_absolute() { file } else { dir.join(file) };
+    let near = |file: PathBuf| {
+        if file.is_absolute() {
+            file
+        } else {
+            dir.join(file)
+        }
+    };
 
     let server = &mut args.server;
     if let (Some(host), false) = (file.host, given("host")) {
@@ -246,7 +256,11 @@ pub(crate) fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(), CliError>
         server.base_url = file.base_url;
     }
     if !given("trusted_proxies") && !file.trusted_proxies.is_empty() {
-        server.trusted_proxies = file.trusted_proxies.into_iter().map(|proxy| proxy.0).collect();
+        server.trusted_proxies = file
+            .trusted_proxies
+            .into_iter()
+            .map(|proxy| proxy.0)
+            .collect();
     }
     if let (Some(include), false) = (file.include_code, given("include_code")) {
         args.app.include_code = include;
@@ -268,9 +282,15 @@ pub(crate) fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(), CliError>
         identity.allow_groups = rules.groups;
         identity.allow_email_domains = rules.email_domains;
     }
-    let auth_given = ["token", "auth", "token_password", "token_password_file", "no_token"]
-        .into_iter()
-        .any(given);
+    let auth_given = [
+        "token",
+        "auth",
+        "token_password",
+        "token_password_file",
+        "no_token",
+    ]
+    .into_iter()
+    .any(given);
     if let (Some(token_file), false) = (file.token_file, auth_given) {
         args.auth.token_password_file = Some(near(token_file));
     }
@@ -309,7 +329,11 @@ pub(crate) fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(), CliError>
     args.apps = apps;
     let mut dirs = Vec::new();
     for directory in file.directories {
-        dirs.push(format!("{}={}", directory.path.0, near(directory.directory).display()));
+        dirs.push(format!(
+            "{}={}",
+            directory.path.0,
+            near(directory.directory).display()
+        ));
         let notebooks: Vec<(String, Access)> = directory
             .notebooks
             .into_iter()
@@ -317,7 +341,9 @@ pub(crate) fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(), CliError>
             .collect();
         if directory.access.is_some() || !notebooks.is_empty() {
             let all = directory.access.map(Access::from);
-            args.file.dir_access.push((directory.path.0, all, notebooks));
+            args.file
+                .dir_access
+                .push((directory.path.0, all, notebooks));
         }
     }
     dirs.append(&mut args.dirs);
@@ -352,7 +378,9 @@ fn front_proxy(front: FrontProxy, path: &Path) -> Result<ProxyIdentity, CliError
             Ok(identity)
         }
         (true, Some(_)) => Err(bad("set either headers = true or jwks_url, not both")),
-        (false, None) => Err(bad("set headers = true (oauth2-proxy) or jwks_url (a signed assertion)")),
+        (false, None) => Err(bad(
+            "set headers = true (oauth2-proxy) or jwks_url (a signed assertion)",
+        )),
     }
 }
 
@@ -369,7 +397,8 @@ fn read(path: &Path) -> Result<File, CliError> {
 }
 
 fn parse(text: &str) -> Result<File, String> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|error| describe(text, &error, None))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|error| describe(text, &error, None))?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         describe(text, error.inner(), Some(&path))

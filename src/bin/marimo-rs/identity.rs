@@ -109,7 +109,9 @@ pub(crate) fn public_url(
     if let Some(url) = &args.public_url {
         let parsed: Result<http::Uri, _> = url.parse();
         return match parsed {
-            Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() && uri.query().is_none() => {
+            Ok(uri)
+                if uri.scheme().is_some() && uri.authority().is_some() && uri.query().is_none() =>
+            {
                 Ok(url.trim_end_matches('/').to_owned())
             }
             _ => Err(CliError::PublicUrl(format!(
@@ -167,7 +169,10 @@ mod tests {
             public_url(&args, "127.0.0.1", 8080, Some("/m")).unwrap(),
             "http://127.0.0.1:8080/m"
         );
-        assert_eq!(public_url(&args, "::1", 80, None).unwrap(), "http://[::1]:80");
+        assert_eq!(
+            public_url(&args, "::1", 80, None).unwrap(),
+            "http://[::1]:80"
+        );
         assert!(public_url(&args, "0.0.0.0", 80, None).is_err());
         let given = IdentityArgs {
             public_url: Some("https://m.example.com/".into()),
@@ -194,8 +199,10 @@ mod tests {
             layer(None, None, &args, &Extras::default()),
             Err(CliError::RulesWithoutSignIn)
         ));
-        assert!(layer(None, None, &IdentityArgs::default(), &Extras::default())
-            .unwrap()
-            .is_none());
+        assert!(
+            layer(None, None, &IdentityArgs::default(), &Extras::default())
+                .unwrap()
+                .is_none()
+        );
     }
 }

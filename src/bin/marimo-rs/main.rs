@@ -104,6 +104,9 @@ fn init_logging(level: Option<cli::LogLevel>, audit_log: Option<&Path>) -> Resul
         }
         None => None,
     };
-    tracing_subscriber::registry().with(stderr).with(audit).init();
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit)
+        .init();
     Ok(())
 }

@@ -51,7 +51,8 @@ pub(crate) async fn run(mut command: Command) -> Result<(), CliError> {
     })?;
     let oidc = match identity.oidc_issuer {
         Some(_) => {
-            let public = identity::public_url(&identity, &server.host, address.port(), base.as_deref())?;
+            let public =
+                identity::public_url(&identity, &server.host, address.port(), base.as_deref())?;
             identity::oidc_config(&identity, &extras, &public)?
         }
         None => None,
@@ -170,7 +171,7 @@ fn take_identity(command: &mut Command) -> (IdentityArgs, Extras) {
         Command::New(args) => std::mem::take(&mut args.identity),
     };
     let extras = match command {
-        Command::Serve(args) => std::mem::take(&mut args.file),
+        Command::Serve(args) => std::mem::take(&mut *args.file),
         _ => Extras::default(),
     };
     (identity, extras)
@@ -253,7 +254,9 @@ fn plan(
             }
             for (path, directory) in dirs {
                 let mut mount = Mount::directory(directory);
-                if let Some((_, all, notebooks)) = extras.dir_access.iter().find(|(at, ..)| *at == path) {
+                if let Some((_, all, notebooks)) =
+                    extras.dir_access.iter().find(|(at, ..)| *at == path)
+                {
                     if let Some(all) = all {
                         mount = mount.access(all.clone());
                     }
