@@ -625,4 +625,34 @@ mod tests {
         let req = prepare_request(req, "", Via::Pool);
         assert_ne!(req.headers()[&USER_HEADER], "forged");
     }
+
+    #[test]
+    fn front_proxy_identity_headers_never_reach_a_backend() {
+        for via in [Via::Pool, Via::Tunnel] {
+            let mut req = Request::get("/x").body(Body::empty()).unwrap();
+            for name in [
+                "x-forwarded-user",
+                "x-forwarded-email",
+                "x-forwarded-groups",
+                "x-forwarded-preferred-username",
+                "x-pomerium-jwt-assertion",
+            ] {
+                req.headers_mut()
+                    .insert(name, HeaderValue::from_static("admin"));
+            }
+            let req = prepare_request(req, "", via);
+            let left: Vec<&str> = req
+                .headers()
+                .keys()
+                .map(|name| name.as_str())
+                .filter(|name| {
+                    name.contains("user")
+                        || name.contains("pomerium")
+                        || name.contains("email")
+                        || name.contains("groups")
+                })
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
 }
