@@ -11,7 +11,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tower::util::ServiceExt;
 
@@ -230,12 +229,11 @@ pub(crate) fn forbidden(user: &User, sign_out: Option<&str>, page: bool) -> Resp
         "<h1>No access</h1><p>You are signed in as {who}, who may not open this page.</p>\
          {action}"
     );
-    let mut response = crate::response::page(StatusCode::FORBIDDEN, "No access", &body);
-    response.headers_mut().insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    no_store(response)
+    no_store(crate::response::page(
+        StatusCode::FORBIDDEN,
+        "No access",
+        &body,
+    ))
 }
 
 #[cfg(test)]

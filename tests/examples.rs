@@ -592,15 +592,11 @@ async fn oidc_signs_in_at_the_provider_and_the_group_rule_decides() {
         .starts_with(&provider.issuer));
 
     let sign_in = |login: &'static str| {
-        let example = &example;
+        let start = example.url("/auth/oidc?next=%2F");
         let issuer = provider.issuer.clone();
         async move {
             let mut browser = oidc::Browser::default();
-            let start = browser.get(&example.url("/auth/oidc?next=%2F")).await;
-            let callback = browser
-                .sign_in_at_provider(&issuer, &start.location.unwrap(), login)
-                .await;
-            let back = browser.get(&callback).await;
+            let back = browser.sign_in_through(&start, &issuer, login).await;
             assert_eq!(back.status, StatusCode::SEE_OTHER, "{back:?}");
             browser.cookie_named("marimo_rs_session_").unwrap()
         }

@@ -11,27 +11,12 @@ mod common;
 mod oidc;
 
 use std::path::Path;
-use std::process::ExitStatus;
 use std::time::Duration;
 
 use common::marimo::{is_notebook_page, kernel, until_output};
-use common::process::{marimo_rs, MarimoRs, STOP};
+use common::process::{finish, marimo_rs, MarimoRs};
 use common::{example_notebook, Site, HTML};
 use http::StatusCode;
-use tokio::process::Command;
-
-/// Runs `command` to completion (it must not start a server).
-async fn finish(mut command: Command) -> (ExitStatus, String, String) {
-    let output = tokio::time::timeout(STOP, command.output())
-        .await
-        .expect("marimo-rs exits by itself")
-        .unwrap();
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// The client secret in a file of `dir`, with a newline as editors leave it.
 fn secret_file(dir: &Path) -> String {
@@ -121,12 +106,9 @@ async fn config_file_errors_name_the_file_the_line_and_the_key() {
 /// Signs in at `server` as `login` through the provider; returns the session cookie.
 async fn sign_in(server: &MarimoRs, issuer: &str, login: &str) -> String {
     let mut browser = oidc::Browser::default();
-    let start = browser.get(&server.url("/auth/oidc?next=%2F")).await;
-    assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
-    let callback = browser
-        .sign_in_at_provider(issuer, &start.location.unwrap(), login)
+    let back = browser
+        .sign_in_through(&server.url("/auth/oidc?next=%2F"), issuer, login)
         .await;
-    let back = browser.get(&callback).await;
     assert_eq!(back.status, StatusCode::SEE_OTHER, "{back:?}");
     browser.cookie_named("marimo_rs_session_").unwrap()
 }

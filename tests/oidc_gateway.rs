@@ -66,8 +66,9 @@ async fn to_callback(
 /// Signs in at `gateway` as `login`; returns the browser holding the session cookie and the
 /// gateway's answer to the callback.
 async fn sign_in(gateway: &Gateway, issuer: &str, login: &str, next: &str) -> (Browser, Page) {
-    let (mut browser, callback, _) = to_callback(gateway, issuer, login, next).await;
-    let back = browser.get(&callback).await;
+    let mut browser = Browser::default();
+    let start = gateway.url(&format!("/auth/oidc?next={}", encode(next)));
+    let back = browser.sign_in_through(&start, issuer, login).await;
     (browser, back)
 }
 
@@ -91,6 +92,14 @@ fn session(browser: &Browser) -> String {
 
 fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A gateway for `issuer` that answers who it sees at every path (see [`whoami`]).
+async fn whoami_gateway(issuer: &str) -> Gateway {
+    gateway(issuer, |config| {
+        create_app().with_service("/", whoami()).oidc(config)
+    })
+    .await
 }
 
 /// A stand-in mount that answers who it sees: `user=NAME email=… groups=a,b`, and the
@@ -254,10 +263,7 @@ async fn sign_out_revokes_the_session_and_continues_at_the_provider() {
     let Some(issuer) = oidc::shared_issuer() else {
         return;
     };
-    let gateway = gateway(issuer, |config| {
-        create_app().with_service("/", whoami()).oidc(config)
-    })
-    .await;
+    let gateway = whoami_gateway(issuer).await;
     let (mut browser, _) = sign_in(&gateway, issuer, "ada", "/").await;
     let copy = session(&browser);
     assert!(gateway
@@ -403,10 +409,7 @@ async fn forged_replayed_and_invalid_callbacks_are_refused() {
     // Its own provider: its next ID token is changed below.
     let provider = Provider::start(&oidc::gateway_config()).await;
     let issuer = provider.issuer.clone();
-    let gateway = gateway(&issuer, |config| {
-        create_app().with_service("/", whoami()).oidc(config)
-    })
-    .await;
+    let gateway = whoami_gateway(&issuer).await;
 
     // A tampered `state`: 400, nothing signed in, the flow cookie cleared anyway.
     let (mut browser, callback, _) = to_callback(&gateway, &issuer, "ada", "/").await;
@@ -480,10 +483,7 @@ async fn key_rotation_is_followed_and_signed_in_requests_never_ask_the_provider(
     }
     let mut provider = Provider::start(&oidc::gateway_config()).await;
     let issuer = provider.issuer.clone();
-    let gateway = gateway(&issuer, |config| {
-        create_app().with_service("/", whoami()).oidc(config)
-    })
-    .await;
+    let gateway = whoami_gateway(&issuer).await;
     let before = session(&sign_in(&gateway, &issuer, "ada", "/").await.0);
     // The provider rotates its signing key (a restart with a new key on the same port).
     provider.restart_with_key("key-2").await;
@@ -513,10 +513,7 @@ async fn a_provider_down_at_start_gives_a_503_page_until_it_answers() {
         probe.local_addr().unwrap().port()
     };
     let issuer = format!("http://127.0.0.1:{port}");
-    let gateway = gateway(&issuer, |config| {
-        create_app().with_service("/", whoami()).oidc(config)
-    })
-    .await;
+    let gateway = whoami_gateway(&issuer).await;
     let down = gateway.get("/", &[HTML]).await;
     assert_eq!(
         down.status,

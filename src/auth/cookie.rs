@@ -163,23 +163,15 @@ impl CookieKeys {
         if version != VERSION || parts.next().is_some() {
             return None;
         }
-        let expiry = parse_expiry(expiry)?;
-        if expiry <= now {
-            return None;
-        }
-        // 43 characters decode to 32 bytes; the spare room lets longer input fail cleanly.
-        let mut tag = [0u8; 48];
-        let tag = match URL_SAFE_NO_PAD.decode_slice(mac, &mut tag) {
-            Ok(32) => &tag[..32],
-            _ => return None,
-        };
+        let expiry = unexpired(expiry, now)?;
+        let tag = decode_tag(mac)?;
         let username = URL_SAFE_NO_PAD.decode(user).ok()?;
         let username = String::from_utf8(username).ok()?;
         let valid = self.keys.iter().any(|key| {
             token_digests.iter().any(|token_digest| {
                 let mut state = key.clone();
                 feed(&mut state, token_digest, &username, expiry);
-                state.verify_slice(tag).is_ok()
+                state.verify_slice(&tag).is_ok()
             })
         });
         valid.then_some(username)
@@ -205,12 +197,7 @@ impl CookieKeys {
         token_digests: &[&[u8; 32]],
         now: u64,
     ) -> Option<String> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .flat_map(|header| cookie_pieces(header.as_bytes()))
-            .filter_map(|piece| self.our_value(piece))
-            .take(MAX_CANDIDATES)
+        self.session_values(headers)
             .find_map(|value| self.verify_any(token_digests, value, now))
     }
 
@@ -415,20 +402,13 @@ impl CookieKeys {
             "p" => Kind::Provider,
             _ => return None,
         };
-        let expiry = parse_expiry(expiry)?;
-        if expiry <= now {
-            return None;
-        }
-        let mut tag = [0u8; 48];
-        let tag = match URL_SAFE_NO_PAD.decode_slice(mac, &mut tag) {
-            Ok(32) => &tag[..32],
-            _ => return None,
-        };
+        let expiry = unexpired(expiry, now)?;
+        let tag = decode_tag(mac)?;
         let valid = self.keys.iter().any(|key| {
             bindings(kind).iter().any(|binding| {
                 let mut state = key.clone();
                 feed_v2(&mut state, binding, kind, expiry, payload);
-                state.verify_slice(tag).is_ok()
+                state.verify_slice(&tag).is_ok()
             })
         });
         if !valid {
@@ -537,12 +517,26 @@ fn truncate_chars(text: &mut String, max: usize) {
     }
 }
 
-/// A cookie's expiry: 1 to 20 decimal digits.
-fn parse_expiry(text: &str) -> Option<u64> {
+/// A cookie's expiry (1 to 20 decimal digits), if it is after `now`.
+fn unexpired(text: &str, now: u64) -> Option<u64> {
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    text.parse().ok()
+    text.parse().ok().filter(|&expiry| expiry > now)
+}
+
+/// A cookie's MAC: 43 base64url characters, 32 bytes.
+fn decode_tag(mac: &str) -> Option<[u8; 32]> {
+    // The spare room lets longer input fail cleanly.
+    let mut tag = [0u8; 48];
+    match URL_SAFE_NO_PAD.decode_slice(mac, &mut tag) {
+        Ok(32) => {
+            let mut exact = [0u8; 32];
+            exact.copy_from_slice(&tag[..32]);
+            Some(exact)
+        }
+        _ => None,
+    }
 }
 
 fn feed_v2(state: &mut HmacSha256, binding: &[u8; 32], kind: Kind, expiry: u64, payload: &str) {

@@ -399,6 +399,19 @@ impl Browser {
         }
     }
 
+    /// Signs in at a gateway as `login`: `GET start` (the gateway's `/auth/oidc?next=…`,
+    /// which must send the browser to `issuer`), the provider's pages, then the callback,
+    /// once. Returns the gateway's answer to the callback (the session cookie is then in the
+    /// jar: [`cookie_named`](Self::cookie_named)).
+    pub async fn sign_in_through(&mut self, start: &str, issuer: &str, login: &str) -> Page {
+        let to_provider = self.get(start).await;
+        assert_eq!(to_provider.status, StatusCode::SEE_OTHER, "{to_provider:?}");
+        let location = to_provider.location.expect("a redirect to the provider");
+        assert!(location.starts_with(issuer), "{location}");
+        let callback = self.sign_in_at_provider(issuer, &location, login).await;
+        self.get(&callback).await
+    }
+
     /// Follows `authorization_url` through the provider's login (as `login`, any password)
     /// and consent pages until the provider redirects away from itself; returns that URL (the
     /// client's callback with `code` and `state`), not followed.

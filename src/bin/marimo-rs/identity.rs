@@ -1,7 +1,6 @@
 //! Who may sign in, and how: the identity provider, whole-server access rules, a front
 //! proxy's identity and the audit log, from the identity flags and the configuration file.
 
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -136,22 +135,10 @@ pub(crate) fn public_url(
 
 /// Reads the client secret from `path` (`-`: standard input), without one trailing newline.
 fn read_secret(path: &Path) -> Result<Vec<u8>, CliError> {
-    let error = |source| CliError::SecretFile {
+    let secret = crate::files::read_secret(path).map_err(|source| CliError::SecretFile {
         path: path.to_owned(),
         source,
-    };
-    let mut secret = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin().read_to_end(&mut secret).map_err(error)?;
-    } else {
-        secret = std::fs::read(path).map_err(error)?;
-    }
-    if secret.ends_with(b"\n") {
-        secret.pop();
-        if secret.ends_with(b"\r") {
-            secret.pop();
-        }
-    }
+    })?;
     if secret.is_empty() {
         return Err(CliError::EmptySecret(path.to_owned()));
     }
