@@ -469,8 +469,9 @@ impl AuthLayer {
 
     /// Always (`true`) or never (`false`) marks the session cookie `Secure`, instead of
     /// deciding per request (`Secure` when the request URI, or the [`OriginalUri`](crate::OriginalUri) recorded by
-    /// an outer marimo_rs router, is `https`, or when `X-Forwarded-Proto: https` and
-    /// [`trust_forwarded_headers`](Self::trust_forwarded_headers) is on).
+    /// an outer marimo_rs router, is `https`, when `X-Forwarded-Proto: https` and
+    /// [`trust_forwarded_headers`](Self::trust_forwarded_headers) is on, or when the identity
+    /// provider's public URL is `https`).
     pub fn secure_cookie(mut self, secure: bool) -> Self {
         self.config_mut().secure_cookie = Some(secure);
         self

@@ -257,6 +257,11 @@ impl Config {
                 .origin
                 .forwarded(headers, "x-forwarded-proto")
                 .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+            // Browsers reach the service at the identity provider's redirect URI.
+            || self
+                .provider
+                .as_ref()
+                .is_some_and(|provider| provider.settings.redirect_uri().starts_with("https:"))
     }
 }
 
@@ -318,5 +323,26 @@ mod tests {
         assert_eq!(plain.config.cookie_path(&extensions), "/dash");
         extensions.insert(MountPrefix("/a;b".into()));
         assert_eq!(plain.config.cookie_path(&extensions), "/");
+    }
+
+    #[test]
+    fn cookies_of_an_https_public_url_are_secure_and_under_its_path() {
+        let layer = AuthLayer::oidc(crate::OidcConfig::new(
+            "https://id.example",
+            "c",
+            "s",
+            "https://example.com/marimo",
+        ));
+        let req = Request::get("/auth/oidc").body(Body::empty()).unwrap();
+        let flow = layer
+            .config
+            .cookie_header(&req, "f", "v", "/auth/callback", 600);
+        assert_eq!(
+            flow.to_str().unwrap(),
+            "f=v; Path=/marimo/auth/callback; Max-Age=600; HttpOnly; SameSite=Lax; Secure"
+        );
+        let plain = AuthLayer::oidc(crate::OidcConfig::for_tests("https://id.example"));
+        let session = plain.config.cookie_header(&req, "s", "v", "", 60);
+        assert!(!session.to_str().unwrap().contains("Secure"), "{session:?}");
     }
 }
