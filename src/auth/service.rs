@@ -102,7 +102,9 @@ where
                 ResponseFuture::inner(inner.call(req))
             }
             Routed::Deferred(check) => {
-                let mut inner = self.inner.clone();
+                // The instance `poll_ready` prepared waits for the check.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::deferred(check, Box::new(move |req| inner.call(req)))
             }
         };

@@ -3,6 +3,7 @@
 //! ```text
 //! marimo-rs run my_notebook.py --auth --token="sup3rs3cr3t"
 //! marimo-rs serve --app /=index.py --app /dashboard=dashboard.py --dir /apps=notebooks
+//! marimo-rs serve --config marimo-rs.toml       # identity provider, access rules, audit log
 //! marimo-rs edit my_notebook.py
 //! marimo-rs new
 //! ```
