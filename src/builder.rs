@@ -13,9 +13,10 @@ use tower::util::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::access::{self, Access};
 use crate::access_log::AccessLog;
 use crate::admin::{self, Admin, Gate, MountInfo, Ops, UserGate};
-use crate::auth::{AuthLayer, Token};
+use crate::auth::{AuthLayer, OidcConfig, Token};
 use crate::body::{Body, BoxError};
 use crate::directory::{DirectoryMount, DirectoryService, Gallery, Listed, NotebookFile};
 use crate::error::BuildError;
@@ -79,6 +80,8 @@ pub fn create_app() -> AppBuilder {
 pub struct Mount {
     kind: MountKind,
     layers: Layers,
+    /// Who may open it (`None`: whoever the app's auth lets in).
+    access: Option<Access>,
 }
 
 enum MountKind {
@@ -103,6 +106,7 @@ impl std::fmt::Debug for Mount {
         f.debug_struct("Mount")
             .field("kind", &kind)
             .field("layers", &self.layers.len())
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -120,6 +124,7 @@ impl Mount {
         Self {
             kind: MountKind::Service(service.into_mount_service()),
             layers: Layers::default(),
+            access: None,
         }
     }
 
@@ -131,6 +136,7 @@ impl Mount {
         Self {
             kind: MountKind::Notebook(root.into()),
             layers: Layers::default(),
+            access: None,
         }
     }
 
@@ -162,6 +168,7 @@ impl Mount {
         Self {
             kind: MountKind::Edit(root.into()),
             layers: Layers::default(),
+            access: None,
         }
     }
 
@@ -229,12 +236,71 @@ impl Mount {
         }
     }
 
+    /// Who may open this mount (see [`Access`]): a signed-in user the rules refuse gets
+    /// `403` and a page naming them with a sign-out button, before the mount's layers run
+    /// and without its notebook backend being started or touched. On a notebook directory,
+    /// the same as [`DirectoryMount::access`]. Any signed-in user by default.
+    ///
+    /// The rules need a [`User`](crate::User): the app's auth ([`AppBuilder::auth`],
+    /// [`AppBuilder::oidc`]) or a host's middleware in [`AppBuilder::layer`] provides it;
+    /// without one, every request but health probes is refused.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use marimo_rs::{create_app, Access, Mount, OidcConfig};
+    ///
+    /// let app = create_app()
+    ///     .mount(
+    ///         "/finance",
+    ///         Mount::app("examples/notebooks/intro.py")
+    ///             .access(Access::signed_in().groups(["finance", "admins"])),
+    ///     )
+    ///     .oidc(OidcConfig::new(
+    ///         "https://id.example.com/realms/acme",
+    ///         "marimo",
+    ///         "client secret",
+    ///         "https://marimo.example.com",
+    ///     ))
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn access(mut self, access: Access) -> Self {
+        match &mut self.kind {
+            MountKind::Directory(directory) => {
+                let taken = std::mem::replace(directory, DirectoryMount::new(PathBuf::new()));
+                *directory = taken.access(access);
+            }
+            _ => self.access = Some(access),
+        }
+        self
+    }
+
+    /// The groups this mount's rules name.
+    fn named_groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .access
+            .iter()
+            .flat_map(|access| access.named_groups().iter().cloned())
+            .collect();
+        if let MountKind::Directory(directory) = &self.kind {
+            groups.extend(directory.access.named_groups());
+        }
+        groups
+    }
+
+    /// Whether this mount has access rules.
+    fn has_rules(&self) -> bool {
+        let directory = matches!(&self.kind, MountKind::Directory(d) if d.access.is_set());
+        directory || self.access.as_ref().is_some_and(|access| !access.is_open())
+    }
+
     fn into_service(
         self,
         path: &MountPath,
         ctx: &mut BuildContext,
     ) -> Result<MountService, BuildError> {
-        match self.kind {
+        let service = match self.kind {
             MountKind::Gallery => {
                 let listed = std::mem::take(&mut ctx.listed);
                 let gallery = Gallery::new(path.as_str(), listed).into_mount_service();
@@ -244,7 +310,12 @@ impl Mount {
             MountKind::Directory(directory) => ctx.directory(path, directory, self.layers),
             MountKind::Notebook(root) => ctx.notebook(path, root, Mode::Run, &self.layers),
             MountKind::Edit(root) => ctx.notebook(path, root, Mode::Edit, &self.layers),
-        }
+        }?;
+        // The rules come first: a refused user reaches neither the layers nor the backend.
+        Ok(match self.access.filter(|access| !access.is_open()) {
+            Some(access) => access::guard(Arc::new(access), path.to_string(), service),
+            None => service,
+        })
     }
 }
 
@@ -254,6 +325,7 @@ impl From<DirectoryMount> for Mount {
         Self {
             kind: MountKind::Directory(directory),
             layers,
+            access: None,
         }
     }
 }
@@ -285,10 +357,12 @@ fn gallery_listing(mounts: &[(String, Mount)]) -> Vec<Listed> {
                 MountKind::Notebook(root) => Some(Listed::App {
                     path,
                     name: root.file_stem()?.to_string_lossy().into_owned(),
+                    access: mount.access.clone().map(Arc::new),
                 }),
                 MountKind::Directory(directory) => Some(Listed::Directory {
                     path,
                     directory: std::path::absolute(&directory.directory).ok()?,
+                    rules: directory.access.clone(),
                     validate: directory.validate.clone(),
                 }),
                 MountKind::Service(_) | MountKind::Edit(_) | MountKind::Gallery => None,
@@ -481,6 +555,7 @@ impl AppBuilder {
             Mount {
                 kind: MountKind::Gallery,
                 layers: Layers::default(),
+                access: None,
             },
         )
     }
@@ -727,6 +802,33 @@ impl AppBuilder {
         self
     }
 
+    /// Turns on sign-in with an OpenID Connect identity provider, with the default options:
+    /// shorthand for `.auth(AuthLayer::oidc(config))` (see [`AuthLayer::oidc`]; use that form
+    /// to keep the token methods on for scripts, or for whole-server access rules).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), marimo_rs::BuildError> {
+    /// use marimo_rs::{create_app, OidcConfig};
+    ///
+    /// let app = create_app()
+    ///     .with_app("/", "examples/notebooks/intro.py")
+    ///     .oidc(
+    ///         OidcConfig::new(
+    ///             "https://login.microsoftonline.com/TENANT-ID/v2.0",
+    ///             "CLIENT-ID",
+    ///             "client secret",
+    ///             "https://marimo.example.com",
+    ///         )
+    ///         .group_claims(["groups", "roles"]),
+    ///     )
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn oidc(self, config: OidcConfig) -> Self {
+        self.auth(AuthLayer::oidc(config))
+    }
+
     /// Origins (`https://app.example.com`, `http://localhost:3000`) whose pages may use the
     /// notebooks besides pages of the service's own origin, like marimo's `allow_origins`:
     /// they may send state-changing requests, open WebSockets and read event streams, and
@@ -892,6 +994,8 @@ impl AppBuilder {
         let mut table = Vec::with_capacity(self.mounts.len());
         let mut notebooks = Vec::new();
         let mut mounts = Vec::with_capacity(self.mounts.len());
+        let mut rule_groups = Vec::new();
+        let mut rules = self.auth.as_ref().is_some_and(AuthLayer::has_access_rules);
         for (raw, mount) in self.mounts {
             let path = MountPath::parse(&raw)?;
             mounts.push(MountInfo {
@@ -901,6 +1005,8 @@ impl AppBuilder {
             if matches!(mount.kind, MountKind::Notebook(_) | MountKind::Edit(_)) {
                 notebooks.push(path.as_str().to_owned());
             }
+            rule_groups.extend(mount.named_groups());
+            rules |= mount.has_rules();
             let service = mount.into_service(&path, &mut ctx)?;
             table.push((path, service));
         }
@@ -914,11 +1020,18 @@ impl AppBuilder {
             Box::new(move |path| router.mount_index(path))
         };
         let mut routed = MountService::from_body_service(Health::new(router));
+        if rules && self.auth.is_none() && self.layers.len() == 0 {
+            tracing::warn!(
+                "access rules are set but nothing signs users in (no AppBuilder::auth, \
+                 ::oidc, ::token or ::layer): every request to those mounts will be refused"
+            );
+        }
         // Load balancers probe each notebook without credentials, as marimo allows.
         let auth = self.auth.map(|auth| {
             let auth = auth
                 .with_origin_policy(policy.clone())
-                .health_mounts(notebooks);
+                .health_mounts(notebooks)
+                .rule_groups(rules, rule_groups);
             match &self.metrics {
                 Some(metrics) => auth.with_metrics(metrics.auth()),
                 None => auth,

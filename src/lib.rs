@@ -22,7 +22,9 @@
 
 // The modules in layers: each imports only from the layers before it in this list
 // (ARCHITECTURE.md, "Layers").
-// 0. Leaves: the body type, HTML escaping, replica names, the lock policy, the user.
+// 0. Leaves: the body type, HTML escaping, replica names, the lock policy, the user, the
+// audit log.
+mod audit;
 mod body;
 mod html;
 mod replica;
@@ -32,8 +34,9 @@ mod user;
 mod error;
 mod request;
 mod response;
-// 2. Building blocks: mounts, the origin guard, health answers, the proxy, the server; the
-// access log, then the metrics (which watch requests for both).
+// 2. Building blocks: mounts, access rules, the origin guard, health answers, the proxy,
+// the server; the access log, then the metrics (which watch requests for both).
+mod access;
 mod access_log;
 mod health;
 mod metrics;
@@ -55,11 +58,12 @@ mod admin;
 // 5. The composition of them all.
 mod builder;
 
+pub use access::Access;
 pub use access_log::AccessLog;
 pub use admin::Admin;
 pub use auth::{
-    Auth, AuthLayer, ResponseFuture as AuthResponseFuture, SecretError, Token, TrustedProxy,
-    TrustedProxyError,
+    Auth, AuthLayer, OidcConfig, OidcError, ProxyIdentity, ResponseFuture as AuthResponseFuture,
+    SecretError, Token, TrustedProxy, TrustedProxyError,
 };
 pub use body::{Body, BoxError};
 pub use builder::{create_app, AppBuilder, MarimoService, Mount};

@@ -32,6 +32,68 @@ pub(crate) fn html(status: StatusCode, page: impl Into<Body>) -> Response<Body> 
     with_type(status, "text/html; charset=utf-8", page.into())
 }
 
+/// The style of the gateway's own pages (login, sign-in, sign-out, refusals): one card in
+/// the middle of the page.
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f6f7;color:#111;\
+display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}\
+main,form{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);\
+display:flex;flex-direction:column;gap:.75rem;min-width:18rem;max-width:32rem}\
+main form{box-shadow:none;padding:0;min-width:0}\
+h1{font-size:1.25rem;margin:0}input,button,a.button{font:inherit;padding:.5rem}\
+a.button{text-align:center;border:1px solid #888;border-radius:3px;color:inherit;\
+text-decoration:none;background:#eee}.error{color:#b00020;margin:0}p{margin:0}";
+
+/// `Content-Security-Policy` of the gateway's own pages: nothing but their inline style and
+/// forms posting to this origin.
+static PAGE_CSP: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+    let policy = format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    HeaderValue::try_from(policy).expect("the policy is ASCII")
+});
+
+/// One of the gateway's own HTML pages: `title`, and `body` (HTML, escaped by the caller)
+/// in the page's card, with headers that keep it out of frames and scripts out of it.
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
+    let document = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"robots\" content=\"noindex\">\
+<title>marimo \u{2014} {title}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
+        title = crate::html::escape(title),
+    );
+    let mut response = html(status, document);
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone());
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// The body of `response` as text (for the unit tests).
+#[cfg(test)]
+pub(crate) async fn body_text(response: Response<Body>) -> String {
+    use http_body_util::BodyExt as _;
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// `404 Not Found`.
 pub(crate) fn not_found() -> Response<Body> {
     plain(StatusCode::NOT_FOUND, "Not Found")
@@ -106,6 +168,19 @@ mod tests {
             refused.headers()[header::CONTENT_TYPE],
             "text/plain; charset=utf-8"
         );
+
+        let page = page(StatusCode::OK, "t", "<p>x</p>");
+        let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+        assert!(
+            policy.contains(&format!("style-src 'sha256-{hash}'")),
+            "{policy}"
+        );
+        assert_eq!(page.headers()[header::X_FRAME_OPTIONS], "DENY");
 
         let moved = redirect(StatusCode::SEE_OTHER, "../auth/login?next=%2F");
         assert_eq!(moved.headers()[header::LOCATION], "../auth/login?next=%2F");

@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
 use common::marimo::Gateway;
@@ -376,9 +376,14 @@ async fn bad_cookies_are_refused() {
     let (name, value) = good.split_once('=').unwrap();
     assert_eq!(name, layer().cookie_name());
     let parts: Vec<&str> = value.split('.').collect();
-    assert_eq!(parts.len(), 4, "{value}");
-    assert_eq!(parts[0], "v1");
-    assert_eq!(parts[2], "dXNlcg", "base64url(\"user\")");
+    assert_eq!(parts.len(), 5, "{value}");
+    assert_eq!(parts[..2], ["v2", "t"], "a token session");
+    let payload = |json: &serde_json::Value| URL_SAFE_NO_PAD.encode(json.to_string());
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[3]).unwrap()).unwrap();
+    assert_eq!(claims["n"], "user");
+    claims["n"] = "admin".into();
+    let admin = payload(&claims);
     let ok = server.get("/api/x", &[("cookie", &good)]).await;
     assert_eq!(ok.status, StatusCode::OK);
 
@@ -388,7 +393,7 @@ async fn bad_cookies_are_refused() {
         bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
         String::from_utf8(bytes).unwrap()
     };
-    let later = (parts[1].parse::<u64>().unwrap() + 10_000_000).to_string();
+    let later = (parts[2].parse::<u64>().unwrap() + 10_000_000).to_string();
 
     // Cookies from other servers, under this server's cookie name.
     let other_key = TestServer::start(app_with(
@@ -418,11 +423,15 @@ async fn bad_cookies_are_refused() {
         ("tampered mac", format!("{name}={}", flip(value))),
         (
             "longer expiry",
-            format!("{name}=v1.{later}.{}.{}", parts[2], parts[3]),
+            format!("{name}=v2.t.{later}.{}.{}", parts[3], parts[4]),
         ),
         (
             "other user",
-            format!("{name}=v1.{}.YWRtaW4.{}", parts[1], parts[3]),
+            format!("{name}=v2.t.{}.{admin}.{}", parts[2], parts[4]),
+        ),
+        (
+            "a provider session",
+            format!("{name}=v2.p.{}.{}.{}", parts[2], parts[3], parts[4]),
         ),
         (
             "signed by another key",
@@ -449,6 +458,33 @@ async fn bad_cookies_are_refused() {
     )
     .await;
     assert_unauthorized(&non_utf8, "non-UTF-8 cookie");
+}
+
+/// Cookies of the first format (`v1.<expiry>.<user>.<mac>`, made before sessions carried a
+/// payload) keep their browsers signed in through an upgrade.
+#[tokio::test]
+async fn first_format_cookies_are_still_accepted() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let key = [7u8; 32];
+    let layer = AuthLayer::new(Token::new(TOKEN)).cookie_key(&key);
+    let name = layer.cookie_name().to_owned();
+    let server = TestServer::start(app_with(layer)).await;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(b"marimo-rs/session/v1\0");
+    mac.update(&Sha256::digest(TOKEN.as_bytes()));
+    mac.update(&expiry.to_be_bytes());
+    mac.update(b"ada");
+    let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    let cookie = format!("{name}=v1.{expiry}.YWRh.{tag}");
+    let reply = server.get("/who", &[("cookie", &cookie)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.brief());
+    assert!(reply.body.contains("user=ada "), "{}", reply.body);
 }
 
 #[tokio::test]

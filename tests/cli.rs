@@ -12,7 +12,7 @@ use base64::Engine as _;
 use common::marimo::{
     intro_at, kernel, kernel_ready, page_until, server_token, start_backends, until_output,
 };
-use common::process::{marimo_rs, MarimoRs, STOP};
+use common::process::{finish, marimo_rs, MarimoRs};
 use common::{assert_sent_to_login, FORM, HTML, JSON};
 use common::{
     descendants, eventually, example_notebook, send, signal, wait_gone, ws_connect, Site,
@@ -39,19 +39,6 @@ fn open_run(notebook: &Path) -> Command {
 /// Runs `marimo-rs ARGS` to completion (it must not start a server).
 async fn fail(args: &[&str]) -> (ExitStatus, String, String) {
     finish(marimo_rs(args)).await
-}
-
-/// Runs `command` to completion (it must not start a server).
-async fn finish(mut command: Command) -> (ExitStatus, String, String) {
-    let output = tokio::time::timeout(STOP, command.output())
-        .await
-        .expect("marimo-rs exits by itself")
-        .unwrap();
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 /// SIGTERM: exit status 0, nothing more on stdout, every descendant gone, no panic.

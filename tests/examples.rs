@@ -4,6 +4,9 @@
 //! exited cleanly and took its notebook backends with it; `kill_on_drop` if a test fails).
 
 mod common;
+#[allow(dead_code, unreachable_pub)]
+#[path = "common/oidc.rs"]
+mod oidc;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -25,6 +28,7 @@ const EXAMPLES: &[&str] = &[
     "hyper_server",
     "dynamic_directory",
     "nested_prefix",
+    "oidc",
 ];
 
 /// The example binaries, built once per test run (a no-op after `cargo test` built them).
@@ -561,6 +565,61 @@ async fn nested_prefix_serves_notebooks_under_marimo_next_to_the_api() {
     assert!(example.stop().await.success(), "graceful exit");
 }
 
+#[tokio::test]
+async fn oidc_signs_in_at_the_provider_and_the_group_rule_decides() {
+    if !oidc::available() {
+        return;
+    }
+    let provider = oidc::Provider::start(&oidc::gateway_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret.txt");
+    std::fs::write(&secret, format!("{}\n", oidc::CLIENT_SECRET)).unwrap();
+    let example = Example::start(
+        "oidc",
+        &[
+            ("OIDC_ISSUER", &provider.issuer),
+            ("OIDC_CLIENT_ID", oidc::CLIENT_ID),
+            ("OIDC_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
+        ],
+    )
+    .await;
+    // Not signed in: to the provider.
+    let page = example.get("/", &[HTML]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.brief());
+    assert!(page
+        .header("location")
+        .unwrap()
+        .starts_with(&provider.issuer));
+
+    let sign_in = |login: &'static str| {
+        let start = example.url("/auth/oidc?next=%2F");
+        let issuer = provider.issuer.clone();
+        async move {
+            let mut browser = oidc::Browser::default();
+            let back = browser.sign_in_through(&start, &issuer, login).await;
+            assert_eq!(back.status, StatusCode::SEE_OTHER, "{back:?}");
+            browser.cookie_named("marimo_rs_session_").unwrap()
+        }
+    };
+    let ada = sign_in("ada").await;
+    example
+        .expect_notebook(
+            "/ws?session_id=oidc-ada",
+            "/",
+            &ada,
+            "Signed in as <strong>ada</strong>; groups: <strong>analysts, admins</strong>; \
+             email: <code>ada@example.com</code>",
+        )
+        .await;
+    let admins = example.get("/admins/", &[HTML, ("cookie", &ada)]).await;
+    assert_ne!(admins.status, StatusCode::FORBIDDEN, "ada is in admins");
+    let bob = sign_in("bob").await;
+    let refused = example.get("/admins/", &[HTML, ("cookie", &bob)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.brief());
+    assert!(refused.body.contains("<b>bob</b>"), "{}", refused.body);
+    assert!(example.stop().await.success(), "graceful exit");
+}
+
 #[test]
 fn every_example_has_its_notebooks_and_a_readme_line() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -576,6 +635,7 @@ fn every_example_has_its_notebooks_and_a_readme_line() {
         );
     }
     for notebook in [
+        "notebooks/identity.py",
         "pages/index.py",
         "pages/dashboard.py",
         "pages/sales.py",

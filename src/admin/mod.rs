@@ -28,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tower_service::Service;
 
+use crate::access::Access;
 use crate::auth::{from_authorization, LimitState};
 use crate::metrics::observe::{is_admin_path, ADMIN_PATH, METRICS_PATH};
 use crate::metrics::{group_usage, BackendSample, BackendSource, Metrics};
@@ -47,7 +48,7 @@ use crate::{AuthLayer, Body, Token, User};
 /// Off unless given to [`AppBuilder::admin`](crate::AppBuilder::admin), and then open only to
 /// who it names: the holder of its [token](Admin::token) (sent as `Authorization: Bearer
 /// TOKEN`, or as the password of HTTP Basic, which is what a browser asks for), and signed-in
-/// [users](Admin::users). A request without them gets `401` (with a Basic challenge when a
+/// [users](Admin::users) or members of admin [groups](Admin::groups). A request without them gets `401` (with a Basic challenge when a
 /// token is set); a wrong token `401`, counted by the login limit like any wrong credential
 /// (`429` once the allowance is used up); a signed-in user who is not an admin `403`. Actions
 /// are `POST`s, refused (`403`) from another origin. The page shows no secret: no token,
@@ -67,17 +68,21 @@ use crate::{AuthLayer, Body, Token, User};
 /// # let _ = app;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Admin {
     token: Option<Token>,
-    users: Vec<String>,
+    /// Admin users and groups; no rule means no signed-in admin.
+    users: Access,
 }
 
 impl Admin {
-    /// An admin page nobody may open yet: give it a [token](Admin::token) or
-    /// [users](Admin::users).
+    /// An admin page nobody may open yet: give it a [token](Admin::token),
+    /// [users](Admin::users) or [groups](Admin::groups).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            token: None,
+            users: Access::signed_in(),
+        }
     }
 
     /// Opens the page to requests carrying `token` (`Authorization: Bearer TOKEN`, or Basic
@@ -99,13 +104,43 @@ impl Admin {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        self.users.extend(names.into_iter().map(Into::into));
+        self.users = self.users.users(names);
+        self
+    }
+
+    /// Opens the page to the signed-in members of these groups (the groups of the
+    /// [`User`], e.g. from the identity provider's `groups` claim). Adds to the groups given
+    /// before; a user named by [`users`](Admin::users) or in one of these groups is an admin.
+    ///
+    /// ```
+    /// use marimo_rs::Admin;
+    ///
+    /// let admin = Admin::new().users(["ada"]).groups(["platform-team"]);
+    /// # let _ = admin;
+    /// ```
+    pub fn groups<I, T>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.users = self.users.groups(groups);
         self
     }
 
     /// Whether signed-in users may be admins (the inner [`UserGate`] is needed).
     pub(crate) fn has_users(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_open()
+    }
+
+    /// Whether `user` is an admin.
+    fn is_admin(&self, user: &User) -> bool {
+        self.has_users() && self.users.allows(user)
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -489,14 +524,11 @@ impl Service<Request<Body>> for UserGate {
         else {
             return Either::Right(self.inner.call(req));
         };
-        let user = req.extensions().get::<User>().map(User::name);
-        match user {
-            Some(name) if admin.users.iter().any(|admin| admin == name) => {
-                Either::Left(Box::pin({
-                    let ops = Arc::clone(ops);
-                    async move { Ok(ops.admin(req).await) }
-                }))
-            }
+        match req.extensions().get::<User>() {
+            Some(user) if admin.is_admin(user) => Either::Left(Box::pin({
+                let ops = Arc::clone(ops);
+                async move { Ok(ops.admin(req).await) }
+            })),
             Some(_) => ready(detail(StatusCode::FORBIDDEN, "Not an admin")),
             None => ready(challenge(ADMIN_REALM)),
         }

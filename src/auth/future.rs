@@ -7,12 +7,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_util::future::BoxFuture;
 use http::header::HeaderValue;
-use http::Response;
+use http::{Request, Response};
 
-use super::login::LoginFuture;
 use crate::origin;
 use crate::Body;
+
+/// Calls the inner service with a request that was let in.
+type Call<F> = Box<dyn FnOnce(Request<Body>) -> F + Send>;
 
 pin_project_lite::pin_project! {
     /// Response future of [`Auth`](super::Auth).
@@ -28,7 +31,13 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Ready { response: Option<Response<Body>> },
-        Login { future: LoginFuture },
+        // The layer's own pages that wait on something (a form body, the identity provider).
+        Boxed { future: BoxFuture<'static, Response<Body>> },
+        // A check that must wait (a proxy's keys) before the request goes in or is refused.
+        Deferred {
+            check: BoxFuture<'static, Result<Request<Body>, Response<Body>>>,
+            call: Option<Call<F>>,
+        },
         Inner { #[pin] future: F },
     }
 }
@@ -43,9 +52,25 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(super) fn login(future: LoginFuture) -> Self {
+    /// A response that takes waiting for.
+    pub(super) fn boxed(future: BoxFuture<'static, Response<Body>>) -> Self {
         Self {
-            kind: Kind::Login { future },
+            kind: Kind::Boxed { future },
+            cors: None,
+        }
+    }
+
+    /// The inner service's answer once `check` lets the request in (`call` calls it), or
+    /// `check`'s refusal.
+    pub(super) fn deferred(
+        check: BoxFuture<'static, Result<Request<Body>, Response<Body>>>,
+        call: Call<F>,
+    ) -> Self {
+        Self {
+            kind: Kind::Deferred {
+                check,
+                call: Some(call),
+            },
             cors: None,
         }
     }
@@ -78,16 +103,29 @@ where
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = match this.kind.project() {
-            KindProj::Ready { response } => response
-                .take()
-                .expect("ResponseFuture polled after completion"),
-            KindProj::Login { future } => std::task::ready!(future.as_mut().poll(cx)),
-            KindProj::Inner { future } => match std::task::ready!(future.poll(cx)) {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+        let mut this = self.project();
+        let mut response = loop {
+            match this.kind.as_mut().project() {
+                KindProj::Ready { response } => {
+                    break response
+                        .take()
+                        .expect("ResponseFuture polled after completion")
+                }
+                KindProj::Boxed { future } => break std::task::ready!(future.as_mut().poll(cx)),
+                KindProj::Deferred { check, call } => {
+                    match std::task::ready!(check.as_mut().poll(cx)) {
+                        Ok(req) => {
+                            let call = call.take().expect("ResponseFuture polled after completion");
+                            this.kind.set(Kind::Inner { future: call(req) });
+                        }
+                        Err(response) => break response,
+                    }
+                }
+                KindProj::Inner { future } => match std::task::ready!(future.poll(cx)) {
+                    Ok(response) => break response,
+                    Err(never) => match never {},
+                },
+            }
         };
         if let Some(origin) = this.cors.take() {
             origin::allow_cors(&mut response, origin);

@@ -1,4 +1,5 @@
-//! [`AuthLayer`]: the options of token authentication, and the layer that applies them.
+//! [`AuthLayer`]: the options of authentication (token, identity provider, front proxy), and
+//! the layer that applies them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,12 +8,16 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::client_ip::TrustedProxy;
-use super::cookie::{self, CookieKeys};
+use super::cookie::{self, CookieKeys, Verified};
+use super::front::{Front, ProxyIdentity};
 use super::limit::{self, LimitState, Limiter};
 use super::link::{SignInLinks, SIGN_IN_PATH};
 use super::login;
+use super::provider::{OidcConfig, OidcError, Provider};
+use super::revoke::Revocations;
 use super::service::Auth;
 use super::token::{self, Token};
+use crate::access::Access;
 use crate::metrics::AuthCounters;
 use crate::mount::MountPath;
 use crate::origin::{self, Origin};
@@ -20,12 +25,16 @@ use crate::origin::{self, Origin};
 /// How long a session cookie lasts unless [`AuthLayer::cookie_max_age`] says otherwise.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
-/// Puts token authentication in front of a service.
+/// Puts authentication in front of a service: marimo's token ([`new`](AuthLayer::new)),
+/// sign-in with an identity provider ([`oidc`](AuthLayer::oidc)), or both, and optionally a
+/// trusted front proxy's identity ([`proxy_identity`](AuthLayer::proxy_identity)) and
+/// whole-server access rules ([`access`](AuthLayer::access)).
 ///
-/// [`AppBuilder::token`](crate::AppBuilder::token) and
-/// [`AppBuilder::auth`](crate::AppBuilder::auth) apply it to a whole built app; it also works
-/// on its own around any `Service<Request<Body>, Response = Response<Body>, Error =
-/// Infallible>`. See the [`Auth`] service for what it does to each request.
+/// [`AppBuilder::token`](crate::AppBuilder::token), [`AppBuilder::oidc`](crate::AppBuilder::oidc)
+/// and [`AppBuilder::auth`](crate::AppBuilder::auth) apply it to a whole built app; it also
+/// works on its own around any `Service<Request<Body>, Response = Response<Body>, Error =
+/// Infallible> + Clone + Send + 'static`. See the [`Auth`] service for what it does to each
+/// request.
 ///
 /// The defaults: browsers that are not signed in are sent to the login form; session cookies
 /// last 14 days, are signed with a random key made when the layer is created (so they do not
@@ -71,7 +80,10 @@ pub struct AuthLayer {
 /// Everything an [`Auth`] service needs, shared by all its clones.
 #[derive(Clone)]
 pub(crate) struct Config {
-    pub(super) token: Token,
+    /// The token, when the token methods are on (`None`: sign-in with the provider only).
+    pub(super) token: Option<Token>,
+    /// SHA-256 of the token and of the old tokens: what token sessions are bound to.
+    pub(super) token_bindings: Vec<[u8; 32]>,
     pub(super) keys: CookieKeys,
     /// The key that signs session cookies (random, given, or derived from the secret).
     pub(super) signing_key: Vec<u8>,
@@ -95,6 +107,23 @@ pub(crate) struct Config {
     /// Mount paths of the notebooks behind this layer, whose `/health` and `/healthz` are
     /// open like the root's (filled in by `AppBuilder::build`).
     pub(super) health_mounts: Vec<String>,
+    /// Sign-in with an identity provider.
+    pub(super) provider: Option<Arc<Provider>>,
+    /// Identity from a trusted front proxy.
+    pub(super) front: Option<Arc<Front>>,
+    /// Who may use the server at all (`None`: any signed-in user).
+    pub(super) access: Option<Arc<Access>>,
+    /// Who may sign other users out (besides requests with the token).
+    pub(super) admins: Option<Access>,
+    /// Sessions and users signed out, shared by every clone of the layer.
+    pub(super) revocations: Arc<Revocations>,
+    /// Groups that access rules name: kept first when a session cookie cannot hold them all.
+    pub(super) rule_groups: Vec<String>,
+    /// Whether any mount (or the layer) has access rules: signed-in requests then carry
+    /// where to sign out, for the refusal page.
+    pub(super) rules: bool,
+    /// Session cookies verified with this configuration.
+    pub(super) verified: Arc<Verified>,
     /// Sign-ins, wrong credentials and limited attempts, when the app has metrics.
     pub(super) metrics: Option<AuthCounters>,
 }
@@ -110,31 +139,184 @@ impl AuthLayer {
     ///
     /// If the operating system cannot provide random bytes for the cookie key.
     pub fn new(token: Token) -> Self {
+        Self::with_token(Some(token))
+    }
+
+    /// Sign-in with an OpenID Connect identity provider, and the default options: browsers
+    /// that are not signed in go to the provider, and come back to `{base}/auth/callback`
+    /// signed in for [`OidcConfig::session_lifetime`]; the token methods are off (turn them
+    /// on for scripts with [`token`](Self::token)). The [base path](Self::base_path) is the
+    /// path of the configuration's public URL unless set otherwise.
+    ///
+    /// The provider is discovered on the first sign-in, not here; until it answers, sign-in
+    /// pages are `503` "sign-in is unavailable: …" (retried every few seconds), while the
+    /// sessions already signed in keep working. Call [`discover`](Self::discover) at start-up
+    /// to find out at once.
+    ///
+    /// Besides the routes of [`Auth`]: `{base}/auth/oidc?next=PATH` starts a sign-in;
+    /// `{base}/auth/callback` finishes it (the flow cookie's `state` and the PKCE verifier,
+    /// the code exchange, the ID token's signature, issuer, audience, expiry and nonce);
+    /// `{base}/auth/logout` signs out (`POST`; `GET` asks first) and continues to the
+    /// provider's end-session endpoint. The session cookie carries the user's name, email
+    /// and groups (see [`User`](crate::User)); no request of a signed-in user talks to the
+    /// provider.
+    ///
+    /// ```
+    /// use marimo_rs::{AuthLayer, OidcConfig, Token};
+    ///
+    /// let auth = AuthLayer::oidc(OidcConfig::new(
+    ///     "https://accounts.google.com",
+    ///     "1234.apps.googleusercontent.com",
+    ///     "client secret",
+    ///     "https://marimo.example.com",
+    /// ))
+    /// // Scripts may keep using the token (Bearer, Basic, access_token).
+    /// .token(Token::new("for scripts"));
+    /// # let _ = auth;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot provide random bytes for the cookie key.
+    pub fn oidc(config: OidcConfig) -> Self {
+        let mut layer = Self::with_token(None);
+        let inner = layer.config_mut();
+        inner.base_path = config.public_path();
+        inner.provider = Some(Arc::new(Provider::new(config)));
+        layer
+    }
+
+    fn with_token(token: Option<Token>) -> Self {
         let mut signing_key = vec![0u8; 32];
         token::fill_random(&mut signing_key);
+        let mut config = Config {
+            token,
+            token_bindings: Vec::new(),
+            keys: CookieKeys::from_keys(&[&signing_key]),
+            signing_key,
+            old_keys: Vec::new(),
+            old_tokens: Vec::new(),
+            max_age: DEFAULT_MAX_AGE.as_secs(),
+            base_path: None,
+            secure_cookie: None,
+            basic_challenge: false,
+            origin: origin::Policy::default(),
+            limiter: Some(Arc::new(Limiter::new(
+                limit::DEFAULT_BURST,
+                limit::DEFAULT_PER,
+                limit::DEFAULT_MAX_TRACKED,
+            ))),
+            trusted_proxies: Vec::new(),
+            links: Arc::default(),
+            health_mounts: Vec::new(),
+            provider: None,
+            front: None,
+            access: None,
+            admins: None,
+            revocations: Arc::default(),
+            rule_groups: Vec::new(),
+            rules: false,
+            verified: Arc::default(),
+            metrics: None,
+        };
+        config.rebuild_bindings();
         Self {
-            config: Arc::new(Config {
-                token,
-                keys: CookieKeys::from_keys(&[&signing_key]),
-                signing_key,
-                old_keys: Vec::new(),
-                old_tokens: Vec::new(),
-                max_age: DEFAULT_MAX_AGE.as_secs(),
-                base_path: None,
-                secure_cookie: None,
-                basic_challenge: false,
-                origin: origin::Policy::default(),
-                limiter: Some(Arc::new(Limiter::new(
-                    limit::DEFAULT_BURST,
-                    limit::DEFAULT_PER,
-                    limit::DEFAULT_MAX_TRACKED,
-                ))),
-                trusted_proxies: Vec::new(),
-                links: Arc::default(),
-                health_mounts: Vec::new(),
-                metrics: None,
-            }),
+            config: Arc::new(config),
         }
+    }
+
+    /// Turns the token methods on with `token` (or replaces the token): `?access_token=`,
+    /// `Bearer`, Basic and the login form, for scripts next to an identity provider's
+    /// sign-in. With both on, the login page offers both.
+    pub fn token(mut self, token: Token) -> Self {
+        let config = self.config_mut();
+        config.token = Some(token);
+        config.rebuild_bindings();
+        self
+    }
+
+    /// Who may use the server at all, whatever the mount: a signed-in user the rules refuse
+    /// gets `403` and a page naming them with a sign-out button, for every page but the
+    /// sign-in and sign-out ones (see [`Access`]). Any signed-in user by default.
+    pub fn access(mut self, access: Access) -> Self {
+        let config = self.config_mut();
+        config.access = (!access.is_open()).then(|| Arc::new(access));
+        config.rules |= config.access.is_some();
+        self
+    }
+
+    /// Who may sign other users out everywhere over HTTP
+    /// (`POST {base}/auth/sign-out-everywhere?user=NAME`), besides requests that present the
+    /// token (scripts, and browsers signed in with it). Nobody else by default.
+    pub fn admins(mut self, admins: Access) -> Self {
+        self.config_mut().admins = Some(admins);
+        self
+    }
+
+    /// Believes who the user is when a [trusted proxy](Self::trusted_proxies) says so (see
+    /// [`ProxyIdentity`]): oauth2-proxy's `X-Forwarded-User`/`-Email`/`-Groups`, or a signed
+    /// assertion such as Pomerium's `X-Pomerium-Jwt-Assertion`. The headers are removed from
+    /// every request, trusted or not; from other clients they are ignored.
+    pub fn proxy_identity(mut self, identity: ProxyIdentity) -> Self {
+        self.config_mut().front = Some(Arc::new(Front::new(identity)));
+        self
+    }
+
+    /// Signs `user` (a [`User::name`](crate::User::name)) out everywhere: every session of
+    /// theirs issued until now is refused from now on, on this replica (revocations are kept
+    /// in memory, per process; see `SECURITY.md`). Shared by every clone of the layer, so call
+    /// it on a clone of the layer given to the app. Logged as a `sign_out` audit event.
+    ///
+    /// ```
+    /// use marimo_rs::{AuthLayer, Token};
+    ///
+    /// let auth = AuthLayer::new(Token::random());
+    /// let app_auth = auth.clone(); // give this one to the app
+    /// auth.sign_out_everywhere("ada");
+    /// # let _ = app_auth;
+    /// ```
+    pub fn sign_out_everywhere(&self, user: &str) {
+        self.config.sign_out_everywhere(user, None, "library call");
+    }
+
+    /// Contacts the identity provider now (discovery and its keys) instead of at the first
+    /// sign-in, and says whether sign-in can work. `Ok` at once without a provider.
+    ///
+    /// # Errors
+    ///
+    /// [`OidcError`] naming what is wrong: the provider is unreachable, the issuer URL is
+    /// not the one its discovery document states, it lacks what the sign-in needs.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        match &self.config.provider {
+            // The caller reports the error.
+            Some(provider) => provider
+                .client_reporting(&self.config.signing_key, false)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether mounts have access rules (`rules`), and the groups they name, kept first in
+    /// session cookies (filled in by `AppBuilder::build`).
+    pub(crate) fn rule_groups(mut self, rules: bool, groups: Vec<String>) -> Self {
+        let config = self.config_mut();
+        config.rules |= rules;
+        if let Some(access) = &config.access {
+            let named = access.named_groups().to_vec();
+            config.rule_groups = named;
+        }
+        for group in groups {
+            if !config.rule_groups.contains(&group) {
+                config.rule_groups.push(group);
+            }
+        }
+        self
+    }
+
+    /// Whether whole-server access rules are set.
+    pub(crate) fn has_access_rules(&self) -> bool {
+        self.config.access.is_some()
     }
 
     /// The path at which browsers reach this service's root (what it sees as `/`), such as
@@ -276,7 +458,9 @@ impl AuthLayer {
             tokens.len() <= MAX_OLD,
             "AuthLayer::old_tokens: at most {MAX_OLD} old tokens"
         );
-        self.config_mut().old_tokens = tokens;
+        let config = self.config_mut();
+        config.old_tokens = tokens;
+        config.rebuild_bindings();
         self
     }
 
@@ -289,8 +473,9 @@ impl AuthLayer {
 
     /// Always (`true`) or never (`false`) marks the session cookie `Secure`, instead of
     /// deciding per request (`Secure` when the request URI, or the [`OriginalUri`](crate::OriginalUri) recorded by
-    /// an outer marimo_rs router, is `https`, or when `X-Forwarded-Proto: https` and
-    /// [`trust_forwarded_headers`](Self::trust_forwarded_headers) is on).
+    /// an outer marimo_rs router, is `https`, when `X-Forwarded-Proto: https` and
+    /// [`trust_forwarded_headers`](Self::trust_forwarded_headers) is on, or when the identity
+    /// provider's public URL is `https`).
     pub fn secure_cookie(mut self, secure: bool) -> Self {
         self.config_mut().secure_cookie = Some(secure);
         self
@@ -429,8 +614,13 @@ impl AuthLayer {
     ///
     /// # Panics
     ///
-    /// If `next` is not a path on this site (one leading `/`, visible ASCII, not `//…`).
+    /// If `next` is not a path on this site (one leading `/`, visible ASCII, not `//…`), or
+    /// the layer has no token (a link signs in as a token user).
     pub fn sign_in_link(&self, next: &str, valid_for: Duration) -> String {
+        assert!(
+            self.config.token.is_some(),
+            "AuthLayer::sign_in_link: the layer has no token (see AuthLayer::token)"
+        );
         assert!(
             login::is_safe_next(next),
             "AuthLayer::sign_in_link: {next:?} is not a path on this site"
@@ -464,7 +654,12 @@ impl AuthLayer {
         headers: &http::HeaderMap,
         check: impl FnOnce() -> Option<T>,
     ) -> Result<Option<T>, Duration> {
-        self.config.attempt(extensions, headers, check)
+        self.config.attempt(
+            extensions,
+            headers,
+            crate::audit::Method::OperatorToken,
+            check,
+        )
     }
 
     /// The failed-login limiter's state now; `None` without a limit.
@@ -516,7 +711,10 @@ impl AuthLayer {
     }
 
     fn config_mut(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+        let config = Arc::make_mut(&mut self.config);
+        // What verified under the old configuration must be verified again.
+        config.verified = Arc::default();
+        config
     }
 }
 
@@ -542,6 +740,13 @@ impl fmt::Debug for Config {
             .field("health_mounts", &self.health_mounts)
             .field("old_cookie_keys", &self.old_keys.len())
             .field("old_tokens", &self.old_tokens.len())
+            .field(
+                "oidc",
+                &self.provider.as_ref().map(|provider| &provider.settings),
+            )
+            .field("proxy_identity", &self.front)
+            .field("access", &self.access)
+            .field("admins", &self.admins)
             .finish_non_exhaustive()
     }
 }
@@ -560,6 +765,21 @@ impl Config {
         let mut keys: Vec<&[u8]> = vec![&self.signing_key];
         keys.extend(self.old_keys.iter().map(Vec::as_slice));
         self.keys = CookieKeys::from_keys(&keys);
+        // The provider's flow cookies are signed with the signing key: a client discovered
+        // with another key must not be shared with this configuration.
+        if let Some(provider) = &mut self.provider {
+            *provider = Arc::new(provider.fresh());
+        }
+    }
+
+    /// `token_bindings` from `token` and `old_tokens`.
+    fn rebuild_bindings(&mut self) {
+        self.token_bindings = self
+            .token
+            .iter()
+            .chain(&self.old_tokens)
+            .map(|token| *token.digest())
+            .collect();
     }
 }
 

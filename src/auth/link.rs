@@ -22,7 +22,7 @@ use super::service::too_many_requests;
 use super::token::fill_random;
 use crate::response::{method_not_allowed, no_store};
 use crate::sync::lock;
-use crate::Body;
+use crate::{audit, Body};
 
 /// The path of the sign-in link, relative to the service root.
 pub(crate) const SIGN_IN_PATH: &str = "/auth/sign-in";
@@ -108,9 +108,12 @@ pub(crate) fn handle(config: &Config, req: &Request<Body>) -> Response<Body> {
     let Some(code) = code else {
         return refused();
     };
-    let redeemed = config.attempt(req.extensions(), req.headers(), || {
-        config.links.redeem(code.as_bytes(), Instant::now())
-    });
+    let redeemed = config.attempt(
+        req.extensions(),
+        req.headers(),
+        audit::Method::SignInLink,
+        || config.links.redeem(code.as_bytes(), Instant::now()),
+    );
     let next = match redeemed {
         Ok(Some(next)) => next,
         Ok(None) => {
@@ -119,7 +122,7 @@ pub(crate) fn handle(config: &Config, req: &Request<Body>) -> Response<Body> {
         }
         Err(wait) => return too_many_requests(wait),
     };
-    config.signed_in_redirect(req, config.location(&next))
+    config.signed_in_redirect(req, config.location(&next), audit::Method::SignInLink)
 }
 
 /// `403` with the login form: the link cannot be used (any more).

@@ -1,26 +1,22 @@
 //! The login form at `{base}/auth/login` and the `next` parameter.
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use sha2::{Digest, Sha256};
 
+use super::cookie::Kind;
 use super::credentials::DEFAULT_USER;
 use super::future::ResponseFuture;
 use super::layer::Config;
 use super::limit::retry_after_secs;
+use super::provider;
 use crate::html::escape;
-use crate::response::{
-    bad_request, html, method_not_allowed, no_store, plain, redirect, retry_after,
-};
-use crate::Body;
+use crate::response::{bad_request, method_not_allowed, no_store, plain, redirect, retry_after};
+use crate::{audit, Body, User};
 
 /// The path of the login page, relative to the service root.
 pub(crate) const LOGIN_PATH: &str = "/auth/login";
@@ -31,38 +27,35 @@ pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 /// How long a client may take to send the login form's body (slow-body clients).
 pub(crate) const FORM_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f6f7;color:#111;\
-display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}\
-form{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);\
-display:flex;flex-direction:column;gap:.75rem;min-width:18rem}\
-h1{font-size:1.25rem;margin:0}input,button{font:inherit;padding:.5rem}\
-.error{color:#b00020;margin:0}";
-
-/// `Content-Security-Policy` of the login page: nothing but its own inline style and a form
-/// posting to this origin.
-static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
-    let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-    let policy = format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
-    );
-    HeaderValue::try_from(policy).expect("the policy is ASCII")
-});
-
-/// Serves `{base}/auth/login`: the form for `GET`/`HEAD`, the check for `POST`.
+/// Serves `{base}/auth/login`: the form for `GET`/`HEAD` (offering the identity provider
+/// too when there is one; with the provider alone, straight to it), the check for `POST`.
 pub(crate) fn handle<F>(config: Arc<Config>, req: Request<Body>) -> ResponseFuture<F> {
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let next = query_next(req.uri()).filter(|next| is_safe_next(next));
-            ResponseFuture::ready(page(next.as_deref().unwrap_or("/"), None))
+            let next = query_next(req.uri())
+                .filter(|next| is_safe_next(next))
+                .map_or_else(|| "/".to_owned(), |next| next.into_owned());
+            match (&config.token, &config.provider) {
+                (None, Some(_)) => {
+                    ResponseFuture::boxed(Box::pin(provider::start(Arc::clone(&config), req, next)))
+                }
+                (_, Some(provider)) => {
+                    let start: String = form_urlencoded::Serializer::new(String::from("oidc?"))
+                        .append_pair("next", &next)
+                        .finish();
+                    let label = provider.settings.button_label();
+                    ResponseFuture::ready(form_page(&next, None, Some((label, &start))))
+                }
+                (_, None) => ResponseFuture::ready(page(&next, None)),
+            }
         }
-        Method::POST => ResponseFuture::login(Box::pin(post(config, req))),
+        Method::POST if config.token.is_some() => {
+            ResponseFuture::boxed(Box::pin(post(config, req)))
+        }
+        Method::POST => ResponseFuture::ready(no_store(method_not_allowed("GET"))),
         _ => ResponseFuture::ready(no_store(method_not_allowed("GET, POST"))),
     }
 }
-
-/// The future of a login `POST` (it reads the body).
-pub(crate) type LoginFuture = BoxFuture<'static, Response<Body>>;
 
 async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -126,9 +119,12 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     if password.is_empty() {
         return page(next, Some("Password is required"));
     }
-    let checked = config.attempt(&parts.extensions, &parts.headers, || {
-        config.token_matches(password.as_bytes()).then_some(())
-    });
+    let checked = config.attempt(
+        &parts.extensions,
+        &parts.headers,
+        audit::Method::LoginForm,
+        || config.token_matches(password.as_bytes()).then_some(()),
+    );
     match checked {
         Ok(Some(())) => {}
         Ok(None) => {
@@ -139,10 +135,15 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     }
     let mut response = no_store(redirect(StatusCode::FOUND, config.location(next)));
     if response.status() == StatusCode::FOUND {
-        response.headers_mut().insert(
-            header::SET_COOKIE,
-            config.session_cookie(&parts.uri, &parts.headers, &parts.extensions, DEFAULT_USER),
+        let user = User::new(DEFAULT_USER);
+        let cookie = config.start_session(
+            &parts,
+            user,
+            Kind::Token,
+            config.max_age,
+            audit::Method::LoginForm,
         );
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
 }
@@ -171,43 +172,47 @@ pub(crate) fn is_safe_next(next: &str) -> bool {
 }
 
 /// The `next` parameter of a request's query string, decoded.
-fn query_next(uri: &http::Uri) -> Option<Cow<'_, str>> {
+pub(crate) fn query_next(uri: &http::Uri) -> Option<Cow<'_, str>> {
     form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(key, _)| key == "next")
         .map(|(_, value)| value)
 }
 
-/// The login page, with `next` in the form and an optional error message.
+/// The login page, with `next` in the form and an optional error message; with a
+/// "sign in with the identity provider" link when `provider` names one (its start path,
+/// relative to the login page).
 pub(crate) fn page(next: &str, error: Option<&str>) -> Response<Body> {
+    form_page(next, error, None)
+}
+
+/// [`page`], offering the identity provider at `provider` (`(label, href)`) as well.
+pub(crate) fn form_page(
+    next: &str,
+    error: Option<&str>,
+    provider: Option<(&str, &str)>,
+) -> Response<Body> {
     let error = error
         .map(|message| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(message)))
         .unwrap_or_default();
-    let document = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"robots\" content=\"noindex\">\
-<title>marimo \u{2014} sign in</title><style>{STYLE}</style></head><body>\
-<form method=\"post\" action=\"login\"><h1>Sign in to marimo</h1>{error}\
+    let provider = provider
+        .map(|(label, href)| {
+            format!(
+                "<a class=\"button\" href=\"{}\">{}</a><p>or, with the access token:</p>",
+                escape(href),
+                escape(label)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<form method=\"post\" action=\"login\"><h1>Sign in to marimo</h1>{error}{provider}\
 <label for=\"password\">Access token</label>\
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" \
 autofocus required>\
 <input type=\"hidden\" name=\"next\" value=\"{next}\">\
-<button type=\"submit\">Sign in</button></form></body></html>\n",
+<button type=\"submit\">Sign in</button></form>",
         next = escape(next),
     );
-    let mut response = html(StatusCode::OK, document);
-    let headers = response.headers_mut();
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    no_store(response)
+    no_store(crate::response::page(StatusCode::OK, "sign in", &body))
 }
 
 #[cfg(test)]
@@ -247,17 +252,5 @@ mod tests {
         ] {
             assert!(!is_safe_next(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn the_style_hash_in_the_policy_matches_the_page() {
-        let policy = CSP.to_str().unwrap();
-        let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-        assert!(
-            policy.contains(&format!("style-src 'sha256-{hash}'")),
-            "{policy}"
-        );
-        let response = page("/", None);
-        assert_eq!(response.headers()[header::CONTENT_SECURITY_POLICY], *CSP);
     }
 }

@@ -1,9 +1,12 @@
-//! Token authentication, marimo's `--token` done as a tower layer: [`AuthLayer`], [`Auth`] and
-//! [`Token`].
+//! Authentication as a tower layer: marimo's `--token`, sign-in with an OpenID Connect
+//! identity provider, a trusted front proxy's identity ([`AuthLayer`], [`Auth`], [`Token`],
+//! [`OidcConfig`], [`ProxyIdentity`]).
 //!
 //! A request is let through when it carries, checked in this order:
 //!
-//! 1. a valid session cookie (set by the login form or an `access_token` link);
+//! 0. from a trusted proxy with a proxy identity configured, the proxy's identity headers;
+//! 1. a valid session cookie that was not signed out (set by the login form, an
+//!    `access_token` link, a one-time link, or a sign-in with the identity provider);
 //! 2. `?access_token=TOKEN`;
 //! 3. `Authorization: Bearer TOKEN`;
 //! 4. `Authorization: Basic base64(username:TOKEN)`, any non-empty username;
@@ -28,12 +31,14 @@
 //! | `future` | [`ResponseFuture`] |
 //! | `redirect` | the login and access-token redirects, and the session cookie they set |
 //! | `login`, `link` | the login form, one-time sign-in links |
-//! | `token`, `secret`, `credentials`, `cookie` | the token, the installation secret, `Authorization` and `access_token` parsing, the session cookie's value |
+//! | `provider`, `logout`, `revoke`, `front` | sign-in with an identity provider, sign-out and the revocations it leaves, a front proxy's identity |
+//! | `token`, `secret`, `credentials`, `cookie` | the token, the installation secret, `Authorization` and `access_token` parsing, the session cookie's value (and the values verified already) |
 //! | `limit`, `client_ip` | the failed-login limiter, and which client a request counts for ([`TrustedProxy`]) |
 
 mod client_ip;
 mod cookie;
 mod credentials;
+mod front;
 mod future;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
@@ -41,14 +46,19 @@ mod layer;
 mod limit;
 mod link;
 mod login;
+mod logout;
+mod provider;
 mod redirect;
+mod revoke;
 mod secret;
 mod service;
 mod token;
 
 pub use self::client_ip::{TrustedProxy, TrustedProxyError};
+pub use self::front::ProxyIdentity;
 pub use self::future::ResponseFuture;
 pub use self::layer::AuthLayer;
+pub use self::provider::{OidcConfig, OidcError};
 pub use self::secret::SecretError;
 pub use self::service::Auth;
 pub use self::token::Token;

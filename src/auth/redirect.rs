@@ -5,17 +5,52 @@
 //! Every `Location` is relative to the request path unless a base path is configured, so the
 //! redirects stay right when the service is mounted under a prefix it does not know about.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
 use http::{Extensions, Request, Response, StatusCode, Uri};
 
-use super::cookie::unix_now;
+use super::client_ip::client_ip;
+use super::cookie::{unix_now, Kind, Session};
 use super::credentials::{strip_access_token, DEFAULT_USER};
 use super::layer::Config;
 use super::login::LOGIN_PATH;
-use crate::request::{MountPrefix, OriginalUri};
+use super::provider::{header_value, now_ms};
+use crate::request::{MountPrefix, OriginalUri, RemoteAddr};
 use crate::response::{no_store, redirect};
-use crate::Body;
+use crate::{audit, Body, User};
+
+/// The parts of a request a cookie is made from.
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) extensions: &'a Extensions,
+}
+
+impl<'a, B> From<&'a Request<B>> for Head<'a> {
+    fn from(req: &'a Request<B>) -> Self {
+        Self {
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+}
+
+impl<'a> From<&'a http::request::Parts> for Head<'a> {
+    fn from(parts: &'a http::request::Parts) -> Self {
+        Self {
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+        }
+    }
+}
 
 impl Config {
     /// Where to send a browser after it signed in, for `next` (a checked path): under the
@@ -30,14 +65,7 @@ impl Config {
     /// `303` to the login form, `next` = this page (without any `access_token`).
     pub(super) fn login_redirect(&self, uri: &Uri) -> Response<Body> {
         let path = uri.path();
-        let query = uri
-            .query()
-            .map(|query| strip_access_token(query).unwrap_or_else(|| query.to_owned()))
-            .filter(|query| !query.is_empty());
-        let next = match query {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        };
+        let next = next_of(uri);
         let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
         let location = match &self.base_path {
             Some(base) => format!("{base}{LOGIN_PATH}?next={next}"),
@@ -59,20 +87,21 @@ impl Config {
             location.push('?');
             location.push_str(&query);
         }
-        self.signed_in_redirect(req, location)
+        self.signed_in_redirect(req, location, audit::Method::AccessToken)
     }
 
-    /// `303` to `location`, setting a session cookie: the browser is signed in and the
-    /// credential it used leaves the address bar.
+    /// `303` to `location`, setting a session cookie: the browser is signed in (with the
+    /// token, by `method`) and the credential it used leaves the address bar.
     pub(super) fn signed_in_redirect(
         &self,
         req: &Request<Body>,
         location: String,
+        method: audit::Method,
     ) -> Response<Body> {
         let mut response = no_store(redirect(StatusCode::SEE_OTHER, location));
         if response.status() == StatusCode::SEE_OTHER {
-            let cookie =
-                self.session_cookie(req.uri(), req.headers(), req.extensions(), DEFAULT_USER);
+            let user = User::new(DEFAULT_USER);
+            let cookie = self.start_session(req, user, Kind::Token, self.max_age, method);
             let headers = response.headers_mut();
             headers.insert(header::SET_COOKIE, cookie);
             headers.insert(
@@ -83,29 +112,122 @@ impl Config {
         response
     }
 
-    /// A `Set-Cookie` value with a fresh session for `username`.
-    pub(super) fn session_cookie(
+    /// Starts a session for `user`, signed in by `method`, lasting `lifetime` seconds: a
+    /// `Set-Cookie` value, and a `sign_in` audit event.
+    pub(crate) fn start_session<'a>(
         &self,
-        uri: &Uri,
-        headers: &HeaderMap,
-        extensions: &Extensions,
-        username: &str,
+        head: impl Into<Head<'a>>,
+        user: User,
+        kind: Kind,
+        lifetime: u64,
+        method: audit::Method,
     ) -> HeaderValue {
         if let Some(metrics) = &self.metrics {
             metrics.signed_in();
         }
-        let expiry = unix_now().saturating_add(self.max_age);
-        let value = self.keys.mint(self.token.digest(), username, expiry);
-        let mut cookie = format!(
-            "{}={value}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax",
-            self.keys.name(),
-            self.cookie_path(extensions),
-            self.max_age
-        );
-        if self.is_secure(uri, headers, extensions) {
+        let head = head.into();
+        let mut id = [0u8; 16];
+        super::token::fill_random(&mut id);
+        let session = Session {
+            id: URL_SAFE_NO_PAD.encode(id),
+            issued_ms: now_ms(),
+            expiry: unix_now().saturating_add(lifetime),
+            kind,
+            user,
+        };
+        let binding = match kind {
+            Kind::Token => self.token_bindings.first(),
+            Kind::Provider => self.provider.as_ref().map(|provider| &provider.binding),
+        }
+        .copied()
+        .unwrap_or_default();
+        let (value, left_out) = self
+            .keys
+            .mint_session(&binding, &session, &self.rule_groups);
+        if left_out.claims || left_out.groups > 0 {
+            tracing::warn!(
+                target: "marimo_rs::auth",
+                user = session.user.name(),
+                claims_left_out = left_out.claims,
+                groups_left_out = left_out.groups,
+                "the session cookie has no room for all of the user's claims and groups: \
+                 what did not fit is left out (access rules on a group left out refuse)"
+            );
+        }
+        let client = self.client_ip_of(head.headers, head.extensions);
+        audit::sign_in(method, session.user.name(), client, &session.id);
+        let name = self.keys.name().to_owned();
+        self.cookie_header(head, &name, &value, "", lifetime)
+    }
+
+    /// A `Set-Cookie` value: `name=value` for `{cookie path}{path}`, `HttpOnly`,
+    /// `SameSite=Lax`, `Secure` on HTTPS, `Max-Age=max_age` (0 clears it).
+    pub(crate) fn cookie_header<'a>(
+        &self,
+        head: impl Into<Head<'a>>,
+        name: &str,
+        value: &str,
+        path: &str,
+        max_age: u64,
+    ) -> HeaderValue {
+        let head = head.into();
+        let base = self.cookie_path(head.extensions);
+        let path = match (base, path) {
+            (base, "") => base.to_owned(),
+            ("/", path) => path.to_owned(),
+            (base, path) => format!("{base}{path}"),
+        };
+        let mut cookie =
+            format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax");
+        if self.is_secure(head.uri, head.headers, head.extensions) {
             cookie.push_str("; Secure");
         }
-        HeaderValue::try_from(cookie).expect("cookie name, value and path are visible ASCII")
+        header_value(cookie)
+    }
+
+    /// A `Set-Cookie` value that clears the session cookie.
+    pub(crate) fn clear_session_cookie<'a>(&self, head: impl Into<Head<'a>>) -> HeaderValue {
+        let name = self.keys.name().to_owned();
+        self.cookie_header(head, &name, "", "", 0)
+    }
+
+    /// The session of the request's session cookie, if it has a valid one (revoked or not).
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Arc<Session>> {
+        let now = unix_now();
+        let provider = self
+            .provider
+            .as_ref()
+            .map(|provider| std::slice::from_ref(&provider.binding));
+        let bindings = |kind| match kind {
+            Kind::Token => &self.token_bindings[..],
+            Kind::Provider => provider.unwrap_or_default(),
+        };
+        self.keys.session_values(headers).find_map(|value| {
+            if let Some(known) = self.verified.get(value, now) {
+                return Some(known);
+            }
+            let session = Arc::new(self.keys.open_session(value, bindings, now)?);
+            // First-format sessions (no id, expiry unknown here) are checked every time.
+            if !session.id.is_empty() {
+                self.verified.insert(value, session.clone());
+            }
+            Some(session)
+        })
+    }
+
+    /// The client a request came from (its peer, or behind trusted proxies the address they
+    /// forwarded).
+    pub(crate) fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        self.client_ip_of(req.headers(), req.extensions())
+    }
+
+    pub(crate) fn client_ip_of(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<IpAddr> {
+        let peer = extensions.get::<RemoteAddr>().map(|addr| addr.0.ip());
+        client_ip(peer, headers, &self.trusted_proxies)
     }
 
     pub(super) fn cookie_path<'a>(&'a self, extensions: &'a Extensions) -> &'a str {
@@ -138,6 +260,25 @@ impl Config {
                 .origin
                 .forwarded(headers, "x-forwarded-proto")
                 .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+            // Browsers reach the service at the identity provider's redirect URI.
+            || self
+                .provider
+                .as_ref()
+                .is_some_and(|provider| provider.settings.redirect_uri().starts_with("https:"))
+    }
+}
+
+/// Where a browser loading `uri` goes back to once signed in: this page, without any
+/// `access_token`.
+pub(super) fn next_of(uri: &Uri) -> String {
+    let path = uri.path();
+    let query = uri
+        .query()
+        .map(|query| strip_access_token(query).unwrap_or_else(|| query.to_owned()))
+        .filter(|query| !query.is_empty());
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     }
 }
 
@@ -185,5 +326,26 @@ mod tests {
         assert_eq!(plain.config.cookie_path(&extensions), "/dash");
         extensions.insert(MountPrefix("/a;b".into()));
         assert_eq!(plain.config.cookie_path(&extensions), "/");
+    }
+
+    #[test]
+    fn cookies_of_an_https_public_url_are_secure_and_under_its_path() {
+        let layer = AuthLayer::oidc(crate::OidcConfig::new(
+            "https://id.example",
+            "c",
+            "s",
+            "https://example.com/marimo",
+        ));
+        let req = Request::get("/auth/oidc").body(Body::empty()).unwrap();
+        let flow = layer
+            .config
+            .cookie_header(&req, "f", "v", "/auth/callback", 600);
+        assert_eq!(
+            flow.to_str().unwrap(),
+            "f=v; Path=/marimo/auth/callback; Max-Age=600; HttpOnly; SameSite=Lax; Secure"
+        );
+        let plain = AuthLayer::oidc(crate::OidcConfig::for_tests("https://id.example"));
+        let session = plain.config.cookie_header(&req, "s", "v", "", 60);
+        assert!(!session.to_str().unwrap().contains("Secure"), "{session:?}");
     }
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 
 use super::index::{allowed, index_page, link, page};
-use super::ValidateFn;
+use super::{Rules, ValidateFn};
+use crate::access::Access;
 use crate::mount::{IntoMountService as _, MountService};
 use crate::response::{method_not_allowed, not_found};
 use crate::Body;
@@ -18,12 +19,18 @@ use crate::Body;
 /// What the gallery lists.
 pub(crate) enum Listed {
     /// A notebook mount at `path` (`""` for the root, else `/a`), named after its file.
-    App { path: String, name: String },
+    App {
+        path: String,
+        name: String,
+        /// The mount's access rules: the gallery links it only for users they let in.
+        access: Option<Arc<Access>>,
+    },
     /// A directory mount at `path`: its notebooks.
     Directory {
         path: String,
         /// Absolute.
         directory: PathBuf,
+        rules: Rules,
         validate: Option<ValidateFn>,
     },
 }
@@ -67,11 +74,13 @@ impl Gallery {
             return method_not_allowed("GET, HEAD");
         }
         let (parts, _) = req.into_parts();
+        let user = parts.extensions.get::<crate::User>();
         let mut links = Vec::new();
         for listed in &self.listed {
             match listed {
                 // Mount paths are used as they are: the router matches them byte for byte.
-                Listed::App { path, name } => {
+                Listed::App { access, .. } if !access.as_ref().is_none_or(|a| a.lets(user)) => {}
+                Listed::App { path, name, .. } => {
                     let href = match path.strip_prefix('/') {
                         Some(path) => format!("{}{path}/", self.to_root),
                         None => self.to_root.clone(),
@@ -81,10 +90,11 @@ impl Gallery {
                 Listed::Directory {
                     path,
                     directory,
+                    rules,
                     validate,
                 } => {
                     let prefix = format!("{}{}/", self.to_root, path.trim_start_matches('/'));
-                    for notebook in allowed(directory, validate.as_ref(), &parts).await {
+                    for notebook in allowed(directory, rules, validate.as_ref(), &parts).await {
                         if let Some((href, name)) = link(&prefix, &notebook) {
                             links.push((href, format!("{}/{name}", path.trim_start_matches('/'))));
                         }
@@ -122,14 +132,17 @@ mod tests {
                 Listed::App {
                     path: "/sales".into(),
                     name: "sales".into(),
+                    access: None,
                 },
                 Listed::App {
                     path: String::new(),
                     name: "home".into(),
+                    access: None,
                 },
                 Listed::Directory {
                     path: "/team".into(),
                     directory: dir.path().to_owned(),
+                    rules: Rules::default(),
                     validate: None,
                 },
             ]

@@ -1,5 +1,5 @@
 //! A directory mount's index page (`{mount}/`): links to the notebooks the requester may
-//! open, those the validate callback allows.
+//! open, those the access rules and the validate callback allow.
 
 use std::path::{Path, PathBuf};
 
@@ -7,13 +7,14 @@ use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{resolve, ValidateFn, Validation};
+use super::{resolve, Rules, ValidateFn, Validation};
 use crate::response::{html, method_not_allowed, no_store};
 use crate::Body;
 
 /// Answers `req` for the index of `directory`.
 pub(super) async fn respond(
     directory: &Path,
+    rules: &Rules,
     validate: Option<&ValidateFn>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -21,14 +22,16 @@ pub(super) async fn respond(
         return method_not_allowed("GET, HEAD");
     }
     let (parts, _) = req.into_parts();
-    let shown = allowed(directory, validate, &parts).await;
+    let shown = allowed(directory, rules, validate, &parts).await;
     let links = shown.iter().filter_map(|notebook| link("./", notebook));
     page(&index_page(links))
 }
 
-/// The notebooks of `directory` (relative paths) that `validate` lets the requester open.
+/// The notebooks of `directory` (relative paths) that the access `rules` and `validate` let
+/// the requester open.
 pub(super) async fn allowed(
     directory: &Path,
+    rules: &Rules,
     validate: Option<&ValidateFn>,
     parts: &Parts,
 ) -> Vec<PathBuf> {
@@ -36,6 +39,16 @@ pub(super) async fn allowed(
     let listed = tokio::task::spawn_blocking(move || resolve::list_notebooks(&directory))
         .await
         .unwrap_or_default();
+    // Only what the user may open: the rules first (no callback runs for the rest).
+    let user = parts.extensions.get::<crate::User>();
+    let listed: Vec<PathBuf> = listed
+        .into_iter()
+        .filter(|notebook| {
+            rules
+                .for_notebook(notebook)
+                .is_none_or(|access| access.lets(user))
+        })
+        .collect();
     match validate {
         None => listed,
         Some(validate) => {

@@ -30,6 +30,7 @@ use tower::util::ServiceExt;
 
 use self::cache::Cache;
 pub(crate) use self::gallery::{Gallery, Listed};
+use crate::access::{self, Access};
 use crate::mount::{IntoMountService as _, Layers, MountLayer, MountService};
 use crate::notebook::Backends;
 use crate::request::enter_mount;
@@ -121,6 +122,49 @@ pub struct DirectoryMount {
     pub(crate) validate: Option<ValidateFn>,
     pub(crate) layers: Layers,
     pub(crate) max_backends: usize,
+    pub(crate) access: Rules,
+}
+
+/// A directory's access rules: for every notebook, and for some of them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rules {
+    /// For every notebook without rules of its own.
+    all: Option<Arc<Access>>,
+    /// `(path, rules)`: for the notebook file `path` (`sales.py`), or every notebook in the
+    /// folder `path` (`team/`). The longest path that matches wins.
+    notebooks: Vec<(String, Arc<Access>)>,
+}
+
+impl Rules {
+    /// The rules for the notebook `relative` (e.g. `team/q3.py`).
+    pub(crate) fn for_notebook(&self, relative: &Path) -> Option<&Access> {
+        let relative = relative.to_str().unwrap_or_default();
+        self.notebooks
+            .iter()
+            .filter(|(path, _)| match path.strip_suffix('/') {
+                Some(folder) => relative
+                    .strip_prefix(folder)
+                    .is_some_and(|rest| rest.starts_with('/')),
+                None => relative == path,
+            })
+            .max_by_key(|(path, _)| path.len())
+            .map(|(_, access)| &**access)
+            .or(self.all.as_deref())
+    }
+
+    /// Every group the rules name.
+    pub(crate) fn named_groups(&self) -> Vec<String> {
+        self.all
+            .iter()
+            .chain(self.notebooks.iter().map(|(_, access)| access))
+            .flat_map(|access| access.named_groups().iter().cloned())
+            .collect()
+    }
+
+    /// Whether there are any rules.
+    pub(crate) fn is_set(&self) -> bool {
+        self.all.is_some() || !self.notebooks.is_empty()
+    }
 }
 
 impl fmt::Debug for DirectoryMount {
@@ -130,6 +174,7 @@ impl fmt::Debug for DirectoryMount {
             .field("validate", &self.validate.is_some())
             .field("layers", &self.layers.len())
             .field("max_backends", &self.max_backends)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -141,7 +186,38 @@ impl DirectoryMount {
             validate: None,
             layers: Layers::default(),
             max_backends: DEFAULT_MAX_BACKENDS,
+            access: Rules::default(),
         }
+    }
+
+    /// Who may open the notebooks of this directory (see [`Access`]): checked for every
+    /// notebook request before the validate callback, and before a backend is started or
+    /// touched; the index page lists only the notebooks the user may open. Notebooks with
+    /// rules of their own ([`notebook_access`](Self::notebook_access)) follow those instead.
+    /// Any signed-in user by default.
+    ///
+    /// ```
+    /// use marimo_rs::{Access, Mount};
+    ///
+    /// let mount = Mount::directory("examples/apps")
+    ///     .access(Access::signed_in().email_domains(["example.com"]))
+    ///     .notebook_access("sales.py", Access::signed_in().groups(["sales"]))
+    ///     .notebook_access("team/", Access::signed_in().groups(["team", "admins"]));
+    /// # let _ = mount;
+    /// ```
+    pub fn access(mut self, access: Access) -> Self {
+        self.access.all = Some(Arc::new(access));
+        self
+    }
+
+    /// Who may open the notebook file `path` (relative to the directory: `sales.py`), or
+    /// every notebook in the folder `path` (ending in `/`: `team/`), instead of the
+    /// directory's [`access`](Self::access) rules. The longest matching path wins. Adds to
+    /// the paths given before.
+    pub fn notebook_access(mut self, path: impl Into<String>, access: Access) -> Self {
+        let path = path.into().trim_start_matches('/').to_owned();
+        self.access.notebooks.push((path, Arc::new(access)));
+        self
     }
 
     /// Decides, for every request to a notebook of this directory, whether it is served
@@ -225,7 +301,10 @@ impl DirectoryMount {
 pub(crate) struct DirectoryService {
     /// Absolute, symlinks kept (resolved again on every request).
     directory: PathBuf,
+    /// Where it is mounted (for the audit log).
+    mount: String,
     validate: Option<ValidateFn>,
+    access: Rules,
     /// The running notebooks.
     cache: Arc<Cache>,
 }
@@ -240,7 +319,7 @@ impl DirectoryService {
         backends: Arc<Backends>,
     ) -> Self {
         let cache = Cache::new(
-            mount,
+            mount.clone(),
             directory.clone(),
             layers,
             config.max_backends,
@@ -248,7 +327,9 @@ impl DirectoryService {
         );
         Self {
             directory,
+            mount,
             validate: config.validate,
+            access: config.access,
             cache: Arc::new(cache),
         }
     }
@@ -268,7 +349,13 @@ impl DirectoryService {
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
         self.cache.start_sweeping();
         if req.uri().path() == "/" {
-            return index::respond(&self.directory, self.validate.as_ref(), req).await;
+            if let Some(all) = &self.access.all {
+                if let Some(refused) = access::refuse(all, &self.mount, &req) {
+                    return refused;
+                }
+            }
+            return index::respond(&self.directory, &self.access, self.validate.as_ref(), req)
+                .await;
         }
         let Some(found) = resolve::resolve(&self.directory, req.uri().path()) else {
             return not_found();
@@ -278,6 +365,13 @@ impl DirectoryService {
         // Only marimo notebooks exist here: a helper module is as absent as a missing file.
         if running.is_none() && !resolve::is_marimo_notebook(&found.canonical) {
             return not_found();
+        }
+        // A notebook starts only for a request the rules and the callback allowed.
+        if let Some(rules) = self.access.for_notebook(&found.relative) {
+            let notebook = format!("{}{}", self.mount, found.prefix);
+            if let Some(refused) = access::refuse(rules, &notebook, &req) {
+                return refused;
+            }
         }
         let (parts, body) = req.into_parts();
         if let Some(validate) = &self.validate {
@@ -290,7 +384,6 @@ impl DirectoryService {
         if found.rest.is_empty() {
             return add_slash(&found.prefix, parts.uri.query());
         }
-        // A notebook starts only for a request the callback allowed.
         let Some(service) = running.or_else(|| self.cache.start(&found)) else {
             return too_busy();
         };
@@ -319,6 +412,32 @@ fn too_busy() -> Response<Body> {
 mod tests {
     use super::*;
     use http::header;
+
+    #[test]
+    fn the_longest_notebook_path_picks_the_rules() {
+        let mount = DirectoryMount::new("d".into())
+            .access(Access::signed_in().users(["all"]))
+            .notebook_access("team/", Access::signed_in().users(["team"]))
+            .notebook_access("/team/q3.py", Access::signed_in().users(["q3"]))
+            .notebook_access("sales.py", Access::signed_in().users(["sales"]));
+        let who = |relative: &str| {
+            let rules = mount.access.for_notebook(Path::new(relative)).unwrap();
+            ["all", "team", "q3", "sales"]
+                .into_iter()
+                .find(|name| rules.allows(&crate::User::new(*name)))
+        };
+        assert_eq!(who("team/q3.py"), Some("q3"));
+        assert_eq!(who("team/q4.py"), Some("team"));
+        assert_eq!(who("team/deep/x.py"), Some("team"));
+        assert_eq!(who("teams.py"), Some("all"));
+        assert_eq!(who("sales.py"), Some("sales"));
+        assert_eq!(who("other/sales.py"), Some("all"));
+        assert_eq!(
+            mount.access.named_groups(),
+            Vec::<String>::new(),
+            "no group named"
+        );
+    }
 
     #[test]
     fn the_redirect_is_relative_and_keeps_the_query() {

@@ -39,16 +39,53 @@ def die_with_parent(parent_pid):
         sys.exit(0)
 
 
+class GatewayUser(dict):
+    """Who signed in, as marimo's ``scope["user"]``.
+
+    A dict, because marimo 0.25 passes a dict ``scope["user"]`` to notebooks as it is
+    (``mo.app_meta().request.user["groups"]``) while it reduces any other user object to
+    ``username``/``is_authenticated``/``display_name``; with the attributes Starlette code
+    reads (``request.user.is_authenticated``) as well. Pickled as a plain dict, so it crosses
+    into an editor's kernel process like any other value.
+    """
+
+    is_authenticated = True
+
+    @property
+    def username(self):
+        return self["username"]
+
+    @property
+    def display_name(self):
+        return self["display_name"]
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+
+def gateway_user(identity):
+    """The ``scope["user"]`` for the gateway's decoded identity header."""
+    name = str(identity.get("name", ""))
+    email = identity.get("email")
+    groups = identity.get("groups")
+    claims = identity.get("claims")
+    return GatewayUser(
+        username=name,
+        display_name=name,
+        is_authenticated=True,
+        email=email if isinstance(email, str) else None,
+        groups=[g for g in groups if isinstance(g, str)] if isinstance(groups, list) else [],
+        claims=claims if isinstance(claims, dict) else {},
+    )
+
+
 class Identity:
     """ASGI middleware: the gateway's identity header -> scope["user"], scope["meta"]."""
 
     def __init__(self, app):
-        # Starlette user objects: marimo reads them as attributes (`request.user.is_authenticated`)
-        # and turns them into the dict `mo.app_meta().request.user` shows.
-        from starlette.authentication import SimpleUser, UnauthenticatedUser
+        from starlette.authentication import UnauthenticatedUser
 
         self.app = app
-        self.signed_in = SimpleUser
         self.anonymous = UnauthenticatedUser
 
     async def __call__(self, scope, receive, send):
@@ -70,7 +107,7 @@ class Identity:
                 try:
                     padded = raw + b"=" * (-len(raw) % 4)
                     identity = json.loads(base64.urlsafe_b64decode(padded))
-                    scope["user"] = self.signed_in(str(identity.get("name", "")))
+                    scope["user"] = gateway_user(identity)
                     meta = identity.get("meta")
                     if isinstance(meta, dict):
                         scope["meta"] = meta

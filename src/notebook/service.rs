@@ -127,6 +127,10 @@ impl NotebookService {
             } else {
                 None
             };
+            let user = req
+                .extensions()
+                .get::<crate::User>()
+                .map(|user| user.name().to_owned());
             let slot = Arc::new(std::sync::Mutex::new(None));
             let response = match self.backend.tunnel(req, Arc::clone(&slot)).await {
                 Ok(response) => response,
@@ -135,7 +139,8 @@ impl NotebookService {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(id) = session {
                     let record = self.sessions.open(&id, self.backend.pid());
-                    *lock(&slot) = record;
+                    let label = self.backend.label();
+                    *lock(&slot) = record.map(|guard| guard.audited(user.as_deref(), label));
                 }
             }
             drop(seat);

@@ -97,11 +97,26 @@ pub(crate) struct Full {
 pub(crate) struct SessionGuard {
     sessions: Arc<Sessions>,
     id: Box<str>,
+    /// The user and the mount, for the audit log's `session_closed`.
+    audit: Option<(String, String)>,
+}
+
+impl SessionGuard {
+    /// Logs the session's opening to the audit log (and its closing, when dropped).
+    pub(crate) fn audited(mut self, user: Option<&str>, mount: &str) -> Self {
+        let user = user.unwrap_or("-").to_owned();
+        crate::audit::notebook_session(true, &user, mount, &self.id);
+        self.audit = Some((user, mount.to_owned()));
+        self
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.sessions.close(&self.id);
+        if let Some((user, mount)) = &self.audit {
+            crate::audit::notebook_session(false, user, mount, &self.id);
+        }
     }
 }
 
@@ -187,6 +202,7 @@ impl Sessions {
         Some(SessionGuard {
             sessions: Arc::clone(self),
             id: id.into(),
+            audit: None,
         })
     }
 

@@ -65,9 +65,16 @@ pub(crate) struct SignedIn {
     /// Where the user was going (`/` unless a safe path was given to `begin`).
     pub(crate) next: String,
     /// The raw ID token, for `id_token_hint` at sign-out.
+    #[allow(
+        dead_code,
+        reason = "the auth layer keeps no ID token (its cookie has no room for one); the tests read it"
+    )]
     pub(crate) id_token: IdToken,
-    /// The ID token's `exp` (Unix seconds); a session may be bounded by it or by its own
-    /// maximum.
+    /// The ID token's `exp` (Unix seconds).
+    #[allow(
+        dead_code,
+        reason = "the auth layer bounds sessions by its own lifetime, not the token's; the tests read it"
+    )]
     pub(crate) expires_at: u64,
 }
 
@@ -176,13 +183,9 @@ impl Client {
     }
 
     /// The provider's metadata.
+    #[cfg(test)]
     pub(crate) fn provider(&self) -> &ProviderMetadata {
         &self.inner.provider
-    }
-
-    /// The configuration this client was discovered with.
-    pub(crate) fn config(&self) -> &Config {
-        &self.inner.config
     }
 
     /// Starts a sign-in: fresh `state`, `nonce` and PKCE verifier, sealed in the flow cookie,
@@ -312,28 +315,31 @@ impl Client {
     async fn exchange(&self, code: &str, verifier: &str) -> Result<TokenResponse, OidcError> {
         let config = &self.inner.config;
         let url = &self.inner.token_endpoint;
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", code)
-            .append_pair("redirect_uri", &config.redirect_uri)
-            .append_pair("code_verifier", verifier);
-        let (authorization, form) = match self.inner.token_auth {
-            TokenAuth::Basic => (
-                Some(basic_authorization(
-                    &config.client_id,
-                    config.client_secret.expose(),
-                )),
-                form.finish(),
-            ),
-            TokenAuth::Post => {
-                form.append_pair("client_id", &config.client_id);
-                // The secret is bytes: encoded as such, not through a lossy `str`.
-                let mut form = form.finish();
-                form.push_str("&client_secret=");
-                form.extend(form_urlencoded::byte_serialize(
-                    config.client_secret.expose(),
-                ));
-                (None, form)
+        // Built in a block: the serializer is not `Send` and must not live across the await.
+        let (authorization, form) = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "authorization_code")
+                .append_pair("code", code)
+                .append_pair("redirect_uri", &config.redirect_uri)
+                .append_pair("code_verifier", verifier);
+            match self.inner.token_auth {
+                TokenAuth::Basic => (
+                    Some(basic_authorization(
+                        &config.client_id,
+                        config.client_secret.expose(),
+                    )),
+                    form.finish(),
+                ),
+                TokenAuth::Post => {
+                    form.append_pair("client_id", &config.client_id);
+                    // The secret is bytes: encoded as such, not through a lossy `str`.
+                    let mut form = form.finish();
+                    form.push_str("&client_secret=");
+                    form.extend(form_urlencoded::byte_serialize(
+                        config.client_secret.expose(),
+                    ));
+                    (None, form)
+                }
             }
         };
         let response = self.inner.http.post_form(url, authorization, form).await?;

@@ -124,11 +124,64 @@ pub(super) fn verify(
     validation.set_issuer(&[expected.issuer]);
     validation.set_audience(&[expected.client_id]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let claims = decode(token, keys, &validation)?;
+    check_oidc_claims(claims, expected)
+}
 
+/// What a front proxy's signed assertion (Pomerium's `X-Pomerium-Jwt-Assertion`) must say:
+/// its issuer and audience when configured (a proxy names its own), and an unexpired `exp`.
+pub(super) struct ExpectedAssertion<'a> {
+    pub(super) issuer: Option<&'a str>,
+    pub(super) audience: Option<&'a str>,
+    pub(super) leeway_secs: u64,
+}
+
+/// Verifies a front proxy's assertion with one of `keys` and returns its claims: the
+/// signature (asymmetric algorithms only, as for ID tokens), `exp` and `nbf` with the leeway,
+/// `iss` and `aud` when expected, and a non-empty `sub`.
+pub(super) fn verify_assertion(
+    token: &str,
+    header: &Header,
+    keys: &[&Key],
+    expected: &ExpectedAssertion<'_>,
+) -> Result<Map<String, Value>, IdTokenError> {
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = expected.leeway_secs;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(issuer) = expected.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    match expected.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    let claims = decode(token, keys, &validation)?;
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(IdTokenError::Claim("sub".into()));
+    }
+    Ok(claims)
+}
+
+/// The claims of `token` if one of `keys` verifies it under `validation`.
+fn decode(
+    token: &str,
+    keys: &[&Key],
+    validation: &Validation,
+) -> Result<Map<String, Value>, IdTokenError> {
     let mut failure = IdTokenError::Signature;
     for key in keys {
-        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-            Ok(data) => return check_oidc_claims(data.claims, expected),
+        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
+            Ok(data) => return Ok(data.claims),
             // Without a `kid`, several keys may be tried: only a signature failure moves on.
             Err(error) if *error.kind() == ErrorKind::InvalidSignature => {}
             Err(error) => {

@@ -129,6 +129,12 @@ impl KeyCache {
         self.keys.read().await.clone()
     }
 
+    /// The keys as last fetched, without waiting: `None` only while a refetch is storing new
+    /// ones.
+    pub(super) fn try_current(&self) -> Option<Arc<KeySet>> {
+        self.keys.try_read().ok().map(|keys| keys.clone())
+    }
+
     /// Refetches the key set because a token names a key it lacks, unless a refetch happened
     /// within the interval. Returns the keys to try again with, or `None` when rate-limited
     /// (the caller reports the unknown key). A sign-in that waited for another's refetch gets

@@ -48,10 +48,7 @@
 //! (`id_token_hint`, `client_id`, `post_logout_redirect_uri`, `state`) when it has an
 //! `end_session_endpoint`.
 
-// The auth layer (sign-in routes, session cookie, sign-out) is what calls this next; until it
-// does, only the tests do.
-#![allow(dead_code, unused_imports)]
-
+mod assertion;
 mod claims;
 mod client;
 mod config;
@@ -67,10 +64,12 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+pub(crate) use self::assertion::{AssertionConfig, Assertions};
 pub(crate) use self::claims::Identity;
-pub(crate) use self::client::{Client, IdToken, SignIn, SignedIn};
+pub(crate) use self::client::Client;
+#[cfg(test)]
+use self::client::SignedIn;
 pub(crate) use self::config::{ClaimNames, ClientSecret, Config};
-pub(crate) use self::discovery::ProviderMetadata;
 pub(crate) use self::flow::FlowKey;
 pub(crate) use self::id_token::IdTokenError;
 

@@ -337,6 +337,11 @@ fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, via == Via::Tunnel);
     headers.remove(&USER_HEADER);
+    // What a trusted front proxy says about the user is the gateway's to read, never the
+    // notebook's: a backend must not take a client's word for who it is.
+    for name in crate::user::IDENTITY_HEADERS {
+        headers.remove(*name);
+    }
 
     if let Some(RemoteAddr(addr)) = parts.extensions.get::<RemoteAddr>() {
         let ip = addr.ip().to_string();
@@ -372,8 +377,7 @@ fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> 
 /// `base64url(json)` of the user, decoded by the launcher's `Identity` middleware.
 fn encode_user(user: &User) -> String {
     use base64::Engine;
-    let json = serde_json::json!({ "name": user.name(), "meta": user.meta() });
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.to_backend_json().to_string())
 }
 
 /// Cleans the backend's response and maps its absolute paths under the mount prefix.
@@ -620,5 +624,35 @@ mod tests {
         req.extensions_mut().insert(User::new("ada"));
         let req = prepare_request(req, "", Via::Pool);
         assert_ne!(req.headers()[&USER_HEADER], "forged");
+    }
+
+    #[test]
+    fn front_proxy_identity_headers_never_reach_a_backend() {
+        for via in [Via::Pool, Via::Tunnel] {
+            let mut req = Request::get("/x").body(Body::empty()).unwrap();
+            for name in [
+                "x-forwarded-user",
+                "x-forwarded-email",
+                "x-forwarded-groups",
+                "x-forwarded-preferred-username",
+                "x-pomerium-jwt-assertion",
+            ] {
+                req.headers_mut()
+                    .insert(name, HeaderValue::from_static("admin"));
+            }
+            let req = prepare_request(req, "", via);
+            let left: Vec<&str> = req
+                .headers()
+                .keys()
+                .map(|name| name.as_str())
+                .filter(|name| {
+                    name.contains("user")
+                        || name.contains("pomerium")
+                        || name.contains("email")
+                        || name.contains("groups")
+                })
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 }

@@ -98,6 +98,25 @@ impl TestServer {
         .await
     }
 
+    /// Serves `service` on `listener`, bound by the caller (who needed its port first: an
+    /// identity provider's redirect URI names it).
+    pub async fn start_on(listener: tokio::net::TcpListener, service: MarimoService) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            marimo_rs::serve(listener, service)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .into_future(),
+        );
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// Serves `service` with the options `configure` sets (timeouts, connection limits).
     pub async fn start_with(
         service: MarimoService,

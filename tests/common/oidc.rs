@@ -66,6 +66,78 @@ pub fn available() -> bool {
     false
 }
 
+/// The redirect URI a gateway under test registers: `application_type: native` lets a
+/// loopback redirect URI match on any port (RFC 8252 §7.3, as oidc-provider implements it),
+/// so one provider serves gateways on random ports.
+pub const GATEWAY_REDIRECT_URI: &str = "http://127.0.0.1/auth/callback";
+/// The post-logout redirect URI a gateway under test registers (any port, as above).
+pub const GATEWAY_SIGNED_OUT_URI: &str = "http://127.0.0.1/auth/signed-out";
+
+/// A configuration for gateways under test: the client of [`config`] as a native client with
+/// the gateway's callback and signed-out page on any loopback port, and the same users.
+pub fn gateway_config() -> serde_json::Value {
+    let mut config = config();
+    config["clients"][0]["application_type"] = "native".into();
+    config["clients"][0]["redirect_uris"] = serde_json::json!([GATEWAY_REDIRECT_URI]);
+    config["clients"][0]["post_logout_redirect_uris"] = serde_json::json!([GATEWAY_SIGNED_OUT_URI]);
+    config
+}
+
+/// The issuer of one provider with [`gateway_config`] shared by every test of a test binary
+/// (started on first use, it lives as long as the process: it exits when its standard input,
+/// held by this process, closes). `None` when the provider is not installed (outside CI).
+pub fn shared_issuer() -> Option<&'static str> {
+    static ISSUER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ISSUER
+        .get_or_init(|| {
+            if !available() {
+                return None;
+            }
+            let (sender, receiver) = std::sync::mpsc::channel();
+            // Its own runtime and thread, so that the provider (and the task reading its
+            // output) outlive the test that started it.
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let provider = Provider::start(&gateway_config()).await;
+                    sender.send(provider.issuer.clone()).unwrap();
+                    let _keep = provider;
+                    std::future::pending::<()>().await;
+                });
+            });
+            Some(receiver.recv().expect("the shared provider starts"))
+        })
+        .as_deref()
+}
+
+/// Front-proxy assertions signed by `tests/oidc/assertion.mjs` (panva's `jose`): a fresh ES256
+/// key set, and one JWT per claims object. Returns `(jwks, tokens)`.
+pub fn sign_assertions(claims: &[serde_json::Value]) -> (serde_json::Value, Vec<String>) {
+    let input = serde_json::json!({ "claims": claims });
+    let output = std::process::Command::new("node")
+        .arg(provider_dir().join("assertion.mjs"))
+        .arg(input.to_string())
+        .current_dir(provider_dir())
+        .output()
+        .expect("cannot run node");
+    assert!(
+        output.status.success(),
+        "assertion.mjs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tokens = signed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|token| token.as_str().unwrap().to_owned())
+        .collect();
+    (signed["jwks"].clone(), tokens)
+}
+
 /// The standard test configuration: the client above, and users `ada` (analysts, admins) and
 /// `bob` (no groups, no email).
 pub fn config() -> serde_json::Value {
@@ -96,11 +168,16 @@ pub struct Provider {
 impl Provider {
     /// Starts a provider with `config` on a free port, its key named `key-1`.
     pub async fn start(config: &serde_json::Value) -> Self {
+        Self::start_on(config, 0).await
+    }
+
+    /// Starts a provider with `config` on `port` (0: a free one), its key named `key-1`.
+    pub async fn start_on(config: &serde_json::Value, port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         let mut provider = Self {
             issuer: String::new(),
-            port: 0,
+            port,
             child: None,
             dir,
         };
@@ -234,6 +311,24 @@ impl Browser {
         self.request(Method::GET, url, None).await
     }
 
+    /// The `Cookie` header this browser sends to `path`.
+    pub fn cookie_header(&self, path: &str) -> String {
+        self.cookies
+            .iter()
+            .filter(|((cookie_path, _), _)| path.starts_with(cookie_path.as_str()))
+            .map(|((_, name), value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// `name=value` of the cookie whose name starts with `prefix`, if the browser holds one.
+    pub fn cookie_named(&self, prefix: &str) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|((_, name), _)| name.starts_with(prefix))
+            .map(|((_, name), value)| format!("{name}={value}"))
+    }
+
     /// `POST url` with a form body, redirects not followed.
     pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
         let body = form_urlencoded::Serializer::new(String::new())
@@ -244,14 +339,7 @@ impl Browser {
 
     async fn request(&mut self, method: Method, url: &str, form: Option<String>) -> Page {
         let uri: http::Uri = url.parse().unwrap();
-        let path = uri.path().to_owned();
-        let cookie = self
-            .cookies
-            .iter()
-            .filter(|((cookie_path, _), _)| path.starts_with(cookie_path.as_str()))
-            .map(|((_, name), value)| format!("{name}={value}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let cookie = self.cookie_header(uri.path());
         let mut request = Request::builder().method(method).uri(url);
         if !cookie.is_empty() {
             request = request.header(header::COOKIE, cookie);
@@ -309,6 +397,19 @@ impl Browser {
         } else {
             self.cookies.insert(key, value.trim().to_owned());
         }
+    }
+
+    /// Signs in at a gateway as `login`: `GET start` (the gateway's `/auth/oidc?next=…`,
+    /// which must send the browser to `issuer`), the provider's pages, then the callback,
+    /// once. Returns the gateway's answer to the callback (the session cookie is then in the
+    /// jar: [`cookie_named`](Self::cookie_named)).
+    pub async fn sign_in_through(&mut self, start: &str, issuer: &str, login: &str) -> Page {
+        let to_provider = self.get(start).await;
+        assert_eq!(to_provider.status, StatusCode::SEE_OTHER, "{to_provider:?}");
+        let location = to_provider.location.expect("a redirect to the provider");
+        assert!(location.starts_with(issuer), "{location}");
+        let callback = self.sign_in_at_provider(issuer, &location, login).await;
+        self.get(&callback).await
     }
 
     /// Follows `authorization_url` through the provider's login (as `login`, any password)

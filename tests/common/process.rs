@@ -150,6 +150,20 @@ pub fn marimo_rs(args: &[&str]) -> Command {
     command
 }
 
+/// Runs `command` to completion (it must not start a server): its exit status, stdout and
+/// stderr.
+pub async fn finish(mut command: Command) -> (ExitStatus, String, String) {
+    let output = tokio::time::timeout(STOP, command.output())
+        .await
+        .expect("marimo-rs exits by itself")
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A running `marimo-rs`, found through the URL line it printed; killed when dropped.
 pub struct MarimoRs {
     pub process: Spawned,

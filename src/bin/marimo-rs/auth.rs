@@ -1,6 +1,5 @@
 //! Which token, if any, the server requires: the authentication flags resolved.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use marimo_rs::Token;
@@ -152,17 +151,14 @@ pub(crate) fn read_token_file(path: &Path, flag: &'static str) -> Result<Token, 
         path: path.to_owned(),
         source,
     };
-    let mut value = String::new();
-    if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut value).map_err(error)?;
-    } else {
-        value = std::fs::read_to_string(path).map_err(error)?;
-    }
-    let trimmed = value
-        .strip_suffix("\r\n")
-        .or_else(|| value.strip_suffix('\n'))
-        .unwrap_or(&value);
-    non_empty(trimmed.to_owned(), flag)
+    let value = crate::files::read_secret(path).map_err(error)?;
+    let value = String::from_utf8(value).map_err(|_| {
+        error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })?;
+    non_empty(value, flag)
 }
 
 fn generate(generated: Generated<'_>) -> Result<Token, CliError> {

@@ -64,6 +64,15 @@ impl Command {
             Command::New(args) => &args.auth,
         }
     }
+
+    pub(crate) fn identity(&self) -> &IdentityArgs {
+        match self {
+            Command::Run(args) => &args.identity,
+            Command::Serve(args) => &args.identity,
+            Command::Edit(args) => &args.identity,
+            Command::New(args) => &args.identity,
+        }
+    }
 }
 
 /// `marimo-rs run`.
@@ -81,6 +90,8 @@ pub(crate) struct RunArgs {
     pub(crate) server: ServerArgs,
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
 }
 
 /// `marimo-rs serve`.
@@ -93,12 +104,23 @@ pub(crate) struct ServeArgs {
     /// for more directories.
     #[arg(long = "dir", value_name = "PATH=DIRECTORY")]
     pub(crate) dirs: Vec<String>,
+    /// Read the server's settings from FILE (TOML: listen address, base URL, token or
+    /// identity provider, apps and directories with their access rules, trusted proxies,
+    /// audit log). Flags given as well override the file; --app and --dir add to its mounts
+    #[arg(long, value_name = "FILE.toml")]
+    pub(crate) config: Option<PathBuf>,
+    /// What only the configuration file can say (per-mount access rules, claim names, a
+    /// front proxy's identity), filled in from --config.
+    #[arg(skip)]
+    pub(crate) file: Box<crate::config::Extras>,
     #[command(flatten)]
     pub(crate) app: AppArgs,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
 }
 
 /// `marimo-rs edit`.
@@ -119,6 +141,8 @@ pub(crate) struct EditArgs {
     pub(crate) server: ServerArgs,
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
 }
 
 /// `marimo-rs new`.
@@ -134,6 +158,8 @@ pub(crate) struct NewArgs {
     pub(crate) server: ServerArgs,
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
 }
 
 /// Options of the read-only app view (run and serve), spelled as `marimo run` spells them.
@@ -315,6 +341,13 @@ pub(crate) struct OpsArgs {
     /// browser asks for
     #[arg(long, value_name = "FILE")]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// Also serve the admin page to this signed-in user (repeatable; the name the identity
+    /// provider or the trusted proxy gives)
+    #[arg(long = "admin-user", value_name = "NAME")]
+    pub(crate) admin_users: Vec<String>,
+    /// Also serve the admin page to the signed-in members of this group (repeatable)
+    #[arg(long = "admin-group", value_name = "GROUP")]
+    pub(crate) admin_groups: Vec<String>,
     /// Write one JSON line per request to FILE (appended; `-` for standard output, after the
     /// URL line)
     #[arg(long, value_name = "FILE")]
@@ -348,6 +381,60 @@ pub(crate) struct AuthArgs {
     /// Turn authentication off (the default for run and serve)
     #[arg(long, conflicts_with_all = ["token", "auth", "token_password", "token_password_file"])]
     pub(crate) no_token: bool,
+}
+
+/// Sign-in with an identity provider, access rules and the audit log.
+#[derive(Clone, Debug, Args, Default)]
+#[command(next_help_heading = "Identity")]
+pub(crate) struct IdentityArgs {
+    /// Sign in with the OpenID Connect provider at URL (its issuer, exactly as its discovery
+    /// document states it); needs --oidc-client-id and --oidc-client-secret-file. Register
+    /// {public URL}/auth/callback as the redirect URI
+    #[arg(long, value_name = "URL", requires_all = ["oidc_client_id", "oidc_client_secret_file"])]
+    pub(crate) oidc_issuer: Option<String>,
+    /// The client id registered with the identity provider
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    pub(crate) oidc_client_id: Option<String>,
+    /// Read the client secret from FILE, `-` for standard input (one trailing newline is
+    /// ignored); a secret is never taken as a flag value
+    #[arg(long, value_name = "FILE|-", requires = "oidc_issuer")]
+    pub(crate) oidc_client_secret_file: Option<PathBuf>,
+    /// The scopes to ask the identity provider for, comma-separated [default:
+    /// openid,profile,email]
+    #[arg(
+        long,
+        value_name = "openid,email,…",
+        value_delimiter = ',',
+        requires = "oidc_issuer"
+    )]
+    pub(crate) oidc_scopes: Option<Vec<String>>,
+    /// Where browsers reach this server (`https://marimo.example.com`), for the identity
+    /// provider's redirect [default: http://HOST:PORT plus --base-url]
+    #[arg(long, value_name = "URL")]
+    pub(crate) public_url: Option<String>,
+    /// Only this user may sign in to the server (repeatable; with --allow-group and
+    /// --allow-email-domain, any one that matches is enough)
+    #[arg(long = "allow-user", value_name = "NAME")]
+    pub(crate) allow_users: Vec<String>,
+    /// Only members of this group may sign in (repeatable)
+    #[arg(long = "allow-group", value_name = "NAME")]
+    pub(crate) allow_groups: Vec<String>,
+    /// Only users with an email address at this domain may sign in (repeatable)
+    #[arg(long = "allow-email-domain", value_name = "DOMAIN")]
+    pub(crate) allow_email_domains: Vec<String>,
+    /// Append the audit log (sign-ins, failed and limited attempts, sign-outs, refusals,
+    /// notebook sessions) to FILE as JSON lines; never a token, code or secret
+    #[arg(long, value_name = "FILE")]
+    pub(crate) audit_log: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    /// Whether any whole-server access rule is given.
+    pub(crate) fn has_rules(&self) -> bool {
+        !self.allow_users.is_empty()
+            || !self.allow_groups.is_empty()
+            || !self.allow_email_domains.is_empty()
+    }
 }
 
 /// The `--log-level` values.

@@ -75,6 +75,34 @@ pub(crate) enum CliError {
     Build(#[from] marimo_rs::BuildError),
     #[error(transparent)]
     Python(#[from] marimo_rs::NotebookError),
+    #[error("cannot read the configuration file {}: {source}", .path.display())]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {message}", .path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("cannot read the client secret file {}: {source}", .path.display())]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the client secret from {} is empty", .0.display())]
+    EmptySecret(PathBuf),
+    #[error("{0}")]
+    PublicUrl(String),
+    #[error("--allow-user, --allow-group and --allow-email-domain need a way to sign in: add --oidc-issuer (an identity provider) or --token")]
+    RulesWithoutSignIn,
+    #[error(transparent)]
+    Oidc(#[from] marimo_rs::OidcError),
+    #[error("cannot open the audit log {}: {source}", .path.display())]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("the server stopped: {0}")]
     Serve(#[source] io::Error),
     #[error("cannot start the async runtime: {0}")]

@@ -1,4 +1,4 @@
-//! Notebook files on disk: checking them, creating new ones.
+//! Files on disk: notebooks (checking them, creating new ones), and files that hold a secret.
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
@@ -74,4 +74,23 @@ fn create(path: &Path) -> Result<(), CliError> {
             source,
         }),
     }
+}
+
+/// The secret in `path` (`-`: standard input) without one trailing newline (`\n` or `\r\n`):
+/// how tokens and client secrets are given, so that they stay out of `ps`.
+pub(crate) fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut secret = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut secret)?;
+    } else {
+        secret = std::fs::read(path)?;
+    }
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    Ok(secret)
 }

@@ -1,18 +1,26 @@
-//! The operations flags: `--metrics` (with `--metrics-token-file`), `--admin-token-file` and
-//! `--access-log`, turned into the library's builder options.
+//! The operations flags: `--metrics` (with `--metrics-token-file`), `--admin-token-file`,
+//! `--admin-user`, `--admin-group` and `--access-log`, turned into the library's builder options.
 
 use std::path::Path;
 
 use marimo_rs::{AccessLog, Admin, AppBuilder, Metrics};
 
 use crate::auth::read_token_file;
-use crate::cli::{AuthArgs, OpsArgs};
+use crate::cli::{AuthArgs, IdentityArgs, OpsArgs};
 use crate::error::CliError;
 
 /// Refuses two flags that would both read standard input (`-`), before either reads it.
-pub(crate) fn check_stdin(auth: &AuthArgs, args: &OpsArgs) -> Result<(), CliError> {
+pub(crate) fn check_stdin(
+    auth: &AuthArgs,
+    identity: &IdentityArgs,
+    args: &OpsArgs,
+) -> Result<(), CliError> {
     let files = [
         ("--token-password-file", &auth.token_password_file),
+        (
+            "--oidc-client-secret-file",
+            &identity.oidc_client_secret_file,
+        ),
         ("--metrics-token-file", &args.metrics_token_file),
         ("--admin-token-file", &args.admin_token_file),
     ];
@@ -37,9 +45,15 @@ pub(crate) fn configure(mut builder: AppBuilder, args: &OpsArgs) -> Result<AppBu
     } else if args.metrics_token_file.is_some() {
         return Err(CliError::MetricsTokenWithoutMetrics);
     }
-    if let Some(path) = &args.admin_token_file {
-        let admin_token = read_token_file(path, "--admin-token-file")?;
-        builder = builder.admin(Admin::new().token(admin_token));
+    let signed_in_admins = !args.admin_users.is_empty() || !args.admin_groups.is_empty();
+    if args.admin_token_file.is_some() || signed_in_admins {
+        let mut admin = Admin::new()
+            .users(args.admin_users.iter().cloned())
+            .groups(args.admin_groups.iter().cloned());
+        if let Some(path) = &args.admin_token_file {
+            admin = admin.token(read_token_file(path, "--admin-token-file")?);
+        }
+        builder = builder.admin(admin);
         tracing::info!("serving the admin page at {{base}}/_admin/");
     }
     if let Some(path) = &args.access_log {

@@ -6,14 +6,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use marimo_rs::{create_app, AppBuilder, AuthLayer, MarimoService, Mount, ReplicaId, Token};
+use marimo_rs::{create_app, Access, AppBuilder, MarimoService, Mount, ReplicaId, Token};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{self, Generated};
-use crate::cli::{AppArgs, Command, EditorArgs, ServerArgs};
+use crate::cli::{AppArgs, Command, EditorArgs, IdentityArgs, ServerArgs};
+use crate::config::Extras;
 use crate::error::CliError;
-use crate::files;
+use crate::{files, identity};
 
 /// What a command serves.
 struct Plan {
@@ -30,10 +31,11 @@ struct Plan {
 }
 
 /// Runs `command` until Ctrl-C or SIGTERM.
-pub(crate) async fn run(command: Command) -> Result<(), CliError> {
-    crate::ops::check_stdin(command.auth(), &command.server().ops)?;
+pub(crate) async fn run(mut command: Command) -> Result<(), CliError> {
+    crate::ops::check_stdin(command.auth(), command.identity(), &command.server().ops)?;
     let secrets = auth::secrets_from_env()?;
-    let (plan, server) = plan(command, secrets.as_ref())?;
+    let (identity, extras) = take_identity(&mut command);
+    let (plan, server) = plan(command, secrets.as_ref(), &identity, &extras)?;
     let proxy = server.proxy.as_deref().map(Proxy::parse).transpose()?;
     let base = match proxy
         .as_ref()
@@ -56,10 +58,37 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     if let Some(max) = server.limits.max_sessions {
         builder = builder.max_sessions(max as usize);
     }
+    // Bound first: the identity provider's redirect URI names the port.
+    let listener = listen(&server.host, server.port).await?;
+    let address = listener.local_addr().map_err(|source| CliError::Bind {
+        host: server.host.clone(),
+        port: server.port,
+        source,
+    })?;
+    let oidc = match identity.oidc_issuer {
+        Some(_) => {
+            // Behind --proxy, browsers come back from the provider through the proxy.
+            let public = match (&identity.public_url, &proxy) {
+                (None, Some(proxy)) => {
+                    format!("{}{}", proxy.origin(), base.as_deref().unwrap_or(""))
+                }
+                _ => {
+                    identity::public_url(&identity, &server.host, address.port(), base.as_deref())?
+                }
+            };
+            identity::oidc_config(&identity, &extras, &public)?
+        }
+        None => None,
+    };
+    let method = match (&oidc, &plan.token) {
+        (Some(_), Some(_)) => "oidc+token",
+        (Some(_), None) => "oidc",
+        (None, Some(_)) => "token",
+        (None, None) => "off",
+    };
     // Kept to mint the browser's one-time sign-in link once the server listens.
     let mut auth_layer = None;
-    if let Some(token) = &plan.token {
-        let mut layer = AuthLayer::new(token.clone());
+    if let Some(mut layer) = identity::layer(plan.token.as_ref(), oidc, &identity, &extras)? {
         if let Some(base) = &base {
             layer = layer.base_path(base);
         }
@@ -79,6 +108,9 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
                 .old_secrets(&secrets.old)
                 .old_tokens(plan.old_tokens.clone());
         }
+        // A provider that cannot be used is reported now, in one line, not at the first
+        // sign-in.
+        layer.discover().await?;
         builder = builder.auth(layer.clone());
         auth_layer = Some(layer);
     }
@@ -99,13 +131,6 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         None => app.clone(),
     };
 
-    let listener = listen(&server.host, server.port).await?;
-    let address = listener.local_addr().map_err(|source| CliError::Bind {
-        host: server.host.clone(),
-        port: server.port,
-        source,
-    })?;
-
     // Ctrl-C and SIGTERM are watched from now on, also while the backends start.
     let (stop, mut stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -125,12 +150,8 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
         }
     }
 
-    warn_if_exposed(address, plan.token.is_some(), plan.editor);
-    tracing::info!(
-        %address,
-        auth = if plan.token.is_some() { "token" } else { "off" },
-        "marimo-rs is listening"
-    );
+    warn_if_exposed(address, auth_layer.is_some(), plan.editor);
+    tracing::info!(%address, auth = method, "marimo-rs is listening");
     // Behind --proxy, users reach the server at the proxy's address.
     let origin = match &proxy {
         Some(proxy) => proxy.origin(),
@@ -142,9 +163,11 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     if !server.headless {
         // The browser gets a one-time link instead, so the token stays out of the opener's
         // command line (`ps`) and the browser's history.
-        let target = match &auth_layer {
-            Some(layer) => format!("{origin}{}", layer.sign_in_link(&plan.open, SIGN_IN_VALID)),
-            None => url(&origin, &page, None),
+        let target = match (&auth_layer, &plan.token) {
+            (Some(layer), Some(_)) => {
+                format!("{origin}{}", layer.sign_in_link(&plan.open, SIGN_IN_VALID))
+            }
+            _ => url(&origin, &page, None),
         };
         open_browser(target);
     }
@@ -302,8 +325,39 @@ impl Proxy {
     }
 }
 
+/// The identity flags and the file's extras, taken out of `command`.
+fn take_identity(command: &mut Command) -> (IdentityArgs, Extras) {
+    let identity = match command {
+        Command::Run(args) => std::mem::take(&mut args.identity),
+        Command::Serve(args) => std::mem::take(&mut args.identity),
+        Command::Edit(args) => std::mem::take(&mut args.identity),
+        Command::New(args) => std::mem::take(&mut args.identity),
+    };
+    let extras = match command {
+        Command::Serve(args) => std::mem::take(&mut *args.file),
+        _ => Extras::default(),
+    };
+    (identity, extras)
+}
+
+/// `mount` with the access rules the configuration file gives `path`.
+fn with_rules(mount: Mount, path: &str, rules: &[(String, Access)]) -> Mount {
+    match rules.iter().find(|(at, _)| at == path) {
+        Some((_, access)) => mount.access(access.clone()),
+        None => mount,
+    }
+}
+
 /// The plan for `command`, and its server options.
-fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, ServerArgs), CliError> {
+fn plan(
+    command: Command,
+    secrets: Option<&auth::Secrets>,
+    identity: &IdentityArgs,
+    extras: &Extras,
+) -> Result<(Plan, ServerArgs), CliError> {
+    // With an identity provider, the token is for scripts: off unless asked for, even in the
+    // editor.
+    let provider = identity.oidc_issuer.is_some();
     match command {
         Command::Run(args) => {
             let (apps, dirs) = run_mounts(&args.paths)?;
@@ -366,10 +420,22 @@ fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, Serv
             let open = open_path(mounts);
             let mut builder = app_options(create_app(), &args.app);
             for (path, file) in apps {
-                builder = builder.with_app(&path, file);
+                let mount = with_rules(Mount::app(file), &path, &extras.app_access);
+                builder = builder.mount(&path, mount);
             }
             for (path, directory) in dirs {
-                builder = builder.with_dynamic_directory(&path, directory);
+                let mut mount = Mount::directory(directory);
+                if let Some((_, all, notebooks)) =
+                    extras.dir_access.iter().find(|(at, ..)| *at == path)
+                {
+                    if let Some(all) = all {
+                        mount = mount.access(all.clone());
+                    }
+                    for (notebook, access) in notebooks {
+                        mount = mount.notebook_access(notebook.clone(), access.clone());
+                    }
+                }
+                builder = builder.mount(&path, mount);
             }
             let plan = Plan {
                 builder,
@@ -383,13 +449,13 @@ fn plan(command: Command, secrets: Option<&auth::Secrets>) -> Result<(Plan, Serv
         }
         Command::Edit(args) => {
             let notebook = files::existing_or_created(&args.notebook)?;
-            let mut plan = editor(notebook, &args.auth, &args.editor)?;
+            let mut plan = editor(notebook, &args.auth, &args.editor, !provider)?;
             plan.builder = plan.builder.watch(args.watch).cli_args(args.args);
             Ok((plan, args.server))
         }
         Command::New(args) => {
             let notebook = files::new(args.notebook.as_deref())?;
-            let plan = editor(notebook, &args.auth, &args.editor)?;
+            let plan = editor(notebook, &args.auth, &args.editor, !provider)?;
             Ok((plan, args.server))
         }
     }
@@ -399,8 +465,9 @@ fn editor(
     notebook: PathBuf,
     auth_args: &crate::cli::AuthArgs,
     options: &EditorArgs,
+    token_by_default: bool,
 ) -> Result<Plan, CliError> {
-    let token = auth::resolve(auth_args, true, Generated::Random)?;
+    let token = auth::resolve(auth_args, token_by_default, Generated::Random)?;
     Ok(Plan {
         builder: create_app().mount("/", Mount::edit(notebook)),
         token,
