@@ -1,12 +1,15 @@
 //! Notebook mounts: a [`NotebookService`] per `with_app`, each backed by one supervised
-//! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
+//! Python process ([`process::Backend`]) that runs marimo's own ASGI app, started from a warm
+//! [`pool`] of processes when one waits.
 
 mod assets;
 mod page;
+mod pool;
 mod process;
 pub(crate) mod python;
 mod service;
 mod sessions;
+mod stored;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
@@ -19,6 +22,7 @@ pub(crate) use self::process::Backend;
 pub(crate) use self::service::NotebookService;
 
 use self::assets::StaticAssets;
+use self::pool::Pool;
 use crate::error::BuildError;
 use crate::sync::lock;
 
@@ -116,6 +120,8 @@ pub(crate) struct NotebookOptions {
     pub(crate) startup_timeout: Duration,
     pub(crate) startup_wait: Duration,
     pub(crate) response_timeout: Duration,
+    /// How many launcher processes wait, marimo imported, to become a notebook's backend.
+    pub(crate) warm_pool: usize,
     /// The origin guard's policy (the built app's allowed origins), applied by every notebook
     /// service so that mounts without the gateway's auth are guarded too.
     pub(crate) origin: crate::origin::Policy,
@@ -131,6 +137,7 @@ impl Default for NotebookOptions {
             startup_timeout: Duration::from_secs(60),
             startup_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
+            warm_pool: 1,
             origin: crate::origin::Policy::default(),
         }
     }
@@ -146,11 +153,11 @@ const LOCK_FILE: &str = "gateway.lock";
 #[derive(Debug)]
 struct Shared {
     options: NotebookOptions,
-    /// The launcher script, in the private directory.
-    launcher: PathBuf,
     /// marimo's frontend files, read once and served by the gateway: every backend runs the
     /// same Python environment, hence the same files. Runtime state, unlike `options`.
     assets: StaticAssets,
+    /// Processes started ahead, waiting to become a backend.
+    pool: Arc<Pool>,
 }
 
 /// What all notebook mounts of one built service share: the private socket directory, what
@@ -196,13 +203,19 @@ impl Backends {
         let launcher = dir.path().join("launcher.py");
         std::fs::write(&launcher, process::LAUNCHER).map_err(io_error)?;
         remove_stale_dirs(&base, dir.path());
+        let pool = Pool::new(
+            options.warm_pool,
+            options.python.clone(),
+            launcher,
+            dir.path().to_path_buf(),
+        );
         Ok(Arc::new(Self {
             dir,
             _lock: lock,
             shared: Arc::new(Shared {
                 options,
-                launcher,
                 assets: StaticAssets::default(),
+                pool,
             }),
             all: Mutex::new(Vec::new()),
             next_socket: AtomicUsize::new(0),
@@ -238,7 +251,8 @@ impl Backends {
         lock(&self.all).clone()
     }
 
-    /// Starts every backend now and waits until each is ready or failed.
+    /// Starts every backend now and waits until each is ready or failed; then fills the warm
+    /// pool (in the background), for notebooks started later.
     pub(crate) async fn start_all(&self) -> Result<(), NotebookError> {
         let options = &self.shared.options;
         python::resolve(options.python.as_deref()).await?;
@@ -247,6 +261,7 @@ impl Backends {
             .iter()
             .map(|backend| backend.ready_within(options.startup_timeout));
         futures_util::future::join_all(waits).await;
+        self.shared.pool.refill(Duration::ZERO);
         Ok(())
     }
 
@@ -259,10 +274,11 @@ impl Backends {
         }
     }
 
-    /// Stops every backend and waits until their processes are gone.
+    /// Stops every backend and the warm pool, and waits until their processes are gone.
     pub(crate) async fn shutdown(&self) {
         let backends = self.snapshot();
-        futures_util::future::join_all(backends.iter().map(Backend::shutdown)).await;
+        let stopped = futures_util::future::join_all(backends.iter().map(Backend::shutdown));
+        futures_util::future::join(stopped, self.shared.pool.shutdown()).await;
     }
 
     /// Process ids of running backends.

@@ -5,32 +5,34 @@
 //! [`Status`] through a `watch` channel:
 //!
 //! ```text
-//!  Idle ──demand──▶ Starting ──/health 200──▶ Ready ──exit──▶ Failed{reason, retry_at}
+//!  Idle ──demand──▶ Starting ──"ready" line──▶ Ready ──exit──▶ Failed{reason, retry_at}
 //!   ▲                  │ exit / timeout                          │ demand (after backoff)
 //!   │                  └────────────▶ Failed ◀───────────────────┘
 //!   └──── idle timeout (no request, no WebSocket) ◀── Ready
 //! ```
 //!
-//! Requests never block the supervisor: they read the status, ask for a start, and wait on the
-//! channel with their own deadline. When the last handle is dropped (or on
+//! A start takes a warm process from the [pool](super::pool) if one waits, else spawns one, and
+//! hands it the notebook; the launcher says when uvicorn listens (no polling). Requests never
+//! block the supervisor: they read the status, ask for a start, and wait on the channel with
+//! their own deadline. When the last handle is dropped (or on
 //! [`Backend::shutdown`]) the supervisor terminates the process group (SIGTERM, then SIGKILL
 //! after a grace period) and removes the socket.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use http::{Request, Response};
 
 use super::assets::StaticAssets;
+use super::pool::Launcher;
 use super::{python, Mode, NotebookOptions, Shared};
 use crate::proxy::{ProxyError, Upstream, BACKEND_KEEP_ALIVE_SECS};
 use crate::sync::lock;
@@ -38,6 +40,8 @@ use crate::Body;
 
 /// The launcher, shipped inside the crate and written next to the sockets.
 pub(crate) const LAUNCHER: &str = include_str!("launcher.py");
+/// What the launcher writes on its standard output once uvicorn listens on the socket.
+const READY: &str = "marimo-rs:ready";
 
 /// How many stderr lines of a backend are kept for error reports.
 const STDERR_TAIL: usize = 30;
@@ -61,7 +65,7 @@ const GIVE_UP: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) enum Status {
     /// Not running; starts on demand.
     Idle,
-    /// Spawned, waiting for `/health`.
+    /// Spawned (or taken from the pool), waiting for the launcher's ready line.
     Starting,
     /// Answering requests.
     Ready,
@@ -116,6 +120,9 @@ struct Core {
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// The running process's id; 0 when none runs.
     pid: AtomicU32,
+    /// How many times a process became ready: what was learnt from one process (its page)
+    /// is stale once this changes.
+    generation: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -196,6 +203,7 @@ impl Backend {
             tunnels: AtomicUsize::new(0),
             stderr: Arc::default(),
             pid: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         Self {
@@ -236,6 +244,11 @@ impl Backend {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    /// Which process instance is (or was last) ready: changes with every start.
+    pub(crate) fn generation(&self) -> u64 {
+        self.core.generation.load(Ordering::Acquire)
     }
 
     /// Marks activity and asks for a start if the backend is not running.
@@ -320,7 +333,9 @@ impl Backend {
     }
 }
 
-fn backoff(failures: u32) -> Duration {
+/// How long to wait before the next try after `failures` failures in a row: 0.5 s, doubling,
+/// at most 60 s.
+pub(super) fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << failures.min(7)).min(60_000))
 }
 
@@ -345,7 +360,11 @@ async fn supervise(core: Arc<Core>) {
             }
         }
         core.status.send_replace(Status::Starting);
-        let mut child = match start(&core, &mut stop).await {
+        let started = start(&core, &mut stop).await;
+        // The pool gave its process, or had none: it fills again now that this start no
+        // longer needs the CPU.
+        core.shared.pool.refill(Duration::ZERO);
+        let mut child = match started {
             Ok(child) => child,
             Err(StartError::Stopped) => break,
             Err(StartError::Failed(reason)) => {
@@ -356,6 +375,7 @@ async fn supervise(core: Arc<Core>) {
         };
         let ready_at = Instant::now();
         core.touch();
+        core.generation.fetch_add(1, Ordering::AcqRel);
         core.status.send_replace(Status::Ready);
         tracing::info!(backend = %core.label, pid = ?child.id(), "notebook backend ready");
 
@@ -476,7 +496,8 @@ enum StartError {
     Failed(String),
 }
 
-/// Spawns the launcher and waits for `/health`.
+/// Starts the notebook's process: a warm one from the pool if one waits, else a fresh one;
+/// hands it the notebook's configuration and waits until it says it listens.
 async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, StartError> {
     let options = core.options();
     let env = python::resolve(options.python.as_deref())
@@ -485,74 +506,94 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
     let _ = std::fs::remove_file(&core.socket);
     lock(&core.stderr).clear();
 
+    let pool = &core.shared.pool;
+    let mut launcher = match pool.take().await {
+        Some(launcher) => launcher,
+        None => pool.spawn(&env.python).map_err(|e| {
+            StartError::Failed(format!("cannot start {}: {e}", env.python.display()))
+        })?,
+    };
+    let pid = launcher.pid();
+    core.pid.store(pid, Ordering::Relaxed);
+    tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
+    let started = Instant::now();
     let config = serde_json::json!({
-        "parent_pid": std::process::id(),
         "notebook": core.notebook,
         "mode": core.mode,
         "socket": core.socket,
         "keep_alive_secs": BACKEND_KEEP_ALIVE_SECS,
         "marimo": options.marimo,
     });
-    let mut command = Command::new(&env.python);
-    command
-        .arg(&core.shared.launcher)
-        .arg(config.to_string())
-        .current_dir(core.notebook.parent().unwrap_or(std::path::Path::new("/")))
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own process group: a Ctrl-C in the terminal reaches the gateway only, which
-        // then stops the backends in order.
-        .process_group(0)
-        .kill_on_drop(true);
-    // Notebook code reads its environment (`os.environ`), and in edit mode runs anything: the
-    // gateway's own settings stay with the gateway. Every `MARIMO_RS_*` variable goes, not a
-    // list: MARIMO_RS_SECRET and MARIMO_RS_OLD_SECRETS are secrets, a backend needs none of them
-    // (its configuration is the JSON above), and a variable added later is covered unseen.
-    for (name, _) in std::env::vars_os() {
-        if name.as_encoded_bytes().starts_with(b"MARIMO_RS_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| StartError::Failed(format!("cannot start {}: {e}", env.python.display())))?;
-    let pid = child.id().unwrap_or(0);
-    core.pid.store(pid, Ordering::Relaxed);
-    tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
-    if let Some(stderr) = child.stderr.take() {
-        collect_stderr(core, stderr);
-    }
+    // A process that died before it read its configuration fails below, as an exit.
+    let configured = launcher.configure(&config).await;
+    let Launcher {
+        mut child,
+        stdout,
+        stderr,
+        ..
+    } = launcher;
+    collect_stderr(core, stderr);
 
-    let started = Instant::now();
     let deadline = tokio::time::Instant::now() + options.startup_timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
+    let outcome = if configured.is_err() {
+        Started::Exited
+    } else {
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) if line == READY => return Started::Ready,
+                    Ok(Some(_)) => {}
+                    // The process closed its standard output: it is exiting.
+                    _ => return Started::Exited,
+                }
+            }
+        };
+        tokio::select! {
+            started = ready => started,
+            _ = child.wait() => Started::Exited,
+            _ = stop.wait_for(|stop| *stop) => Started::Stopped,
+            () = tokio::time::sleep_until(deadline) => Started::TimedOut,
+        }
+    };
+    match outcome {
+        Started::Ready => {
+            tracing::debug!(backend = %core.label, elapsed = ?started.elapsed(), "backend listening");
+            Ok(child)
+        }
+        Started::Exited => {
+            let status = tokio::time::timeout(TERM_GRACE, child.wait()).await;
             core.gone();
             // Give the stderr reader a moment to take the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(StartError::Failed(format!(
+            let status = match status {
+                Ok(Ok(status)) => status.to_string(),
+                _ => "no exit status".to_owned(),
+            };
+            Err(StartError::Failed(format!(
                 "the backend exited during start-up ({status})"
-            )));
+            )))
         }
-        if *stop.borrow() {
+        Started::Stopped => {
             terminate(core, &mut child).await;
-            return Err(StartError::Stopped);
+            Err(StartError::Stopped)
         }
-        if tokio::time::Instant::now() >= deadline {
+        Started::TimedOut => {
             terminate(core, &mut child).await;
-            return Err(StartError::Failed(format!(
-                "the backend did not answer /health within {:?}",
+            Err(StartError::Failed(format!(
+                "the backend did not start listening within {:?}",
                 options.startup_timeout
-            )));
+            )))
         }
-        if core.socket.exists() && core.upstream.is_healthy(Duration::from_secs(2)).await {
-            tracing::debug!(backend = %core.label, elapsed = ?started.elapsed(), "backend healthy");
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How a start ended.
+enum Started {
+    Ready,
+    Exited,
+    Stopped,
+    TimedOut,
 }
 
 /// Keeps the last [`STDERR_TAIL`] lines for error reports and logs each at debug level.

@@ -40,6 +40,7 @@ pub(crate) async fn run(command: Command) -> Result<(), CliError> {
     if let Some(secs) = server.session_ttl {
         builder = builder.session_ttl(Duration::from_secs(secs));
     }
+    builder = builder.warm_pool(server.warm_pool);
     // Kept to mint the browser's one-time sign-in link once the server listens.
     let mut auth_layer = None;
     if let Some(token) = &plan.token {
