@@ -29,6 +29,10 @@ use tokio::task::JoinHandle;
 use super::python;
 use crate::sync::lock;
 
+/// Waiting processes that die in a row before the pool stops replacing them (a broken Python
+/// would otherwise be started again every minute for ever).
+const MAX_DEATHS: u32 = 5;
+
 /// A launcher process waiting for its configuration (or, once configured, starting).
 #[derive(Debug)]
 pub(super) struct Launcher {
@@ -131,8 +135,8 @@ struct State {
     idle: VecDeque<Waiting>,
     /// Spawns decided but not yet in `idle`.
     spawning: usize,
-    /// Waiting processes that died in a row (reset when one is taken): how long to wait
-    /// before the next replacement.
+    /// Waiting processes that died in a row (reset when one is taken, or a backend started):
+    /// how long to wait before the next replacement, and whether to give up.
     deaths: u32,
     stopped: bool,
     watchers: Vec<JoinHandle<()>>,
@@ -198,7 +202,7 @@ impl Pool {
         }
         let wanted = {
             let mut state = lock(&self.state);
-            if state.stopped {
+            if state.stopped || state.deaths >= MAX_DEATHS {
                 return;
             }
             let wanted = self.size.saturating_sub(state.idle.len() + state.spawning);
@@ -265,7 +269,8 @@ impl Pool {
     }
 
     /// The waiting process `pid` died: it is replaced, after a backoff when that keeps
-    /// happening.
+    /// happening, and not after [`MAX_DEATHS`] in a row (until a backend starts: see
+    /// [`Pool::works`]).
     fn died(&self, pid: u32) {
         let deaths = {
             let mut state = lock(&self.state);
@@ -273,7 +278,18 @@ impl Pool {
             state.deaths += 1;
             state.deaths
         };
+        if deaths >= MAX_DEATHS {
+            tracing::error!(
+                deaths,
+                "warm pool processes keep dying; no more until a notebook backend starts"
+            );
+        }
         self.refill(super::process::backoff(deaths));
+    }
+
+    /// A backend started: Python works, whatever became of earlier waiting processes.
+    pub(super) fn works(&self) {
+        lock(&self.state).deaths = 0;
     }
 
     /// Stops every waiting process and waits until they are gone. The pool stays empty.

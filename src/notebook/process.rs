@@ -363,6 +363,9 @@ async fn supervise(core: Arc<Core>) {
         let started = start(&core, &mut stop).await;
         // The pool gave its process, or had none: it fills again now that this start no
         // longer needs the CPU.
+        if started.is_ok() {
+            core.shared.pool.works();
+        }
         core.shared.pool.refill(Duration::ZERO);
         let mut child = match started {
             Ok(child) => child,
