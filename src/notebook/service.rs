@@ -61,8 +61,9 @@ impl NotebookService {
     /// enough), nor images, nor what the gateway answers from memory (compressed already).
     pub(crate) fn into_mount_service(self) -> MountService {
         use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+        let this = Arc::new(self);
         let service = tower::service_fn(move |req| {
-            let this = self.clone();
+            let this = Arc::clone(&this);
             async move { Ok::<_, Infallible>(this.handle(req).await) }
         });
         let proxied = |_: StatusCode,
@@ -84,7 +85,7 @@ impl NotebookService {
 
     /// The origin guard (unless an outer one already judged the request), then
     /// [`respond`](Self::respond), then CORS headers for an allowed origin.
-    async fn handle(self, mut req: Request<Body>) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
         let mut cors = None;
         if req.extensions().get::<origin::OriginChecked>().is_none() {
             // Mounts without the gateway's auth (open, or behind the host's own) are guarded
@@ -104,7 +105,7 @@ impl NotebookService {
         response
     }
 
-    async fn respond(self, req: Request<Body>) -> Response<Body> {
+    async fn respond(&self, req: Request<Body>) -> Response<Body> {
         let options = self.backend.options();
         let offloaded = self.backend.assets().serve(
             req.method(),
