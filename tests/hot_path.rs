@@ -122,7 +122,21 @@ async fn the_page_comes_from_memory_until_the_process_or_the_file_changes() {
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
     assert_eq!(server_token(&changed.body), token, "same process");
 
-    // So does a new backend process: marimo's skew-protection token is per process.
+    // So does a new backend process: marimo's skew-protection token is per process. The
+    // restart takes the warm pool's process, which waits in the private folder.
+    let socket_dir = gateway.app.socket_dir().unwrap().to_owned();
+    let waiting = common::eventually(
+        START,
+        Duration::from_millis(100),
+        async || {
+            descendants(std::process::id())
+                .into_iter()
+                .find(|child| cwd(*child).as_deref() == Some(socket_dir.as_path()))
+        },
+        Option::is_some,
+    )
+    .await
+    .unwrap();
     signal(pid, Signal::SIGKILL);
     assert!(wait_gone(pid, Duration::from_secs(10)).await);
     let restarted = page_until(&gateway, "/nb/", START, |page| {
@@ -130,7 +144,7 @@ async fn the_page_comes_from_memory_until_the_process_or_the_file_changes() {
     })
     .await;
     assert!(restarted.body.contains("A new title"));
-    assert_ne!(gateway.app.backend_pids(), vec![pid]);
+    assert_eq!(gateway.app.backend_pids(), vec![waiting], "restarted warm");
     gateway.stop().await;
 }
 

@@ -204,13 +204,15 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
     );
 }
 
-/// `python`, behind a script that sleeps `secs` before every backend start (not before the
-/// interpreter check, which runs it with `-c`).
+/// `python`, behind a script that sleeps `secs` before every backend start. The interpreter
+/// check (`-c`) runs at once and names the script as the interpreter, so that backends are
+/// started through it.
 fn slow_python(dir: &std::path::Path, python: &std::path::Path, secs: u32) -> std::path::PathBuf {
     let slow = dir.join("slow-python");
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" != \"-c\" ]; then sleep {secs}; fi\nexec '{}' \"$@\"\n",
-        python.display()
+        "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then\n  '{python}' \"$@\" | sed 's#\"python\": \"[^\"]*\"#\"python\": \"{slow}\"#'\n  exit 0\nfi\nsleep {secs}\nexec '{python}' \"$@\"\n",
+        python = python.display(),
+        slow = slow.display(),
     );
     std::fs::write(&slow, script).unwrap();
     std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
