@@ -152,7 +152,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) python: Option<PathBuf>,
     /// How many Python processes wait, marimo imported, to start a notebook in tens of
-    /// milliseconds instead of seconds (about 50 MB each; 0 turns warm starts off)
+    /// milliseconds instead of seconds (about 65 MB each; 0 turns warm starts off)
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) warm_pool: usize,
     /// How much to log on standard error [default: info, or RUST_LOG when set]
