@@ -97,7 +97,9 @@ async fn serve(routes: Arc<HashMap<String, Recorded>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "http://{addr}/").and_then(|()| out.flush()).unwrap();
+    writeln!(out, "http://{addr}/")
+        .and_then(|()| out.flush())
+        .unwrap();
     drop(out);
     loop {
         let Ok((stream, _)) = listener.accept().await else {

@@ -53,12 +53,12 @@ wait_health() {
     done
     echo "e2e.sh: $1 did not come up" >&2; exit 1
 }
-first_line() { # $1 = file: waits for the URL line a server prints, echoes it without query
+first_line() { # $1 = file: waits for the URL line a server prints, echoes its origin
     for _ in $(seq 1 1200); do
         [ -s "$1" ] && break
         sleep 0.1
     done
-    head -n1 "$1" | sed 's/[?].*//; s:/$::'
+    head -n1 "$1" | sed -E 's#^(https?://[^/?]*).*#\1#'
 }
 start_gateway() { # $1 = name, rest = arguments after the subcommand; sets URL_<name>, PID_<name>
     local name=$1; shift
