@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::marimo::{
-    intro_at, kernel, kernel_ready, page_until, server_token, start_backends, until_output,
+    kernel, kernel_ready, managed_python, page_until, server_token, until_output,
 };
 use common::process::{finish, marimo_rs, MarimoRs};
 use common::{assert_sent_to_login, FORM, HTML, JSON};
@@ -112,19 +112,6 @@ async fn run_serves_page_and_websocket_and_sigterm_stops_everything() {
 
     let stderr = assert_clean_stop(server).await;
     assert!(stderr.contains("marimo-rs is listening"), "{stderr}");
-}
-
-/// The interpreter of the managed virtualenv (installed first if needed, by the library,
-/// under its file lock): read from the command line of a backend the library starts, so the
-/// tests need not know where the cache directory is.
-async fn managed_python() -> PathBuf {
-    let app = intro_at("/").build().unwrap();
-    start_backends(&app).await;
-    let pid = app.backend_pids()[0];
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    app.shutdown().await;
-    let python = cmdline.split(|&b| b == 0).next().unwrap();
-    PathBuf::from(String::from_utf8(python.to_vec()).unwrap())
 }
 
 /// A fresh installation of marimo-rs: its own cache directory, which holds the installation

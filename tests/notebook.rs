@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::marimo::{
-    intro_at, kernel, load_page, page_until, set_slider, slider_at, until_output, until_slider,
-    version, Gateway,
+    intro_at, kernel, load_page, managed_python, page_until, set_slider, slider_at, until_output,
+    until_slider, version, Gateway,
 };
 use common::{
     assert_sent_to_login, eventually, example_notebook, wait_gone, ws_connect, Site, TestServer,
@@ -204,9 +204,28 @@ async fn a_killed_backend_is_restarted_and_nothing_is_left_behind() {
     );
 }
 
+/// `python`, behind a script that sleeps `secs` before every backend start. The interpreter
+/// check (`-c`) runs at once and names the script as the interpreter, so that backends are
+/// started through it.
+fn slow_python(dir: &std::path::Path, python: &std::path::Path, secs: u32) -> std::path::PathBuf {
+    let slow = dir.join("slow-python");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then\n  '{python}' \"$@\" | sed 's#\"python\": \"[^\"]*\"#\"python\": \"{slow}\"#'\n  exit 0\nfi\nsleep {secs}\nexec '{python}' \"$@\"\n",
+        python = python.display(),
+        slow = slow.display(),
+    );
+    std::fs::write(&slow, script).unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    slow
+}
+
 #[tokio::test]
 async fn lazy_start_shows_a_starting_page_then_the_notebook() {
-    let app = intro_at("/lazy").build().unwrap();
+    // A start that takes longer than a page load waits (1 s): a Python slower to start than
+    // this machine's.
+    let dir = tempfile::tempdir().unwrap();
+    let python = slow_python(dir.path(), &managed_python().await, 3);
+    let app = intro_at("/lazy").python(python).build().unwrap();
     assert!(
         app.backend_pids().is_empty(),
         "nothing starts before the first request"

@@ -5,7 +5,20 @@ Started by the marimo_rs gateway (never by hand): serves ONE notebook with marim
 inside the gateway's private (0700) directory. marimo's auth is off: the gateway authenticates
 every request before it gets here.
 
-The configuration arrives as JSON in ``argv[1]``. The gateway passes the identity of the user
+Start-up comes in two steps, so that the gateway can start this process before it knows which
+notebook it will serve (its warm pool):
+
+1. ``argv[1]`` is a JSON object with only the gateway's pid. The process ties its life to the
+   gateway's, imports marimo, uvicorn and the server modules a notebook needs (most of the
+   time a start takes), and waits.
+2. The notebook's configuration arrives as one JSON line on standard input, written at once for
+   a fresh start or when the gateway hands this process to a notebook; ``become_backend`` then
+   does everything else a start does (working directory, app, socket) and writes
+   ``marimo-rs:ready`` on the original standard output once uvicorn listens. Standard output
+   itself goes to /dev/null, as before; end of input without a line means the process is no
+   longer needed.
+
+The gateway passes the identity of the user
 (set by its auth or by the host's middleware) on the ``x-marimo-rs-user`` header, which only it
 can set: it removes that header from client requests. This module turns it into ASGI
 ``scope["user"]`` / ``scope["meta"]`` so ``mo.app_meta().request.user`` sees it.
@@ -346,32 +359,69 @@ class OutOfMemory:
             await send({"type": "websocket.close", "code": 1013})
 
 
-def main():
-    config = json.loads(sys.argv[1])
-    die_with_parent(config["parent_pid"])
-    memory = config.get("memory")
-    try:
-        serve(config, memory)
-    except (MemoryError, OSError) as error:
-        # Even starting needs more than the cap (imports fail with ENOMEM): the gateway says so.
-        if memory and (isinstance(error, MemoryError) or error.errno == errno.ENOMEM):
-            traceback.print_exc()
-            os._exit(memory["exit_status"])
-        raise
+# The line the gateway waits for: uvicorn listens on the socket.
+READY = b"marimo-rs:ready\n"
 
 
-def serve(config, memory):
+def take_stdout():
+    """A private copy of standard output for the ready line; fd 1 itself goes to /dev/null.
+
+    Anything else written to standard output (marimo, notebook code) is discarded, as when the
+    gateway gave the process no standard output at all; the copy is not inherited by kernels.
+    """
+    ready = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    return ready
+
+
+def preload():
+    """Imports what serving any notebook needs: the part of a start that does not depend on it."""
+    import marimo  # noqa: F401
+    import marimo._server.api.lifespans  # noqa: F401
+    import marimo._server.api.router  # noqa: F401
+    import marimo._server.asgi  # noqa: F401
+    import marimo._server.main  # noqa: F401
+    import uvicorn
+
+    # uvicorn imports its protocol implementations (h11 or httptools, websockets) when a Config
+    # is loaded; loading one now, for no app, does it ahead of time.
+    uvicorn.Config(app=None, log_level="warning").load()
+
+
+def receive_config():
+    """The notebook's configuration: one JSON line on standard input (None at end of input).
+
+    Standard input is /dev/null afterwards, as for a process given none.
+    """
+    line = sys.stdin.buffer.readline()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return json.loads(line) if line.strip() else None
+
+
+def become_backend(config, ready, memory):
+    """Serves ``config["notebook"]`` on ``config["socket"]``; writes READY to ``ready`` once
+    uvicorn listens. Whether this process was started a moment ago or waited in the pool, the
+    notebook finds what a fresh start gives it: its folder as working directory (marimo adds it
+    to ``sys.path`` and sets ``__file__`` for the notebook's code), the gateway's environment
+    without ``MARIMO_RS_*`` (scrubbed when the process was started). With a ``memory`` cap, the
+    cap applies from here on (imports done in the pool are not counted against RLIMIT_DATA)."""
     import marimo
     import uvicorn
 
+    notebook = config["notebook"]
+    os.chdir(os.path.dirname(notebook) or "/")
     options = config["marimo"]
     edit = config.get("mode") == "edit"
     argv = config.get("argv") or []
     if edit:
-        app = edit_app(config["notebook"], options, argv, bool(config.get("watch")))
+        app = edit_app(notebook, options, argv, bool(config.get("watch")))
     else:
         builder = marimo.create_asgi_app(token=None, **options)
-        app = builder.with_app(path="", root=config["notebook"]).build()
+        app = builder.with_app(path="", root=notebook).build()
     managers = session_managers(app)
     if not edit:
         pass_cli_args(managers, argv)
@@ -380,13 +430,20 @@ def serve(config, memory):
         if not edit:
             app.watch_run_mode_kernels()
 
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:
+                os.write(ready, READY)
+                os.close(ready)
+
     socket_path = config["socket"]
     try:
         os.unlink(socket_path)
     except FileNotFoundError:
         pass
     try:
-        server = uvicorn.Server(
+        server = Server(
             uvicorn.Config(
                 Identity(app),
                 uds=socket_path,
@@ -416,6 +473,25 @@ def serve(config, memory):
             os.unlink(socket_path)
         except OSError:
             pass
+
+
+def main():
+    boot = json.loads(sys.argv[1])
+    die_with_parent(boot["parent_pid"])
+    ready = take_stdout()
+    preload()
+    config = receive_config()
+    if config is None:
+        return  # the gateway no longer needs this process
+    memory = config.get("memory")
+    try:
+        become_backend(config, ready, memory)
+    except (MemoryError, OSError) as error:
+        # Serving needs more than the cap (allocations fail with ENOMEM): the gateway says so.
+        if memory and (isinstance(error, MemoryError) or error.errno == errno.ENOMEM):
+            traceback.print_exc()
+            os._exit(memory["exit_status"])
+        raise
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 //! Notebook mounts: a [`NotebookService`] per `with_app`, each backed by one supervised
-//! Python process ([`process::Backend`]) that runs marimo's own ASGI app.
+//! Python process ([`process::Backend`]) that runs marimo's own ASGI app, started from a warm
+//! [`pool`] of processes when one waits.
 
 mod assets;
 mod memory;
 mod page;
+mod pool;
 mod process;
 pub(crate) mod python;
 mod service;
 mod sessions;
+mod stored;
 mod watch;
 
 use std::fs::File;
@@ -21,6 +24,7 @@ pub(crate) use self::process::Backend;
 pub(crate) use self::service::NotebookService;
 
 use self::assets::StaticAssets;
+use self::pool::Pool;
 use crate::error::BuildError;
 use crate::metrics::BackendStats;
 use crate::sync::lock;
@@ -129,6 +133,8 @@ pub(crate) struct NotebookOptions {
     pub(crate) startup_timeout: Duration,
     pub(crate) startup_wait: Duration,
     pub(crate) response_timeout: Duration,
+    /// How many launcher processes wait, marimo imported, to become a notebook's backend.
+    pub(crate) warm_pool: usize,
     /// The origin guard's policy (the built app's allowed origins), applied by every notebook
     /// service so that mounts without the gateway's auth are guarded too.
     pub(crate) origin: crate::origin::Policy,
@@ -162,6 +168,7 @@ impl Default for NotebookOptions {
             startup_timeout: Duration::from_secs(60),
             startup_wait: Duration::from_secs(30),
             response_timeout: Duration::from_secs(30),
+            warm_pool: 1,
             origin: crate::origin::Policy::default(),
             run: RunOptions::default(),
             metrics: None,
@@ -179,8 +186,6 @@ const LOCK_FILE: &str = "gateway.lock";
 #[derive(Debug)]
 struct Shared {
     options: NotebookOptions,
-    /// The launcher script, in the private directory.
-    launcher: PathBuf,
     /// marimo's frontend files, read once and served by the gateway: every backend runs the
     /// same Python environment, hence the same files. Runtime state, unlike `options`.
     assets: StaticAssets,
@@ -188,6 +193,8 @@ struct Shared {
     memory: Option<memory::Enforcement>,
     /// How many times a backend ran out of memory, including backends since removed.
     out_of_memory: AtomicU64,
+    /// Processes started ahead, waiting to become a backend.
+    pool: Arc<Pool>,
 }
 
 /// What all notebook mounts of one built service share: the private socket directory, what
@@ -234,15 +241,21 @@ impl Backends {
         std::fs::write(&launcher, process::LAUNCHER).map_err(io_error)?;
         remove_stale_dirs(&base, dir.path());
         let memory = options.run.memory_limit.map(memory::Enforcement::detect);
+        let pool = Pool::new(
+            options.warm_pool,
+            options.python.clone(),
+            launcher,
+            dir.path().to_path_buf(),
+        );
         Ok(Arc::new(Self {
             dir,
             _lock: lock,
             shared: Arc::new(Shared {
                 options,
-                launcher,
                 assets: StaticAssets::default(),
                 memory,
                 out_of_memory: AtomicU64::new(0),
+                pool,
             }),
             all: Mutex::new(Vec::new()),
             next_socket: AtomicUsize::new(0),
@@ -286,7 +299,8 @@ impl Backends {
         lock(&self.all).clone()
     }
 
-    /// Starts every backend now and waits until each is ready or failed.
+    /// Starts every backend now and waits until each is ready or failed; then fills the warm
+    /// pool (in the background), for notebooks started later.
     pub(crate) async fn start_all(&self) -> Result<(), NotebookError> {
         let options = &self.shared.options;
         python::resolve(options.python.as_deref()).await?;
@@ -295,6 +309,7 @@ impl Backends {
             .iter()
             .map(|backend| backend.ready_within(options.startup_timeout));
         futures_util::future::join_all(waits).await;
+        self.shared.pool.refill(Duration::ZERO);
         Ok(())
     }
 
@@ -307,10 +322,11 @@ impl Backends {
         }
     }
 
-    /// Stops every backend and waits until their processes are gone.
+    /// Stops every backend and the warm pool, and waits until their processes are gone.
     pub(crate) async fn shutdown(&self) {
         let backends = self.snapshot();
-        futures_util::future::join_all(backends.iter().map(Backend::shutdown)).await;
+        let stopped = futures_util::future::join_all(backends.iter().map(Backend::shutdown));
+        futures_util::future::join(stopped, self.shared.pool.shutdown()).await;
     }
 
     /// How many times backends of this service ran out of memory.

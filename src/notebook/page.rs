@@ -1,5 +1,20 @@
-//! Hiding where a run-mode notebook lives: marimo writes the notebook's absolute path into its
-//! page, and browsers need only the file name.
+//! A run-mode notebook's page: fetched from its backend once per process and version of the
+//! notebook file ([`Page`]), with where the notebook lives hidden ([`HidePaths`]), then served
+//! from memory.
+//!
+//! In run mode the page is the same for every visitor of one backend process: marimo renders
+//! it from the notebook file (title, layout, code with `include_code`), the mount's options
+//! (`html_head`, `asset_url`…) and per-process values (the skew-protection `serverToken`), not
+//! from the user. So the gateway keeps the rewritten page with its compressed forms and an
+//! `ETag` ([`Stored`]), and fetches it again when the backend process changes (a restart: a
+//! new token), when the notebook file changes (size, times or inode), or for a request whose
+//! query carries one of the two parameters marimo's page handler reads (`file`,
+//! `access_token`), which always goes to the backend. The options are fixed for a built
+//! service, whose pages live and die with it. marimo's configuration files (`marimo.toml`,
+//! `pyproject.toml`) are read again on the next backend start.
+//!
+//! marimo writes the notebook's absolute path into its page, and browsers need only the file
+//! name.
 //!
 //! marimo 0.25.2 writes the path (or its folder) in five spellings: as is, HTML-escaped
 //! (`<marimo-filename>`, Python's `html.escape`), inside JSON (`filename`, `cwd`: `json.dumps`,
@@ -18,18 +33,199 @@
 //! The notebook's backend runs in the notebook's folder, so a relative `notebookId` still finds
 //! the notebook (its `public/` files keep working).
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::process::Backend;
+use super::stored::Stored;
+use crate::proxy::ProxyError;
 use crate::response::plain;
+use crate::sync::lock;
 use crate::Body;
 
 /// The largest notebook page the gateway rewrites. A larger page is refused (`502`), never sent
 /// with the path in it; marimo's run-mode page is about 25 KiB.
 pub(crate) const PAGE_REWRITE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// One notebook's run-mode page, as the gateway serves it (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Page {
+    hide: HidePaths,
+    /// The notebook file, canonical.
+    notebook: PathBuf,
+    cached: Mutex<Option<Arc<Cached>>>,
+    /// One fetch at a time: concurrent first loads wait for it rather than all asking Python.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// The page as it was fetched for `key`.
+#[derive(Debug)]
+struct Cached {
+    key: Key,
+    body: Arc<Stored>,
+    /// marimo's other header fields (`Cache-Control`, `Referrer-Policy`…).
+    fields: HeaderMap,
+}
+
+/// What a page depends on besides the service's options: the backend process, the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key {
+    generation: u64,
+    file: FileStamp,
+}
+
+/// What changes when a file is written or replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: (i64, i64),
+    changed_ns: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified_ns: (meta.mtime(), meta.mtime_nsec()),
+            changed_ns: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// Header fields of marimo's page that the stored body sets itself, or that belong to one
+/// response only.
+const OWN_FIELDS: [header::HeaderName; 6] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::ETAG,
+    header::VARY,
+    header::DATE,
+];
+
+impl Page {
+    pub(crate) fn new(notebook: &Path) -> Self {
+        Self {
+            hide: HidePaths::new(notebook),
+            notebook: notebook.to_path_buf(),
+            cached: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Answers a `GET` or `HEAD` for the page of `backend` (ready), from memory when it can.
+    pub(crate) async fn serve(
+        &self,
+        backend: &Backend,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let head = req.method() == Method::HEAD;
+        let Some(key) = self.key(backend, &req) else {
+            let response = self.fetch(backend, req).await?;
+            return Ok(if head {
+                response.map(|_| Body::empty())
+            } else {
+                response
+            });
+        };
+        if let Some(page) = self.current(key) {
+            return Ok(page.body.respond(req.headers(), head, &page.fields).await);
+        }
+        let _one = self.fetching.lock().await;
+        if let Some(page) = self.current(key) {
+            return Ok(page.body.respond(req.headers(), head, &page.fields).await);
+        }
+        let request_fields = req.headers().clone();
+        let response = self.fetch(backend, req).await?;
+        let cacheable = response.status() == StatusCode::OK
+            && !response.headers().contains_key(header::SET_COOKIE);
+        if !cacheable {
+            return Ok(if head {
+                response.map(|_| Body::empty())
+            } else {
+                response
+            });
+        }
+        let (parts, body) = response.into_parts();
+        // Rewritten in memory already: collecting it cannot fail.
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway")),
+        };
+        let mut fields = parts.headers;
+        let content_type = fields
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("text/html; charset=utf-8"));
+        for name in &OWN_FIELDS {
+            fields.remove(name);
+        }
+        let page = Arc::new(Cached {
+            key,
+            body: Stored::new(content_type, bytes),
+            fields,
+        });
+        *lock(&self.cached) = Some(Arc::clone(&page));
+        tracing::debug!(notebook = %self.notebook.display(), bytes = page.body.len(), "notebook page stored");
+        Ok(page.body.respond(&request_fields, head, &page.fields).await)
+    }
+
+    /// The page stored for `key`, if it is.
+    fn current(&self, key: Key) -> Option<Arc<Cached>> {
+        lock(&self.cached)
+            .as_ref()
+            .filter(|page| page.key == key)
+            .cloned()
+    }
+
+    /// What the page for `req` depends on, or `None` when it must come from the backend: the
+    /// query names a parameter marimo's page reads, or the file cannot be looked at.
+    fn key(&self, backend: &Backend, req: &Request<Body>) -> Option<Key> {
+        let own_query = req.uri().query().is_some_and(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .any(|(name, _)| name == "file" || name == "access_token")
+        });
+        if own_query {
+            return None;
+        }
+        Some(Key {
+            // Read before the fetch: a page fetched while a new process starts is fetched
+            // again.
+            generation: backend.generation(),
+            file: FileStamp::of(&self.notebook)?,
+        })
+    }
+
+    /// The page from the backend, rewritten. The backend is asked for the page itself,
+    /// uncompressed (the rewrite needs the text) and unconditionally.
+    async fn fetch(
+        &self,
+        backend: &Backend,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        *req.method_mut() = Method::GET;
+        let headers = req.headers_mut();
+        for name in [
+            header::ACCEPT_ENCODING,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            headers.remove(name);
+        }
+        let response = backend.forward(req).await?;
+        Ok(self.hide.rewrite(response).await)
+    }
+}
 
 /// What Python's `urllib.parse.quote` leaves alone besides ASCII letters and digits, for a
 /// path (`safe="/"`) and for a URI component (marimo's `safe="~()*!.'"`).
@@ -52,13 +248,13 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The replacements that hide one notebook's location, computed once per notebook.
 #[derive(Debug, Default)]
-pub(crate) struct HidePaths {
+struct HidePaths {
     /// `(from, to)`, applied in order.
     replacements: Vec<(String, String)>,
 }
 
 impl HidePaths {
-    pub(crate) fn new(notebook: &Path) -> Self {
+    fn new(notebook: &Path) -> Self {
         let Some(folder) = notebook.parent().and_then(Path::to_str) else {
             tracing::warn!(
                 notebook = %notebook.display(),
@@ -93,7 +289,7 @@ impl HidePaths {
     /// Rewrites a `200` page (any content type: it is `GET /`); other statuses pass untouched.
     /// A page that cannot be checked — compressed, not UTF-8, over [`PAGE_REWRITE_LIMIT`], or
     /// cut short — is refused with `502`.
-    pub(crate) async fn rewrite(&self, response: Response<Body>) -> Response<Body> {
+    async fn rewrite(&self, response: Response<Body>) -> Response<Body> {
         if response.status() != StatusCode::OK || self.replacements.is_empty() {
             return response;
         }

@@ -5,32 +5,34 @@
 //! [`Status`] through a `watch` channel:
 //!
 //! ```text
-//!  Idle ──demand──▶ Starting ──/health 200──▶ Ready ──exit──▶ Failed{reason, retry_at}
+//!  Idle ──demand──▶ Starting ──"ready" line──▶ Ready ──exit──▶ Failed{reason, retry_at}
 //!   ▲                  │ exit / timeout                          │ demand (after backoff)
 //!   │                  └────────────▶ Failed ◀───────────────────┘
 //!   └──── idle timeout (no request, no WebSocket) ◀── Ready
 //! ```
 //!
-//! Requests never block the supervisor: they read the status, ask for a start, and wait on the
-//! channel with their own deadline. When the last handle is dropped (or on
+//! A start takes a warm process from the [pool](super::pool) if one waits, else spawns one, and
+//! hands it the notebook; the launcher says when uvicorn listens (no polling). Requests never
+//! block the supervisor: they read the status, ask for a start, and wait on the channel with
+//! their own deadline. When the last handle is dropped (or on
 //! [`Backend::shutdown`]) the supervisor terminates the process group (SIGTERM, then SIGKILL
 //! after a grace period) and removes the socket.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use http::{Request, Response};
 
 use super::assets::StaticAssets;
+use super::pool::Launcher;
 use super::watch as file_watch;
 use super::{memory, python, Mode, NotebookOptions, Shared};
 use crate::metrics::{BackendState, BackendStats};
@@ -40,6 +42,8 @@ use crate::Body;
 
 /// The launcher, shipped inside the crate and written next to the sockets.
 pub(crate) const LAUNCHER: &str = include_str!("launcher.py");
+/// What the launcher writes on its standard output once uvicorn listens on the socket.
+const READY: &str = "marimo-rs:ready";
 
 /// How many stderr lines of a backend are kept for error reports.
 const STDERR_TAIL: usize = 30;
@@ -65,7 +69,7 @@ const RELOAD_GRACE: Duration = Duration::from_secs(5);
 pub(crate) enum Status {
     /// Not running; starts on demand.
     Idle,
-    /// Spawned, waiting for `/health`.
+    /// Spawned (or taken from the pool), waiting for the launcher's ready line.
     Starting,
     /// Answering requests.
     Ready,
@@ -137,6 +141,9 @@ struct Core {
     cgroup: Mutex<Option<memory::Cgroup>>,
     /// How many times this backend ran out of memory (logged with each time).
     out_of_memory: AtomicU64,
+    /// How many times a process became ready: what was learnt from one process (its page)
+    /// is stale once this changes.
+    generation: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -232,6 +239,7 @@ impl Backend {
             pid: AtomicU32::new(0),
             cgroup: Mutex::new(None),
             out_of_memory: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         Self {
@@ -274,6 +282,11 @@ impl Backend {
         }
     }
 
+    /// Which process instance is (or was last) ready: changes with every start.
+    pub(crate) fn generation(&self) -> u64 {
+        self.core.generation.load(Ordering::Acquire)
+    }
+
     /// Marks activity and asks for a start if the backend is not running.
     pub(crate) fn demand(&self) {
         self.core.touch();
@@ -292,6 +305,10 @@ impl Backend {
     /// Waits until the backend is ready, for at most `wait`. Returns the status it ended on.
     pub(crate) async fn ready_within(&self, wait: Duration) -> Status {
         self.demand();
+        // What nearly every request finds: no subscription, no clock, no timer.
+        if matches!(*self.core.status.borrow(), Status::Ready) {
+            return Status::Ready;
+        }
         let mut status = self.core.status.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -404,7 +421,9 @@ impl Backend {
     }
 }
 
-fn backoff(failures: u32) -> Duration {
+/// How long to wait before the next try after `failures` failures in a row: 0.5 s, doubling,
+/// at most 60 s.
+pub(super) fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << failures.min(7)).min(60_000))
 }
 
@@ -440,7 +459,14 @@ async fn supervise(core: Arc<Core>) {
         file = file_watch::stamp(&core.notebook);
         core.stats.started(retry_at.is_some());
         core.status.send_replace(Status::Starting);
-        let mut child = match start(&core, &mut stop).await {
+        let started = start(&core, &mut stop).await;
+        // The pool gave its process, or had none: it fills again now that this start no
+        // longer needs the CPU.
+        if started.is_ok() {
+            core.shared.pool.works();
+        }
+        core.shared.pool.refill(Duration::ZERO);
+        let mut child = match started {
             Ok(child) => child,
             Err(StartError::Stopped) => break,
             Err(StartError::Failed(reason)) => {
@@ -452,6 +478,7 @@ async fn supervise(core: Arc<Core>) {
         let ready_at = Instant::now();
         core.touch();
         core.stats.ready();
+        core.generation.fetch_add(1, Ordering::AcqRel);
         core.status.send_replace(Status::Ready);
         tracing::info!(backend = %core.label, pid = ?child.id(), "notebook backend ready");
 
@@ -667,7 +694,8 @@ enum StartError {
     Failed(String),
 }
 
-/// Spawns the launcher and waits for `/health`.
+/// Starts the notebook's process: a warm one from the pool if one waits, else a fresh one;
+/// hands it the notebook's configuration and waits until it says it listens.
 async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, StartError> {
     let options = core.options();
     let env = python::resolve(options.python.as_deref())
@@ -687,8 +715,18 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         *lock(&core.cgroup) = group;
         config
     });
+    let pool = &core.shared.pool;
+    let mut launcher = match pool.take().await {
+        Some(launcher) => launcher,
+        None => pool.spawn(&env.python).map_err(|e| {
+            StartError::Failed(format!("cannot start {}: {e}", env.python.display()))
+        })?,
+    };
+    let pid = launcher.pid();
+    core.pid.store(pid, Ordering::Relaxed);
+    tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
+    let started = Instant::now();
     let config = serde_json::json!({
-        "parent_pid": std::process::id(),
         "notebook": core.notebook,
         "mode": core.mode,
         "socket": core.socket,
@@ -698,72 +736,86 @@ async fn start(core: &Core, stop: &mut watch::Receiver<bool>) -> Result<Child, S
         "watch": options.run.watch,
         "memory": memory,
     });
-    let mut command = Command::new(&env.python);
-    command
-        .arg(&core.shared.launcher)
-        .arg(config.to_string())
-        .current_dir(core.notebook.parent().unwrap_or(std::path::Path::new("/")))
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own process group: a Ctrl-C in the terminal reaches the gateway only, which
-        // then stops the backends in order.
-        .process_group(0)
-        .kill_on_drop(true);
-    // Notebook code reads its environment (`os.environ`), and in edit mode runs anything: the
-    // gateway's own settings stay with the gateway. Every `MARIMO_RS_*` variable goes, not a
-    // list: MARIMO_RS_SECRET and MARIMO_RS_OLD_SECRETS are secrets, a backend needs none of them
-    // (its configuration is the JSON above), and a variable added later is covered unseen.
-    for (name, _) in std::env::vars_os() {
-        if name.as_encoded_bytes().starts_with(b"MARIMO_RS_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| StartError::Failed(format!("cannot start {}: {e}", env.python.display())))?;
-    let pid = child.id().unwrap_or(0);
-    core.pid.store(pid, Ordering::Relaxed);
-    tracing::debug!(backend = %core.label, pid, "notebook backend spawned");
-    if let Some(stderr) = child.stderr.take() {
-        collect_stderr(core, stderr);
-    }
+    // A process that died before it read its configuration fails below, as an exit.
+    let configured = launcher.configure(&config).await;
+    let Launcher {
+        mut child,
+        stdout,
+        stderr,
+        ..
+    } = launcher;
+    collect_stderr(core, stderr);
 
-    let started = Instant::now();
     let deadline = tokio::time::Instant::now() + options.startup_timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let memory = ran_out_of_memory(core, &Ok(status))
-                .then(|| core.out_of_memory_message())
-                .flatten();
+    let outcome = if configured.is_err() {
+        Started::Exited
+    } else {
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) if line == READY => return Started::Ready,
+                    Ok(Some(_)) => {}
+                    // The process closed its standard output: it is exiting.
+                    _ => return Started::Exited,
+                }
+            }
+        };
+        tokio::select! {
+            started = ready => started,
+            _ = child.wait() => Started::Exited,
+            _ = stop.wait_for(|stop| *stop) => Started::Stopped,
+            () = tokio::time::sleep_until(deadline) => Started::TimedOut,
+        }
+    };
+    match outcome {
+        Started::Ready => {
+            tracing::debug!(backend = %core.label, elapsed = ?started.elapsed(), "backend listening");
+            Ok(child)
+        }
+        Started::Exited => {
+            let status = tokio::time::timeout(TERM_GRACE, child.wait()).await;
+            // Asked before `gone` removes the cgroup that tells.
+            let memory = match &status {
+                Ok(status) => ran_out_of_memory(core, status)
+                    .then(|| core.out_of_memory_message())
+                    .flatten(),
+                Err(_) => None,
+            };
             core.gone();
             // Give the stderr reader a moment to take the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(StartError::Failed(match memory {
+            let status = match status {
+                Ok(Ok(status)) => status.to_string(),
+                _ => "no exit status".to_owned(),
+            };
+            Err(StartError::Failed(match memory {
                 Some(message) => format!(
                     "the backend ran out of memory during start-up: raise the memory limit. {message}"
                 ),
                 None => format!("the backend exited during start-up ({status})"),
-            }));
+            }))
         }
-        if *stop.borrow() {
+        Started::Stopped => {
             terminate(core, &mut child).await;
-            return Err(StartError::Stopped);
+            Err(StartError::Stopped)
         }
-        if tokio::time::Instant::now() >= deadline {
+        Started::TimedOut => {
             terminate(core, &mut child).await;
-            return Err(StartError::Failed(format!(
-                "the backend did not answer /health within {:?}",
+            Err(StartError::Failed(format!(
+                "the backend did not start listening within {:?}",
                 options.startup_timeout
-            )));
+            )))
         }
-        if core.socket.exists() && core.upstream.is_healthy(Duration::from_secs(2)).await {
-            tracing::debug!(backend = %core.label, elapsed = ?started.elapsed(), "backend healthy");
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How a start ended.
+enum Started {
+    Ready,
+    Exited,
+    Stopped,
+    TimedOut,
 }
 
 /// Keeps the last [`STDERR_TAIL`] lines for error reports and logs each at debug level.

@@ -4,12 +4,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 
 use super::memory;
-use super::page::HidePaths;
+use super::page::Page;
 use super::process::{Backend, Status};
 use super::sessions::{self, Full, Sessions};
+use super::stored::FromMemory;
 use super::Mode;
 use crate::mount::{IntoMountService as _, MountService};
 use crate::origin;
@@ -20,13 +21,20 @@ use crate::sync::lock;
 use crate::Body;
 use tower_layer::Layer as _;
 
+/// How long a page load waits for a starting backend before it gets the self-refreshing
+/// "starting" page: a start from the warm pool takes a fraction of it.
+const PAGE_WAIT: Duration = Duration::from_secs(1);
+/// Proxied responses smaller than this are sent as they are: compressing a short JSON answer
+/// costs more than the bytes it saves.
+const COMPRESS_MIN: u16 = 1024;
+
 /// Serves one notebook: waits for (or starts) its backend, then proxies to it.
 #[derive(Clone, Debug)]
 pub(crate) struct NotebookService {
     /// The backend, and through it the options it runs with.
     backend: Backend,
-    /// Hides the notebook's location in its run-mode page.
-    hide_paths: Arc<HidePaths>,
+    /// The run-mode page: kept in memory, the notebook's location hidden.
+    page: Arc<Page>,
     /// The marimo sessions whose WebSockets this service tunnels.
     sessions: Arc<Sessions>,
 }
@@ -42,27 +50,43 @@ impl NotebookService {
         };
         let max_sessions = backend.options().run.max_sessions;
         Self {
-            hide_paths: Arc::new(HidePaths::new(backend.notebook())),
+            page: Arc::new(Page::new(backend.notebook())),
             backend,
             sessions: Sessions::new(ttl, max_sessions),
         }
     }
 
     /// The mount service: this one behind response compression (gzip/brotli by
-    /// `Accept-Encoding`, only when the backend did not compress).
+    /// `Accept-Encoding`) of what the backend sent, uncompressed and over [`COMPRESS_MIN`]
+    /// bytes. Event streams are never compressed (a compressor holds data back until it has
+    /// enough), nor images, nor what the gateway answers from memory (compressed already).
     pub(crate) fn into_mount_service(self) -> MountService {
+        use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+        let this = Arc::new(self);
         let service = tower::service_fn(move |req| {
-            let this = self.clone();
+            let this = Arc::clone(&this);
             async move { Ok::<_, Infallible>(this.handle(req).await) }
         });
+        let proxied = |_: StatusCode,
+                       _: http::Version,
+                       _: &http::HeaderMap,
+                       extensions: &http::Extensions| {
+            extensions.get::<FromMemory>().is_none()
+        };
+        let predicate = SizeAbove::new(COMPRESS_MIN)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::IMAGES)
+            .and(NotForContentType::SSE)
+            .and(proxied);
         tower_http::compression::CompressionLayer::new()
+            .compress_when(predicate)
             .layer(service)
             .into_mount_service()
     }
 
     /// The origin guard (unless an outer one already judged the request), then
     /// [`respond`](Self::respond), then CORS headers for an allowed origin.
-    async fn handle(self, mut req: Request<Body>) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
         let mut cors = None;
         if req.extensions().get::<origin::OriginChecked>().is_none() {
             // Mounts without the gateway's auth (open, or behind the host's own) are guarded
@@ -82,7 +106,7 @@ impl NotebookService {
         response
     }
 
-    async fn respond(self, mut req: Request<Body>) -> Response<Body> {
+    async fn respond(&self, req: Request<Body>) -> Response<Body> {
         let options = self.backend.options();
         let offloaded = self.backend.assets().serve(
             req.method(),
@@ -95,7 +119,7 @@ impl NotebookService {
         }
         let page = is_page_load(&req);
         let wait = if page {
-            Duration::ZERO
+            PAGE_WAIT.min(options.startup_wait)
         } else {
             options.startup_wait
         };
@@ -160,48 +184,31 @@ impl NotebookService {
             }
         }
         // The run-mode page, whoever asks for it (a browser, or `curl` with `Accept: */*`), is
-        // rewritten to hide where the notebook lives. The editor needs the real path: it sends
-        // it back when saving.
-        let rewrite = (req.method() == Method::GET || req.method() == Method::HEAD)
+        // served from memory with the notebook's location hidden. The editor needs the real
+        // path (it sends it back when saving), and its page is never kept.
+        let run_page = (req.method() == Method::GET || req.method() == Method::HEAD)
             && req.uri().path() == "/"
             && self.backend.mode() == Mode::Run;
-        let head = req.method() == Method::HEAD;
         // The notebook's page opens a session: over the cap, its WebSocket would be refused.
-        // Checked on the backend's answer, which says first if the backend is stopping.
-        let opens_session = page && req.uri().path() == "/";
-        if rewrite {
-            // The page is rewritten as text below: ask the backend not to compress it. A HEAD
-            // asks for the page itself, so that it announces the rewritten page's length.
-            req.headers_mut().remove(header::ACCEPT_ENCODING);
-            *req.method_mut() = Method::GET;
+        if page && req.uri().path() == "/" {
+            if let Some(full) = self.sessions.full() {
+                return too_many_sessions(true, &full);
+            }
         }
-        match self.backend.forward(req).await {
+        let response = if run_page {
+            self.page.serve(&self.backend, req).await
+        } else {
+            self.backend.forward(req).await
+        };
+        match response {
             // The backend is stopping for lack of memory (see `memory`): say so, as the
             // gateway does once it has stopped.
             Ok(response) if memory::ran_out_answer(&response) => {
                 let message = self.backend.out_of_memory_message().unwrap_or_default();
                 out_of_memory(page, &message)
             }
-            Ok(response) if opens_session && response.status().is_success() => {
-                match self.sessions.full() {
-                    Some(full) => too_many_sessions(true, &full),
-                    None if rewrite => self.page(response, head).await,
-                    None => response,
-                }
-            }
-            Ok(response) if rewrite => self.page(response, head).await,
             Ok(response) => response,
             Err(error) => self.proxy_failed(error),
-        }
-    }
-
-    /// The run-mode page, rewritten to hide where the notebook lives; bodiless for a `HEAD`.
-    async fn page(&self, response: Response<Body>, head: bool) -> Response<Body> {
-        let response = self.hide_paths.rewrite(response).await;
-        if head {
-            response.map(|_| Body::empty())
-        } else {
-            response
         }
     }
 

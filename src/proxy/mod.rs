@@ -38,6 +38,12 @@ use crate::{Body, User};
 /// it: it is removed from every incoming request before the gateway (maybe) sets it.
 pub(crate) const USER_HEADER: HeaderName = HeaderName::from_static("x-marimo-rs-user");
 
+// Named once, not parsed from a string on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
 /// How long an idle pooled connection to a backend is kept. The backend's keep-alive
 /// (`KEEP_ALIVE_SECS` in the launcher config) is far longer, so the gateway always closes first
 /// and never sends on a connection the backend is closing.
@@ -345,26 +351,26 @@ fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> 
 
     if let Some(RemoteAddr(addr)) = parts.extensions.get::<RemoteAddr>() {
         let ip = addr.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(previous) => format!("{previous}, {ip}"),
             None => ip,
         };
         if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert("x-forwarded-for", value);
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
-    if !headers.contains_key("x-forwarded-proto") {
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if scheme_is_https { "https" } else { "http" };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     } else if via == Via::Tunnel {
         // HTTP/1.1 needs a `Host`; the pooled client would set this one from the URI.
         headers.insert(header::HOST, HeaderValue::from_static(BACKEND_AUTHORITY));
     }
     if let Ok(prefix) = HeaderValue::try_from(if prefix.is_empty() { "/" } else { prefix }) {
-        headers.insert("x-forwarded-prefix", prefix);
+        headers.insert(X_FORWARDED_PREFIX, prefix);
     }
     if let Some(user) = parts.extensions.get::<User>() {
         if let Ok(value) = HeaderValue::try_from(encode_user(user)) {

@@ -39,6 +39,19 @@ pub async fn start_backends(app: &MarimoService) {
         .expect("no Python with marimo");
 }
 
+/// The interpreter of the managed virtualenv (installed first if needed, by the library,
+/// under its file lock): read from the command line of a backend the library starts, so the
+/// tests need not know where the cache directory is.
+pub async fn managed_python() -> std::path::PathBuf {
+    let app = intro_at("/").warm_pool(0).build().unwrap();
+    start_backends(&app).await;
+    let pid = app.backend_pids()[0];
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    app.shutdown().await;
+    let python = cmdline.split(|&b| b == 0).next().unwrap();
+    std::path::PathBuf::from(String::from_utf8(python.to_vec()).unwrap())
+}
+
 /// A built app served on a loopback port; dereferences to its [`TestServer`].
 pub struct Gateway {
     pub app: MarimoService,

@@ -286,6 +286,10 @@ pub(crate) struct ServerArgs {
     /// MARIMO_RS_PYTHON, else a managed virtualenv with marimo, else python3]
     #[arg(long, value_name = "PATH")]
     pub(crate) python: Option<PathBuf>,
+    /// How many Python processes wait, marimo imported, to start a notebook in tens of
+    /// milliseconds instead of seconds (about 65 MB each; 0 turns warm starts off)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) warm_pool: usize,
     /// How much to log on standard error [default: info, or RUST_LOG when set]
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub(crate) log_level: Option<LogLevel>,

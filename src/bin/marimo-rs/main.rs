@@ -61,11 +61,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let runtime = runtime().map_err(CliError::Runtime)?;
     runtime.block_on(server::run(cli.command))
+}
+
+/// Tokio's runtime for this machine. With at most two CPUs, which the gateway shares with its
+/// Python backends, one thread: a proxied request then wakes one thread, not two that hand
+/// work to each other (measured in BENCHMARKS.md: fewer context switches per request, less
+/// CPU). With more, the multi-threaded scheduler, one worker per CPU. Compression of the
+/// frontend files runs on blocking threads either way.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus <= 2 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }
 
 /// Logs to standard error: `--log-level` if given, else `RUST_LOG`, else `info`; and, with

@@ -86,6 +86,7 @@ pub(crate) async fn run(mut command: Command) -> Result<(), CliError> {
         (None, Some(_)) => "token",
         (None, None) => "off",
     };
+    builder = builder.warm_pool(server.warm_pool);
     // Kept to mint the browser's one-time sign-in link once the server listens.
     let mut auth_layer = None;
     if let Some(mut layer) = identity::layer(plan.token.as_ref(), oidc, &identity, &extras)? {
