@@ -159,6 +159,9 @@ access = {{ groups = ["admins"] }}
             // go (an email domain only ada has).
             "--allow-email-domain",
             "example.com",
+            // The admin page, for the provider's `admins` group.
+            "--admin-group",
+            "admins",
             "--port",
             "0",
             "--headless",
@@ -185,11 +188,26 @@ access = {{ groups = ["admins"] }}
         "ada is an admin: {}",
         intro.brief()
     );
+    let admin = server.get("/_admin/state", &[("cookie", &ada)]).await;
+    assert_eq!(
+        admin.status,
+        StatusCode::OK,
+        "ada is in admins: {}",
+        admin.brief()
+    );
+    assert!(admin.body.contains("\"backends\""), "{}", admin.body);
     // bob has no email: the server-wide rule (the flag's, not the file's) refuses him.
     let bob = sign_in(&server, issuer, "bob").await;
     let refused = server.get("/", &[HTML, ("cookie", &bob)]).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.brief());
     assert!(refused.body.contains("<b>bob</b>"), "{}", refused.body);
+    let not_admin = server.get("/_admin/state", &[("cookie", &bob)]).await;
+    assert_eq!(
+        not_admin.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        not_admin.brief()
+    );
 
     let audit_path = dir.path().join("audit.jsonl");
     let text = common::eventually(
