@@ -166,7 +166,17 @@ async fn run_serves_several_files_and_folders_behind_a_gallery() {
 async fn watch_restarts_a_changed_notebook_and_open_pages_reload() {
     let dir = tempfile::tempdir().unwrap();
     let notebook = intro_copy(dir.path(), "live.py", "Before");
-    let server = start(&["run", notebook.to_str().unwrap(), "--no-token", "--watch"]).await;
+    // No warm pool: the restarted backend would be the pool's process, which this test
+    // would take for the old backend (it tells them apart by pid).
+    let server = start(&[
+        "run",
+        notebook.to_str().unwrap(),
+        "--no-token",
+        "--watch",
+        "--warm-pool",
+        "0",
+    ])
+    .await;
     let mut ws = kernel(&ws_of(&server, "", "watched"), &[]).await;
     until_output(&mut ws, "Before from marimo_rs").await;
     let backend = descendants(server.pid());

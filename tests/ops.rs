@@ -603,6 +603,10 @@ async fn a_stale_admin_request_or_an_unknown_backend_changes_nothing() {
         "run",
         example_notebook("intro.py").to_str().unwrap(),
         "--no-token",
+        // No warm pool: the processes under the gateway are then its backends only, and
+        // none appears later on its own.
+        "--warm-pool",
+        "0",
         "--admin-token-file",
         token_file(dir.path(), "admin", admin_token)
             .to_str()

@@ -264,6 +264,18 @@ def reload_on_signal(server, managers):
     signal.signal(signal.SIGUSR1, reload)
 
 
+def data_segment_bytes():
+    """What RLIMIT_DATA counts for this process now (VmData), or None if it cannot be read."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class OutOfMemory:
     """The memory cap (`"memory"` in the configuration), and what happens when it is reached.
 
@@ -295,6 +307,17 @@ class OutOfMemory:
                 sys.stderr.write(f"marimo-rs: cannot join cgroup {cgroup}: {error}\n")
         import resource
 
+        # marimo and uvicorn were imported before the cap (this process may have waited in the
+        # warm pool): a cap below what the process holds already would leave it unable to
+        # allocate anything, answering nothing. That is the start running out of memory.
+        held = data_segment_bytes()
+        if held is not None and held >= self.limit:
+            sys.stderr.write(
+                f"marimo-rs: the backend holds {held} bytes before serving, more than its "
+                f"memory limit of {self.limit} bytes\n"
+            )
+            sys.stderr.flush()
+            os._exit(self.exit_status)
         _, hard = resource.getrlimit(resource.RLIMIT_DATA)
         soft = self.limit if hard == resource.RLIM_INFINITY else min(self.limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))

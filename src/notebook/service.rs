@@ -190,12 +190,13 @@ impl NotebookService {
             && req.uri().path() == "/"
             && self.backend.mode() == Mode::Run;
         // The notebook's page opens a session: over the cap, its WebSocket would be refused.
-        if page && req.uri().path() == "/" {
-            if let Some(full) = self.sessions.full() {
-                return too_many_sessions(true, &full);
-            }
-        }
-        let response = if run_page {
+        // Then the backend is asked all the same, as it says first if it is stopping.
+        let full = if page && req.uri().path() == "/" {
+            self.sessions.full()
+        } else {
+            None
+        };
+        let response = if run_page && full.is_none() {
             self.page.serve(&self.backend, req).await
         } else {
             self.backend.forward(req).await
@@ -207,7 +208,10 @@ impl NotebookService {
                 let message = self.backend.out_of_memory_message().unwrap_or_default();
                 out_of_memory(page, &message)
             }
-            Ok(response) => response,
+            Ok(response) => match full {
+                Some(full) if response.status().is_success() => too_many_sessions(true, &full),
+                _ => response,
+            },
             Err(error) => self.proxy_failed(error),
         }
     }
