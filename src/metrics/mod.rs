@@ -65,8 +65,8 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// | `http_requests_total` | counter | `mount`, `method`, `status` |
 /// | `http_request_duration_seconds` | histogram (until the response head) | `mount`, `method`, `status` |
 /// | `upstream_duration_seconds` | histogram (backend's response head) | `mount` |
-/// | `backends` | gauge | `state`: idle, starting, ready, failed, stopped |
-/// | `backend_starts_total`, `backend_restarts_total`, `backend_crashes_total`, `backend_start_failures_total`, `backend_given_up_total` | counter | `mount` |
+/// | `backends` | gauge | `state`: idle, starting, ready, failed, out_of_memory, stopped |
+/// | `backend_starts_total`, `backend_restarts_total`, `backend_crashes_total`, `backend_start_failures_total`, `backend_given_up_total`, `backend_out_of_memory_total` | counter | `mount` |
 /// | `websocket_sessions` | gauge (open now) | `mount` |
 /// | `backend_resident_memory_bytes`, `backend_cpu_seconds_total` | gauge, counter (the backend's process group, from `/proc`) | `mount`, `backend` |
 /// | `sign_ins_total`, `credential_failures_total`, `credential_attempts_limited_total` | counter | — |
