@@ -6,7 +6,7 @@
 #
 #   benches/e2e.sh [NOTEBOOK]
 #   env: DURATION=10s CONNECTIONS=32 THREADS=2 ROUNDS=3 WS_RUNS=30 SOAK=60 FIRST_PAGES=5
-#        FIRST_PAUSE=4
+#        FIRST_PAUSE=4 BARE_THREADS=same|multi
 #
 # Needs wrk (Debian package `wrk`), curl and python3. Builds what it runs (release). Talks to
 # 127.0.0.1 only; every process it starts is stopped by PID on exit, and its files are in one
@@ -106,7 +106,12 @@ ASSET_BYTES=$(curl -s -o /dev/null -w '%{size_download}' "$URL_mo/$ASSET")
 # The bare hyper server answers what the gateway answered, recorded.
 curl -s -D "$WORK/asset.head" -o "$WORK/asset.body" "$URL_gw/$ASSET"
 curl -s -D "$WORK/reject.head" -o "$WORK/reject.body" "$URL_gwauth/api/version"
-"$BARE" "/$ASSET=$WORK/asset" "/api/version=$WORK/reject" >"$WORK/bare.out" 2>"$WORK/bare.err" &
+# It runs on the runtime the `marimo-rs` command picks on this machine (one thread with at most
+# two CPUs, see src/bin/marimo-rs/main.rs), so that the ratio compares code, not thread counts;
+# BARE_THREADS=multi gives it Tokio's multi-thread runtime instead.
+BARE_RUNTIME=()
+if [ "${BARE_THREADS:-same}" = same ] && [ "$(nproc)" -le 2 ]; then BARE_RUNTIME=(--current-thread); fi
+"$BARE" "${BARE_RUNTIME[@]}" "/$ASSET=$WORK/asset" "/api/version=$WORK/reject" >"$WORK/bare.out" 2>"$WORK/bare.err" &
 PIDS+=($!)
 URL_bare=$(first_line "$WORK/bare.out")
 
@@ -148,7 +153,7 @@ row() { # $1 = label, $2 = gateway url, $3 = marimo url, $4 = bare url or "", re
 }
 
 echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds per side, loopback; notebook $NOTEBOOK; marimo $VERSION; $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds per side, loopback; notebook $NOTEBOOK; marimo $VERSION; $(nproc) CPUs; bare hyper runtime: ${BARE_RUNTIME[*]:-multi-thread}; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| request | gateway req/s | gateway p50 / p99 | marimo req/s | marimo p50 / p99 | gateway / marimo | bare hyper req/s | gateway / bare |"
 echo "|---|---|---|---|---|---|---|---|"
