@@ -112,6 +112,26 @@ async fn press_ctrl(page: &Page, key: &str, code: &str, key_code: i64) {
     }
 }
 
+/// A folder for a notebook the editor saves: not under `/tmp/` (nor macOS's `/var/folders`),
+/// where marimo's frontend takes notebooks for unnamed scratch files and asks for a name
+/// instead of saving. The build's `target` folder, else (a checkout under /tmp) the cache.
+fn not_scratch_folder() -> PathBuf {
+    let scratch = |path: &Path| path.starts_with("/tmp") || path.starts_with("/var/folders");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let parent = if scratch(&target) {
+        let home = std::env::var_os("HOME").expect("HOME, for a folder outside /tmp");
+        Path::new(&home).join(".cache/marimo-rs-tests")
+    } else {
+        target
+    };
+    assert!(
+        !scratch(&parent),
+        "no folder outside /tmp for the notebook: {parent:?}"
+    );
+    std::fs::create_dir_all(&parent).unwrap();
+    parent
+}
+
 /// marimo's own frontend still works behind the origin guard with skew protection on: the
 /// editor opens through the gateway, a cell's code is changed and run, and saving writes the
 /// change to the notebook file.
@@ -120,11 +140,7 @@ async fn edit_run_and_save_a_cell_in_the_editor_in_chromium() {
     if !Browser::available() {
         return;
     }
-    // Not under /tmp: marimo's frontend treats notebooks there as unnamed scratch files and
-    // asks for a name instead of saving.
-    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    std::fs::create_dir_all(&parent).unwrap();
-    let dir = tempfile::tempdir_in(&parent).unwrap();
+    let dir = tempfile::tempdir_in(not_scratch_folder()).unwrap();
     let notebook = dir.path().join("edited.py");
     std::fs::write(
         &notebook,
