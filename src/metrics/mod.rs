@@ -645,21 +645,26 @@ impl Collector for Sampler {
             .filter_map(|sample| sample.pid.map(|pid| (sample, pid)))
             .collect();
         let usage = procfs::group_usage(running.iter().map(|(_, pid)| *pid));
+        // Each running backend's labels and what it uses, for the two series below.
+        let measured: Vec<(BackendLabels, &procfs::Usage)> = running
+            .iter()
+            .filter_map(|(sample, pid)| {
+                let labels = BackendLabels {
+                    mount: Arc::clone(&sample.mount),
+                    backend: Arc::clone(&sample.path),
+                };
+                Some((labels, usage.get(pid)?))
+            })
+            .collect();
         let mut family = encoder.encode_descriptor(
             "backend_resident_memory",
             "Resident memory of each running backend's process group",
             Some(&Unit::Bytes),
             gauge.metric_type(),
         )?;
-        for (sample, pid) in &running {
-            if let Some(usage) = usage.get(pid) {
-                let labels = BackendLabels {
-                    mount: Arc::clone(&sample.mount),
-                    backend: Arc::clone(&sample.path),
-                };
-                let bytes = i64::try_from(usage.resident_bytes).unwrap_or(i64::MAX);
-                ConstGauge::new(bytes).encode(family.encode_family(&labels)?)?;
-            }
+        for (labels, usage) in &measured {
+            let bytes = i64::try_from(usage.resident_bytes).unwrap_or(i64::MAX);
+            ConstGauge::new(bytes).encode(family.encode_family(labels)?)?;
         }
         let counter = ConstCounter::new(0.0f64);
         let mut family = encoder.encode_descriptor(
@@ -668,14 +673,8 @@ impl Collector for Sampler {
             Some(&Unit::Seconds),
             counter.metric_type(),
         )?;
-        for (sample, pid) in &running {
-            if let Some(usage) = usage.get(pid) {
-                let labels = BackendLabels {
-                    mount: Arc::clone(&sample.mount),
-                    backend: Arc::clone(&sample.path),
-                };
-                ConstCounter::new(usage.cpu_seconds).encode(family.encode_family(&labels)?)?;
-            }
+        for (labels, usage) in &measured {
+            ConstCounter::new(usage.cpu_seconds).encode(family.encode_family(labels)?)?;
         }
         Ok(())
     }
