@@ -91,17 +91,13 @@ pub(crate) fn sign_in(method: Method, user: &str, client: Option<IpAddr>, sessio
 }
 
 /// A credential or a sign-in was refused; `reason` is one of the crate's own messages.
-pub(crate) fn sign_in_failed(
-    method: Method,
-    user: Option<&str>,
-    client: Option<IpAddr>,
-    reason: &str,
-) {
+/// Nobody is named: the user is logged as `-`.
+pub(crate) fn sign_in_failed(method: Method, client: Option<IpAddr>, reason: &str) {
     tracing::info!(
         target: TARGET,
         event = "sign_in_failed",
         method = method.as_str(),
-        user = user.unwrap_or("-"),
+        user = "-",
         client = %Client(client),
         result = "failed",
         reason,

@@ -409,7 +409,7 @@ impl Config {
         client: Option<IpAddr>,
         reason: &str,
     ) {
-        audit::sign_in_failed(method, None, client, reason);
+        audit::sign_in_failed(method, client, reason);
         if let Some(metrics) = &self.metrics {
             metrics.failed();
         }
