@@ -8,10 +8,9 @@ use std::sync::Arc;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 
-use super::cookie::Kind;
+use super::cookie::{unix_now_ms, Kind};
 use super::future::ResponseFuture;
 use super::layer::Config;
-use super::provider::now_ms;
 use super::revoke::Presented;
 use crate::html::escape;
 use crate::response::{json, method_not_allowed, no_store, page, plain, redirect};
@@ -50,7 +49,7 @@ async fn sign_out(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         config.revocations.revoke_session(
             presented,
             session.expiry,
-            now_ms(),
+            unix_now_ms(),
             config.longest_session_ms(),
         );
         let id = (!session.id.is_empty()).then_some(session.id.as_str());
@@ -142,7 +141,7 @@ impl Config {
         client: Option<std::net::IpAddr>,
         by: &str,
     ) -> u64 {
-        let now = now_ms();
+        let now = unix_now_ms();
         self.revocations
             .revoke_user(user, now, self.longest_session_ms());
         audit::sign_out(user, client, None, by);

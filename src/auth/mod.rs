@@ -67,7 +67,9 @@ pub use self::token::Token;
 // random bytes.
 pub(crate) use self::login::is_safe_next;
 pub(crate) use self::token::fill_random;
+// And one clock: Unix seconds as the session cookies count them.
+pub(crate) use self::cookie::unix_now;
 // Shared with the admin page and the metrics endpoint (src/admin): their tokens are presented
 // and parsed like this layer's, and their state shows the login limiter's.
 pub(crate) use self::credentials::from_authorization;
-pub(crate) use self::limit::LimitState;
+pub(crate) use self::limit::{retry_after_secs, LimitState};

@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::cookie::{unix_now, Kind};
+use super::cookie::Kind;
 use super::future::ResponseFuture;
 use super::layer::Config;
 use super::login::{is_safe_next, query_next};
@@ -525,15 +525,6 @@ fn flow_cookies(headers: &HeaderMap) -> Vec<(String, String)> {
 /// `Set-Cookie` for a flow or session cookie can be built only from visible ASCII.
 pub(crate) fn header_value(cookie: String) -> HeaderValue {
     HeaderValue::try_from(cookie).expect("cookie names, values and paths are visible ASCII")
-}
-
-/// Now, Unix milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    unix_now().saturating_mul(1000).saturating_add(u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_millis()),
-    ))
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ use http::uri::Scheme;
 use http::{Extensions, Request, Response, StatusCode, Uri};
 
 use super::client_ip::client_ip;
-use super::cookie::{unix_now, Kind, Session};
+use super::cookie::{unix_now, unix_now_ms, Kind, Session};
 use super::credentials::{strip_access_token, DEFAULT_USER};
 use super::layer::Config;
 use super::login::LOGIN_PATH;
-use super::provider::{header_value, now_ms};
+use super::provider::header_value;
 use crate::request::{MountPrefix, OriginalUri, RemoteAddr};
 use crate::response::{no_store, redirect};
 use crate::{audit, Body, User};
@@ -130,7 +130,7 @@ impl Config {
         super::token::fill_random(&mut id);
         let session = Session {
             id: URL_SAFE_NO_PAD.encode(id),
-            issued_ms: now_ms(),
+            issued_ms: unix_now_ms(),
             expiry: unix_now().saturating_add(lifetime),
             kind,
             user,

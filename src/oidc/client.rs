@@ -20,6 +20,7 @@ use super::http::{HttpClient, Response};
 use super::id_token::{self, Expected, IdTokenError};
 use super::jwks::KeyCache;
 use super::{printable, OidcError};
+use crate::auth::unix_now;
 
 /// A relying party bound to one discovered provider. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -194,7 +195,7 @@ impl Client {
     pub(crate) fn begin(&self, next: &str) -> SignIn {
         let config = &self.inner.config;
         let max_age = config.flow_lifetime;
-        let expiry = now().saturating_add(max_age.as_secs());
+        let expiry = unix_now().saturating_add(max_age.as_secs());
         let flow = Flow::new(next, expiry);
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
@@ -277,7 +278,7 @@ impl Client {
         callback: &Callback,
         flow_cookies: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Flow, OidcError> {
-        let now = now();
+        let now = unix_now();
         let (mut expired, mut other_state) = (false, false);
         for value in flow_cookies {
             match Flow::open(&self.inner.flow_key, value, now) {
@@ -380,7 +381,7 @@ impl Client {
             client_id: &inner.config.client_id,
             nonce,
             leeway_secs: inner.config.leeway.as_secs(),
-            now: now(),
+            now: unix_now(),
         };
         let kid = header.kid.as_deref();
         let mut keys = inner.keys.current().await;
@@ -509,10 +510,6 @@ fn describe(description: Option<&str>) -> String {
 fn with_query(url: &str, query: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}{query}")
-}
-
-fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
 }
 
 impl OidcError {
