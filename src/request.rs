@@ -57,11 +57,15 @@ pub(crate) fn is_page_load<B>(req: &Request<B>) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
         && !req.uri().path().contains("/api/")
         && !asks_for_websocket(req.headers())
-        && req
-            .headers()
-            .get_all(header::ACCEPT)
-            .iter()
-            .any(|accept| contains_ignore_case(accept.as_bytes(), b"text/html"))
+        && accepts_html(req.headers())
+}
+
+/// Whether an `Accept` field names `text/html` (any case): a browser wants a page back.
+pub(crate) fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|accept| contains_ignore_case(accept.as_bytes(), b"text/html"))
 }
 
 /// Whether the request asks for a WebSocket: an `Upgrade` header naming `websocket`

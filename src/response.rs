@@ -43,18 +43,38 @@ h1{font-size:1.25rem;margin:0}input,button,a.button{font:inherit;padding:.5rem}\
 a.button{text-align:center;border:1px solid #888;border-radius:3px;color:inherit;\
 text-decoration:none;background:#eee}.error{color:#b00020;margin:0}p{margin:0}";
 
-/// `Content-Security-Policy` of the gateway's own pages: nothing but their inline style and
-/// forms posting to this origin.
-static PAGE_CSP: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+/// `Content-Security-Policy` of the gateway's own pages.
+static PAGE_CSP: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| style_csp(STYLE));
+
+/// A `Content-Security-Policy` allowing nothing but the inline `style` (by its hash) and forms
+/// posting to this origin: the gateway's own pages and the admin page.
+pub(crate) fn style_csp(style: &str) -> HeaderValue {
     use base64::Engine as _;
     use sha2::Digest as _;
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style));
     let policy = format!(
         "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
          frame-ancestors 'none'; base-uri 'none'"
     );
     HeaderValue::try_from(policy).expect("the policy is ASCII")
-});
+}
+
+/// `response` (one of the gateway's HTML pages) with `csp` and the fields that keep it out of
+/// frames and other sites' referrers, and its type from being guessed.
+pub(crate) fn hardened(mut response: Response<Body>, csp: &HeaderValue) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
 
 /// One of the gateway's own HTML pages: `title`, and `body` (HTML, escaped by the caller)
 /// in the page's card, with headers that keep it out of frames and scripts out of it.
@@ -66,19 +86,7 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response<Body
 <title>marimo \u{2014} {title}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
         title = crate::html::escape(title),
     );
-    let mut response = html(status, document);
-    let headers = response.headers_mut();
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone());
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    response
+    hardened(html(status, document), &PAGE_CSP)
 }
 
 /// The body of `response` as text (for the unit tests).

@@ -29,13 +29,13 @@ use serde::Serialize;
 use tower_service::Service;
 
 use crate::access::Access;
-use crate::auth::{from_authorization, LimitState};
+use crate::auth::{from_authorization, retry_after_secs, LimitState};
 use crate::metrics::observe::{is_admin_path, ADMIN_PATH, METRICS_PATH};
 use crate::metrics::{group_usage, BackendSample, BackendSource, Metrics};
 use crate::mount::{MountFuture, MountService};
 use crate::notebook::{Backend, Backends};
 use crate::origin::{self, OriginChecked};
-use crate::request::{contains_ignore_case, is_local_client};
+use crate::request::{accepts_html, is_local_client};
 use crate::response::{
     json, method_not_allowed, no_store, not_found, plain, redirect, retry_after,
 };
@@ -295,15 +295,9 @@ impl Ops {
         }
     }
 
-    /// Serves an admin request whose credential was accepted.
+    /// Serves an admin request whose credential was accepted (its origin was judged by
+    /// [`Gate`] before any credential was looked at).
     async fn admin(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
-        if req.extensions().get::<OriginChecked>().is_none() {
-            match self.origin.judge(&req) {
-                origin::Verdict::Pass { .. } => {}
-                origin::Verdict::Preflight(response) => return response,
-                origin::Verdict::Refuse(reason) => return origin::refuse(reason),
-            }
-        }
         let rest = req
             .uri()
             .path()
@@ -395,10 +389,7 @@ fn action(rest: &str) -> Option<(usize, Verb)> {
 
 /// A form posted from the page (it wants the page back), rather than a script.
 fn is_html<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|accept| contains_ignore_case(accept.as_bytes(), b"text/html"))
+    accepts_html(req.headers())
 }
 
 fn detail(status: StatusCode, text: &str) -> Response<Body> {
@@ -418,10 +409,9 @@ fn challenge(scheme: &'static str) -> Response<Body> {
 }
 
 fn too_many(wait: Duration) -> Response<Body> {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     retry_after(
         detail(StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts"),
-        secs.max(1),
+        retry_after_secs(wait),
     )
 }
 
@@ -442,10 +432,19 @@ impl Gate {
     }
 }
 
+/// What [`Gate`] and [`UserGate`] answer with: the admin page, or the inner service's answer.
+type GateFuture = Either<BoxFuture<'static, Result<Response<Body>, Infallible>>, MountFuture>;
+
+/// `req` (with an accepted credential) served by the admin page.
+fn serve_admin(ops: &Arc<Ops>, req: Request<Body>) -> GateFuture {
+    let ops = Arc::clone(ops);
+    Either::Left(Box::pin(async move { Ok(ops.admin(req).await) }))
+}
+
 impl Service<Request<Body>> for Gate {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<BoxFuture<'static, Result<Response<Body>, Infallible>>, MountFuture>;
+    type Future = GateFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Service::<Request<Body>>::poll_ready(&mut self.inner, cx)
@@ -472,10 +471,7 @@ impl Service<Request<Body>> for Gate {
             None => Presented::Absent,
         };
         match presented {
-            Presented::Right => Either::Left(Box::pin({
-                let ops = Arc::clone(ops);
-                async move { Ok(ops.admin(req).await) }
-            })),
+            Presented::Right => serve_admin(ops, req),
             Presented::Limited(wait) => ready(too_many(wait)),
             // Admin users sign in like everyone: through the auth layer, to `UserGate`.
             Presented::Absent if admin.has_users() => Either::Right(self.inner.call(req)),
@@ -487,9 +483,7 @@ impl Service<Request<Body>> for Gate {
     }
 }
 
-fn ready(
-    response: Response<Body>,
-) -> Either<BoxFuture<'static, Result<Response<Body>, Infallible>>, MountFuture> {
+fn ready(response: Response<Body>) -> GateFuture {
     Either::Right(MountFuture::ready(response))
 }
 
@@ -509,7 +503,7 @@ impl UserGate {
 impl Service<Request<Body>> for UserGate {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<BoxFuture<'static, Result<Response<Body>, Infallible>>, MountFuture>;
+    type Future = GateFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Service::<Request<Body>>::poll_ready(&mut self.inner, cx)
@@ -525,10 +519,7 @@ impl Service<Request<Body>> for UserGate {
             return Either::Right(self.inner.call(req));
         };
         match req.extensions().get::<User>() {
-            Some(user) if admin.is_admin(user) => Either::Left(Box::pin({
-                let ops = Arc::clone(ops);
-                async move { Ok(ops.admin(req).await) }
-            })),
+            Some(user) if admin.is_admin(user) => serve_admin(ops, req),
             Some(_) => ready(detail(StatusCode::FORBIDDEN, "Not an admin")),
             None => ready(challenge(ADMIN_REALM)),
         }

@@ -3,15 +3,12 @@
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{Response, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::Snapshot;
 use crate::html::escape;
-use crate::response::html;
+use crate::response::{hardened, html, style_csp};
 use crate::Body;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
@@ -20,14 +17,7 @@ padding:.3rem .6rem;text-align:left}th{background:#f5f5f5}form{display:inline}\
 td.failure{max-width:30rem;font-size:.9em}";
 
 /// Nothing but the page's own style and forms posting to this origin.
-static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
-    let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-    let policy = format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
-    );
-    HeaderValue::try_from(policy).expect("the policy is ASCII")
-});
+static CSP: LazyLock<HeaderValue> = LazyLock::new(|| style_csp(STYLE));
 
 /// `value` or an empty cell.
 fn cell(value: Option<impl std::fmt::Display>) -> String {
@@ -106,17 +96,5 @@ pub(super) fn render(snapshot: &Snapshot) -> Response<Body> {
         "<p>The same as JSON: <a href=\"state\">state</a>. \"stop\" ends a backend's process \
          until the next request to it; \"restart\" starts a new one at once.</p></body></html>\n",
     );
-    let mut response = html(StatusCode::OK, page);
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    response
+    hardened(html(StatusCode::OK, page), &CSP)
 }

@@ -66,7 +66,7 @@ pub use self::token::Token;
 // Shared with the OpenID Connect sign-in (src/oidc): one rule for a safe `next`, one source of
 // random bytes.
 pub(crate) use self::login::is_safe_next;
-pub(crate) use self::token::fill_random;
+pub(crate) use self::token::random_b64url;
 // And one clock: Unix seconds as the session cookies count them.
 pub(crate) use self::cookie::unix_now;
 // Shared with the admin page and the metrics endpoint (src/admin): their tokens are presented

@@ -42,8 +42,8 @@ pub(crate) struct Observer {
     /// The `mount` label of each mount of the table, then [`GATEWAY_LABEL`].
     labels: Box<[Arc<str>]>,
     lookup: MountLookup,
-    /// Whether `/metrics` and `/_admin` are the gateway's own (else they may be a mount's).
-    serves_metrics: bool,
+    /// Whether `/_admin` is the gateway's own (else it may be a mount's; `/metrics` is the
+    /// gateway's when it has metrics).
     serves_admin: bool,
 }
 
@@ -71,7 +71,6 @@ impl Observer {
             .chain([Arc::from(GATEWAY_LABEL)])
             .collect();
         Self {
-            serves_metrics: metrics.is_some(),
             metrics,
             log,
             labels,
@@ -84,7 +83,7 @@ impl Observer {
     pub(crate) fn begin<B>(self: &Arc<Self>, req: &mut Request<B>) -> Observation {
         let path = req.uri().path();
         let gateway = is_health_path(path)
-            || (self.serves_metrics && path == METRICS_PATH)
+            || (self.metrics.is_some() && path == METRICS_PATH)
             || (self.serves_admin && is_admin_path(path));
         let mount = if gateway { None } else { (self.lookup)(path) };
         let log = self.log.as_ref().map(|_| {
