@@ -10,8 +10,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use http::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -19,7 +17,7 @@ use subtle::ConstantTimeEq;
 use super::layer::Config;
 use super::login;
 use super::service::too_many_requests;
-use super::token::fill_random;
+use super::token::random_b64url;
 use crate::response::{method_not_allowed, no_store};
 use crate::sync::lock;
 use crate::{audit, Body};
@@ -55,9 +53,7 @@ struct Pending {
 impl SignInLinks {
     /// A new code leading to `next`, valid for `valid_for` (at most [`MAX_VALID`]) from `now`.
     pub(crate) fn mint(&self, next: &str, valid_for: Duration, now: Instant) -> String {
-        let mut code = [0u8; CODE_BYTES];
-        fill_random(&mut code);
-        let code = URL_SAFE_NO_PAD.encode(code);
+        let code = random_b64url::<CODE_BYTES>();
         let mut pending = lock(&self.pending);
         pending.retain(|link| link.expires > now);
         if pending.len() >= MAX_PENDING {

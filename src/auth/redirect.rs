@@ -8,8 +8,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
 use http::{Extensions, Request, Response, StatusCode, Uri};
@@ -20,6 +18,7 @@ use super::credentials::{strip_access_token, DEFAULT_USER};
 use super::layer::Config;
 use super::login::LOGIN_PATH;
 use super::provider::header_value;
+use super::token::random_b64url;
 use crate::request::{MountPrefix, OriginalUri, RemoteAddr};
 use crate::response::{no_store, redirect};
 use crate::{audit, Body, User};
@@ -126,10 +125,8 @@ impl Config {
             metrics.signed_in();
         }
         let head = head.into();
-        let mut id = [0u8; 16];
-        super::token::fill_random(&mut id);
         let session = Session {
-            id: URL_SAFE_NO_PAD.encode(id),
+            id: random_b64url::<16>(),
             issued_ms: unix_now_ms(),
             expiry: unix_now().saturating_add(lifetime),
             kind,

@@ -73,9 +73,7 @@ impl Token {
     ///
     /// If the operating system cannot provide random bytes.
     pub fn random() -> Self {
-        let mut bytes = [0u8; RANDOM_BYTES];
-        fill_random(&mut bytes);
-        Self::new(URL_SAFE_NO_PAD.encode(bytes))
+        Self::new(random_b64url::<RANDOM_BYTES>())
     }
 
     /// A token derived from a notebook's source code alone: **public knowledge** wherever the
@@ -216,6 +214,17 @@ pub(crate) fn fill_random(bytes: &mut [u8]) {
     if let Err(error) = getrandom::fill(bytes) {
         panic!("the operating system's random number generator failed: {error}");
     }
+}
+
+/// `N` random bytes (see [`fill_random`]), as URL-safe base64 without padding.
+///
+/// # Panics
+///
+/// If the operating system cannot provide random bytes.
+pub(crate) fn random_b64url<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    fill_random(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -25,10 +25,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::random_b64url;
+
 type HmacSha256 = Hmac<Sha256>;
 
 const DOMAIN: &[u8] = b"marimo-rs/oidc-flow/v1\0";
 const VERSION: &str = "o1";
+/// Random bytes in each of `state`, `nonce` and the PKCE verifier (43 base64url characters).
+const RANDOM_BYTES: usize = 32;
 /// Longest cookie value looked at: browsers keep 4 KiB per cookie, name included.
 const MAX_VALUE_LEN: usize = 4000;
 /// Longest `next` carried; a longer one is replaced by `/` (the login form's rule for unsafe
@@ -94,9 +98,9 @@ impl Flow {
             "/"
         };
         Self {
-            state: random_string(),
-            nonce: random_string(),
-            verifier: random_string(),
+            state: random_b64url::<RANDOM_BYTES>(),
+            nonce: random_b64url::<RANDOM_BYTES>(),
+            verifier: random_b64url::<RANDOM_BYTES>(),
             next: next.to_owned(),
             expiry,
         }
@@ -164,13 +168,6 @@ pub(super) fn same_secret(a: &str, b: &str) -> bool {
     let a: [u8; 32] = Sha256::digest(a.as_bytes()).into();
     let b: [u8; 32] = Sha256::digest(b.as_bytes()).into();
     a.ct_eq(&b).into()
-}
-
-/// 32 random bytes, base64url without padding (43 characters).
-fn random_string() -> String {
-    let mut bytes = [0u8; 32];
-    crate::auth::fill_random(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
