@@ -525,8 +525,8 @@ fn unexpired(text: &str, now: u64) -> Option<u64> {
     text.parse().ok().filter(|&expiry| expiry > now)
 }
 
-/// A cookie's MAC: 43 base64url characters, 32 bytes.
-fn decode_tag(mac: &str) -> Option<[u8; 32]> {
+/// A cookie's MAC: 43 base64url characters, 32 bytes (also the OpenID Connect flow cookie's).
+pub(crate) fn decode_tag(mac: &str) -> Option<[u8; 32]> {
     // The spare room lets longer input fail cleanly.
     let mut tag = [0u8; 48];
     match URL_SAFE_NO_PAD.decode_slice(mac, &mut tag) {
@@ -568,7 +568,7 @@ fn feed(state: &mut HmacSha256, token_digest: &[u8; 32], username: &str, expiry:
 }
 
 /// The `name=value` pieces of one `Cookie` header, trimmed, empty ones skipped.
-fn cookie_pieces(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn cookie_pieces(header: &[u8]) -> impl Iterator<Item = &[u8]> {
     header
         .split(|&b| b == b';')
         .map(<[u8]>::trim_ascii)

@@ -64,11 +64,10 @@ pub use self::service::Auth;
 pub use self::token::Token;
 
 // Shared with the OpenID Connect sign-in (src/oidc): one rule for a safe `next`, one source of
-// random bytes.
+// random bytes, one reading of a cookie's MAC, one clock (Unix seconds).
+pub(crate) use self::cookie::{decode_tag, unix_now};
 pub(crate) use self::login::is_safe_next;
 pub(crate) use self::token::random_b64url;
-// And one clock: Unix seconds as the session cookies count them.
-pub(crate) use self::cookie::unix_now;
 // Shared with the admin page and the metrics endpoint (src/admin): their tokens are presented
 // and parsed like this layer's, and their state shows the login limiter's.
 pub(crate) use self::credentials::from_authorization;

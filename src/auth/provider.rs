@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::cookie::Kind;
+use super::cookie::{cookie_pieces, Kind};
 use super::future::ResponseFuture;
 use super::layer::Config;
 use super::login::{is_safe_next, query_next};
@@ -511,8 +511,9 @@ fn flow_cookies(headers: &HeaderMap) -> Vec<(String, String)> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|piece| piece.trim().split_once('='))
+        .flat_map(|value| cookie_pieces(value.as_bytes()))
+        // Visible ASCII, as the header was.
+        .filter_map(|piece| std::str::from_utf8(piece).ok()?.split_once('='))
         .filter(|(name, _)| {
             name.strip_prefix(FLOW_COOKIE_PREFIX)
                 .is_some_and(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::random_b64url;
+use crate::auth::{decode_tag, random_b64url};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -135,16 +135,11 @@ impl Flow {
         else {
             return Err(Rejected::Invalid);
         };
-        // 43 characters decode to 32 bytes; the spare room lets longer input fail cleanly.
-        let mut tag_bytes = [0u8; 48];
-        let tag = match URL_SAFE_NO_PAD.decode_slice(tag, &mut tag_bytes) {
-            Ok(32) => &tag_bytes[..32],
-            _ => return Err(Rejected::Invalid),
-        };
+        let tag = decode_tag(tag).ok_or(Rejected::Invalid)?;
         let mut mac = key.0.clone();
         mac.update(DOMAIN);
         mac.update(payload.as_bytes());
-        mac.verify_slice(tag).map_err(|_| Rejected::Invalid)?;
+        mac.verify_slice(&tag).map_err(|_| Rejected::Invalid)?;
         let json = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| Rejected::Invalid)?;
