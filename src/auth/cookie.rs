@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use super::revoke::Presented;
 use crate::User;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -271,6 +272,17 @@ pub(crate) struct Session {
     pub(crate) expiry: u64,
     pub(crate) kind: Kind,
     pub(crate) user: User,
+}
+
+impl Session {
+    /// The session as the revocations check it.
+    pub(crate) fn presented(&self) -> Presented<'_> {
+        Presented {
+            id: &self.id,
+            user: self.user.name(),
+            issued_ms: self.issued_ms,
+        }
+    }
 }
 
 /// The JSON inside a session cookie (short keys: the cookie's room is small).

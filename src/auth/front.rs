@@ -346,10 +346,7 @@ impl Front {
             Ok(identity) => identity,
             Err(error) => return Found::Invalid(format!("the proxy's assertion: {error}")),
         };
-        let user = User::new(identity.name)
-            .with_email(identity.email.unwrap_or_default())
-            .with_groups(identity.groups)
-            .with_claims(identity.claims);
+        let user = User::from(identity);
         if let (Some(jwt), Some(exp)) = (&self.jwt, Assertions::expiry(token)) {
             let mut cache = lock(&jwt.cache);
             if cache.len() >= MAX_CACHED {

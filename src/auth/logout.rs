@@ -11,7 +11,6 @@ use http::{Method, Request, Response, StatusCode};
 use super::cookie::{unix_now_ms, Kind};
 use super::future::ResponseFuture;
 use super::layer::Config;
-use super::revoke::Presented;
 use crate::html::escape;
 use crate::response::{json, method_not_allowed, no_store, page, plain, redirect};
 use crate::{audit, Body, User};
@@ -41,13 +40,8 @@ async fn sign_out(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
     let client = config.client_ip(&req);
     let mut provider_session = false;
     if let Some(session) = &session {
-        let presented = Presented {
-            id: &session.id,
-            user: session.user.name(),
-            issued_ms: session.issued_ms,
-        };
         config.revocations.revoke_session(
-            presented,
+            session.presented(),
             session.expiry,
             unix_now_ms(),
             config.longest_session_ms(),

@@ -423,11 +423,7 @@ async fn callback(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         .await;
     let mut response = match finished {
         Ok(signed_in) => {
-            let identity = signed_in.identity;
-            let user = User::new(identity.name)
-                .with_email(identity.email.unwrap_or_default())
-                .with_groups(identity.groups)
-                .with_claims(identity.claims);
+            let user = User::from(signed_in.identity);
             let next = config.location(&signed_in.next);
             let lifetime = provider.settings.session_lifetime_secs();
             let cookie =

@@ -25,7 +25,6 @@ use super::login::{self, LOGIN_PATH};
 use super::logout::{self, EVERYWHERE_PATH, LOGOUT_PATH, SIGNED_OUT_PATH};
 use super::provider::{self, CALLBACK_PATH, START_PATH};
 use super::redirect::{next_of, to_root};
-use super::revoke::Presented;
 use crate::access::SignedIn;
 use crate::health::{is_health_path, is_mount_health_path};
 use crate::origin;
@@ -314,12 +313,7 @@ impl Config {
         let headers = req.headers();
         if headers.contains_key(header::COOKIE) {
             if let Some(session) = self.session(headers) {
-                let presented = Presented {
-                    id: &session.id,
-                    user: session.user.name(),
-                    issued_ms: session.issued_ms,
-                };
-                if !self.revocations.is_revoked(presented) {
+                if !self.revocations.is_revoked(session.presented()) {
                     return Ok(Some((
                         session.user.clone(),
                         Via::Session(session.kind),

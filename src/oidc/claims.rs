@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::config::ClaimNames;
+use crate::User;
 
 /// Who signed in, as the provider vouches for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +19,16 @@ pub(crate) struct Identity {
     pub(crate) groups: Vec<String>,
     /// The configured extra claims that are present, verbatim.
     pub(crate) claims: Map<String, Value>,
+}
+
+/// The user a verified identity signs in as: its name, email, groups and kept claims.
+impl From<Identity> for User {
+    fn from(identity: Identity) -> Self {
+        User::new(identity.name)
+            .with_email(identity.email.unwrap_or_default())
+            .with_groups(identity.groups)
+            .with_claims(identity.claims)
+    }
 }
 
 impl Identity {
