@@ -179,7 +179,7 @@ pub(crate) struct SignedIn {
 pub(crate) fn guard(access: Arc<Access>, mount: String, service: MountService) -> MountService {
     let mount: Arc<str> = mount.into();
     tower::service_fn(move |req: Request<Body>| {
-        let refused = refuse(&access, &mount, &req);
+        let refused = refuse(&access, (&mount, ""), &req);
         let service = service.clone();
         async move {
             match refused {
@@ -191,8 +191,13 @@ pub(crate) fn guard(access: Arc<Access>, mount: String, service: MountService) -
     .into_mount_service()
 }
 
-/// `Some(403)` when `access` refuses `req` (at `mount`), `None` to let it through.
-pub(crate) fn refuse<B>(access: &Access, mount: &str, req: &Request<B>) -> Option<Response<Body>> {
+/// `Some(403)` when `access` refuses `req`, `None` to let it through. `(mount, below)` name
+/// where (`("/apps", "/team/q3")`), joined for the audit log only when it refuses.
+pub(crate) fn refuse<B>(
+    access: &Access,
+    (mount, below): (&str, &str),
+    req: &Request<B>,
+) -> Option<Response<Body>> {
     let user = req.extensions().get::<User>();
     match user {
         Some(user) if access.allows(user) => None,
@@ -202,7 +207,8 @@ pub(crate) fn refuse<B>(access: &Access, mount: &str, req: &Request<B>) -> Optio
             let client = signed_in
                 .and_then(|signed_in| signed_in.client)
                 .or_else(|| req.extensions().get::<RemoteAddr>().map(|addr| addr.0.ip()));
-            audit::access_denied(user.name(), client, mount, req.uri().path());
+            let mount = format!("{mount}{below}");
+            audit::access_denied(user.name(), client, &mount, req.uri().path());
             let sign_out = signed_in.and_then(|signed_in| signed_in.sign_out.as_deref());
             Some(forbidden(user, sign_out, is_page_load(req)))
         }

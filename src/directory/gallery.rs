@@ -3,7 +3,6 @@
 //! when the page is asked for, filtered by each directory's validate callback), as `marimo run
 //! folder other.py` lists its notebooks.
 
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use http::{Method, Request, Response};
 use super::index::{allowed, index_page, link, page};
 use super::{Rules, ValidateFn};
 use crate::access::Access;
-use crate::mount::{IntoMountService as _, MountService};
+use crate::mount::MountService;
 use crate::response::{method_not_allowed, not_found};
 use crate::Body;
 
@@ -58,12 +57,7 @@ impl Gallery {
     }
 
     pub(crate) fn into_mount_service(self) -> MountService {
-        let this = Arc::new(self);
-        tower::service_fn(move |req| {
-            let this = Arc::clone(&this);
-            async move { Ok::<_, Infallible>(this.respond(req).await) }
-        })
-        .into_mount_service()
+        MountService::from_handler(self, |this, req| async move { this.respond(req).await })
     }
 
     async fn respond(&self, req: Request<Body>) -> Response<Body> {

@@ -17,7 +17,6 @@ mod gallery;
 mod index;
 mod resolve;
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -31,7 +30,7 @@ use tower::util::ServiceExt;
 use self::cache::Cache;
 pub(crate) use self::gallery::{Gallery, Listed};
 use crate::access::{self, Access};
-use crate::mount::{IntoMountService as _, Layers, MountLayer, MountService};
+use crate::mount::{Layers, MountLayer, MountService};
 use crate::notebook::Backends;
 use crate::request::enter_mount;
 use crate::response::{bad_request, not_found, plain, unavailable};
@@ -336,12 +335,7 @@ impl DirectoryService {
 
     /// The mount service: every clone shares this directory's cache.
     pub(crate) fn into_mount_service(self) -> MountService {
-        let this = Arc::new(self);
-        tower::service_fn(move |req| {
-            let this = Arc::clone(&this);
-            async move { Ok::<_, Infallible>(this.handle(req).await) }
-        })
-        .into_mount_service()
+        MountService::from_handler(self, |this, req| async move { this.handle(req).await })
     }
 
     /// Resolves the request to a notebook, validates it, then hands it to the notebook's
@@ -350,7 +344,7 @@ impl DirectoryService {
         self.cache.start_sweeping();
         if req.uri().path() == "/" {
             if let Some(all) = &self.access.all {
-                if let Some(refused) = access::refuse(all, &self.mount, &req) {
+                if let Some(refused) = access::refuse(all, (&self.mount, ""), &req) {
                     return refused;
                 }
             }
@@ -368,8 +362,7 @@ impl DirectoryService {
         }
         // A notebook starts only for a request the rules and the callback allowed.
         if let Some(rules) = self.access.for_notebook(&found.relative) {
-            let notebook = format!("{}{}", self.mount, found.prefix);
-            if let Some(refused) = access::refuse(rules, &notebook, &req) {
+            if let Some(refused) = access::refuse(rules, (&self.mount, &found.prefix), &req) {
                 return refused;
             }
         }

@@ -101,6 +101,21 @@ impl MountService {
     {
         MountService(BoxCloneSyncService::new(service))
     }
+
+    /// A mount service that answers every request with `handle(state, req)`, `state` shared
+    /// by every clone (a directory, the gallery).
+    pub(crate) fn from_handler<T, F, Fut>(state: T, handle: F) -> Self
+    where
+        T: Send + Sync + 'static,
+        F: Fn(Arc<T>, Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let state = Arc::new(state);
+        Self::from_body_service(tower::service_fn(move |req| {
+            let answer = handle(Arc::clone(&state), req);
+            async move { Ok::<_, Infallible>(answer.await) }
+        }))
+    }
 }
 
 impl fmt::Debug for MountService {
