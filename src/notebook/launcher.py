@@ -289,12 +289,13 @@ class OutOfMemory:
     and exits with the status the gateway recognises. As ASGI middleware it does the answering.
     """
 
-    STATE = (b"x-marimo-rs-backend-state", b"out-of-memory")
-
     def __init__(self, app, memory, managers):
         self.app = app
         self.limit = memory["bytes"]
         self.exit_status = memory["exit_status"]
+        # The field that marks its 503s for the gateway (its name and value come from there).
+        name, value = memory["state_header"]
+        self.state = (name.encode("ascii"), value.encode("ascii"))
         self.managers = managers
         self.loop = None
         self.tripped = threading.Event()
@@ -374,7 +375,7 @@ class OutOfMemory:
                 {
                     "type": "http.response.start",
                     "status": 503,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), self.STATE],
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), self.state],
                 }
             )
             await send({"type": "http.response.body", "body": b"out of memory"})
@@ -445,6 +446,7 @@ def become_backend(config, ready, memory):
     else:
         builder = marimo.create_asgi_app(token=None, **options)
         app = builder.with_app(path="", root=notebook).build()
+    marimo_app = app  # before any wrapping: the editor's shutdown action needs its state
     managers = session_managers(app)
     if not edit:
         pass_cli_args(managers, argv)
@@ -486,7 +488,6 @@ def become_backend(config, ready, memory):
         )
         if edit:
             # The editor's "shut down" action stops this server.
-            marimo_app = app.app if isinstance(app, OutOfMemory) else app
             marimo_app.state.server = server
         elif config.get("watch"):
             reload_on_signal(server, managers)

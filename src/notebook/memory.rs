@@ -84,6 +84,8 @@ impl Enforcement {
         serde_json::json!({
             "bytes": self.limit,
             "exit_status": EXIT_OUT_OF_MEMORY,
+            // The mark of the backend's own 503s, named once here.
+            "state_header": [STATE_HEADER.as_str(), OUT_OF_MEMORY],
             "cgroup": group.map(|group| &group.dir),
         })
     }

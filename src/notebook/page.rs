@@ -34,7 +34,7 @@
 //! the notebook (its `public/` files keep working).
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -56,8 +56,6 @@ pub(crate) const PAGE_REWRITE_LIMIT: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Page {
     hide: HidePaths,
-    /// The notebook file, canonical.
-    notebook: PathBuf,
     cached: Mutex<Option<Arc<Cached>>>,
     /// One fetch at a time: concurrent first loads wait for it rather than all asking Python.
     fetching: tokio::sync::Mutex<()>,
@@ -117,7 +115,6 @@ impl Page {
     pub(crate) fn new(notebook: &Path) -> Self {
         Self {
             hide: HidePaths::new(notebook),
-            notebook: notebook.to_path_buf(),
             cached: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
         }
@@ -176,7 +173,7 @@ impl Page {
             fields,
         });
         *lock(&self.cached) = Some(Arc::clone(&page));
-        tracing::debug!(notebook = %self.notebook.display(), bytes = page.body.len(), "notebook page stored");
+        tracing::debug!(notebook = %backend.notebook().display(), bytes = page.body.len(), "notebook page stored");
         Ok(page.body.respond(&request_fields, head, &page.fields).await)
     }
 
@@ -202,7 +199,7 @@ impl Page {
             // Read before the fetch: a page fetched while a new process starts is fetched
             // again.
             generation: backend.generation(),
-            file: FileStamp::of(&self.notebook)?,
+            file: FileStamp::of(backend.notebook())?,
         })
     }
 

@@ -105,13 +105,15 @@ impl Launcher {
 
     /// Kills the process group and reaps the process.
     async fn kill(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_group(&self.child, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait().await;
+    }
+}
+
+/// Sends `signal` to the process group of `child` (still running: a reaped child has no pid).
+pub(super) fn kill_group(child: &Child, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
     }
 }
 

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use http::{Request, Response};
 
 use super::assets::StaticAssets;
-use super::pool::Launcher;
+use super::pool::{kill_group, Launcher};
 use super::watch as file_watch;
 use super::{memory, python, Mode, NotebookOptions, Shared};
 use crate::metrics::{BackendState, BackendStats};
@@ -833,13 +833,6 @@ fn collect_stderr(core: &Core, stderr: tokio::process::ChildStderr) {
             tail.push_back(line);
         }
     });
-}
-
-/// Sends `signal` to the child's process group.
-fn kill_group(child: &Child, signal: nix::sys::signal::Signal) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
-    }
 }
 
 /// SIGTERM to the process group, SIGKILL after [`TERM_GRACE`], then reap and remove the socket.
