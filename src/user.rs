@@ -147,16 +147,27 @@ impl User {
     }
 
     /// What the notebook backend receives: the JSON the launcher's `Identity` middleware
-    /// turns into `scope["user"]` and `scope["meta"]`.
-    pub(crate) fn to_backend_json(&self) -> Value {
+    /// turns into `scope["user"]` and `scope["meta"]`. Written straight from the user's
+    /// fields (once per proxied request), not through a copy as a `Value`.
+    pub(crate) fn to_backend_json(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct ForBackend<'a> {
+            name: &'a str,
+            email: Option<&'a str>,
+            groups: &'a [String],
+            claims: &'a Map<String, Value>,
+            meta: &'a Value,
+        }
         let inner = &*self.inner;
-        serde_json::json!({
-            "name": inner.name,
-            "email": inner.email,
-            "groups": inner.groups,
-            "claims": inner.claims,
-            "meta": inner.meta,
-        })
+        let view = ForBackend {
+            name: &inner.name,
+            email: inner.email.as_deref(),
+            groups: &inner.groups,
+            claims: &inner.claims,
+            meta: &inner.meta,
+        };
+        // Strings, and values whose map keys are strings: this cannot fail.
+        serde_json::to_vec(&view).unwrap_or_default()
     }
 
     fn inner_mut(&mut self) -> &mut Inner {
@@ -193,8 +204,9 @@ mod tests {
             .with_groups(["g"])
             .with_claims(claims)
             .with_meta(serde_json::json!({"k": 1}));
+        let sent: Value = serde_json::from_slice(&user.to_backend_json()).unwrap();
         assert_eq!(
-            user.to_backend_json(),
+            sent,
             serde_json::json!({
                 "name": "ada", "email": "ada@example.com", "groups": ["g"],
                 "claims": {"department": "R&D"}, "meta": {"k": 1},

@@ -383,7 +383,7 @@ fn prepare_request(req: Request<Body>, prefix: &str, via: Via) -> Request<Body> 
 /// `base64url(json)` of the user, decoded by the launcher's `Identity` middleware.
 fn encode_user(user: &User) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.to_backend_json().to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.to_backend_json())
 }
 
 /// Cleans the backend's response and maps its absolute paths under the mount prefix.
