@@ -10,7 +10,7 @@ use http::header::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
 use super::cookie::unix_now;
-use crate::oidc::{AssertionConfig, Assertions};
+use crate::oidc::{Asserted, AssertionConfig, Assertions, OidcError};
 use crate::sync::lock;
 use crate::User;
 
@@ -317,7 +317,7 @@ impl Front {
             }
         }
         match assertions.verify_now(token) {
-            Some(verified) => self.verified(token, digest, verified),
+            Some(verified) => self.verified(digest, verified),
             None => Found::Verify(token.to_owned()),
         }
     }
@@ -333,21 +333,16 @@ impl Front {
         };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let verified = assertions.verify(token).await;
-        self.verified(token, digest, verified)
+        self.verified(digest, verified)
     }
 
-    fn verified(
-        &self,
-        token: &str,
-        digest: [u8; 32],
-        verified: Result<crate::oidc::Identity, crate::oidc::OidcError>,
-    ) -> Found {
-        let identity = match verified {
-            Ok(identity) => identity,
+    fn verified(&self, digest: [u8; 32], verified: Result<Asserted, OidcError>) -> Found {
+        let Asserted { identity, expires } = match verified {
+            Ok(asserted) => asserted,
             Err(error) => return Found::Invalid(format!("the proxy's assertion: {error}")),
         };
         let user = User::from(identity);
-        if let (Some(jwt), Some(exp)) = (&self.jwt, Assertions::expiry(token)) {
+        if let (Some(jwt), Some(exp)) = (&self.jwt, expires) {
             let mut cache = lock(&jwt.cache);
             if cache.len() >= MAX_CACHED {
                 let now = unix_now();

@@ -16,8 +16,8 @@ use super::claims::Identity;
 use super::config::ClaimNames;
 use super::discovery::check_url;
 use super::http::HttpClient;
-use super::id_token::{self, ExpectedAssertion, IdTokenError};
-use super::jwks::{KeyCache, KeySet};
+use super::id_token::{self, ExpectedAssertion};
+use super::jwks::{Key, KeyCache};
 use super::OidcError;
 
 /// What an assertion is checked against.
@@ -58,6 +58,15 @@ impl AssertionConfig {
     }
 }
 
+/// A verified assertion.
+#[derive(Debug)]
+pub(crate) struct Asserted {
+    /// Who it names.
+    pub(crate) identity: Identity,
+    /// When it stops being valid: its `exp`, Unix seconds (for caching it).
+    pub(crate) expires: Option<u64>,
+}
+
 /// Verifies assertions of one proxy.
 pub(crate) struct Assertions {
     config: AssertionConfig,
@@ -86,9 +95,9 @@ impl Assertions {
         })
     }
 
-    /// The identity in `token` if it can be decided without fetching keys: `None` when the
-    /// key set is not loaded yet or lacks the token's key (then [`verify`](Self::verify)).
-    pub(crate) fn verify_now(&self, token: &str) -> Option<Result<Identity, OidcError>> {
+    /// The assertion `token` if it can be decided without fetching keys: `None` when the key
+    /// set is not loaded yet or lacks the token's key (then [`verify`](Self::verify)).
+    pub(crate) fn verify_now(&self, token: &str) -> Option<Result<Asserted, OidcError>> {
         let header = match id_token::header(token) {
             Ok(header) => header,
             Err(error) => return Some(Err(error.into())),
@@ -98,12 +107,12 @@ impl Assertions {
         if candidates.is_empty() {
             return None;
         }
-        Some(self.check(token, &header, &keys))
+        Some(self.check(token, &header, &candidates))
     }
 
-    /// The identity in `token`, fetching the key set first if needed (and refetching it once
+    /// The assertion `token`, fetching the key set first if needed (and refetching it once
     /// for a key it lacks).
-    pub(crate) async fn verify(&self, token: &str) -> Result<Identity, OidcError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Asserted, OidcError> {
         let header = id_token::header(token)?;
         let cache = self
             .keys
@@ -115,53 +124,27 @@ impl Assertions {
                 )
             })
             .await?;
-        let mut keys = cache.current().await;
-        let kid = header.kid.as_deref();
-        if keys.candidates(kid, header.alg).is_empty() {
-            match cache.refetch(&self.http, kid, header.alg).await? {
-                Some(fresh) => keys = fresh,
-                None => {
-                    return Err(IdTokenError::UnknownKey {
-                        kid: kid.map(super::printable),
-                        alg: format!("{:?}", header.alg),
-                    }
-                    .into())
-                }
-            }
-        }
-        self.check(token, &header, &keys)
+        let keys = cache.keys_for(&self.http, &header).await?;
+        let candidates = keys.candidates(header.kid.as_deref(), header.alg);
+        self.check(token, &header, &candidates)
     }
 
+    /// Verifies `token` with `candidates`, the keys that may have signed it (at least one).
     fn check(
         &self,
         token: &str,
         header: &id_token::Header,
-        keys: &KeySet,
-    ) -> Result<Identity, OidcError> {
-        let candidates = keys.candidates(header.kid.as_deref(), header.alg);
-        if candidates.is_empty() {
-            return Err(IdTokenError::UnknownKey {
-                kid: header.kid.as_deref().map(super::printable),
-                alg: format!("{:?}", header.alg),
-            }
-            .into());
-        }
+        candidates: &[&Key],
+    ) -> Result<Asserted, OidcError> {
         let expected = ExpectedAssertion {
             issuer: self.config.issuer.as_deref(),
             audience: self.config.audience.as_deref(),
             leeway_secs: self.config.leeway.as_secs(),
         };
-        let claims = id_token::verify_assertion(token, header, &candidates, &expected)?;
-        Ok(Identity::from_claims(&claims, &self.config.claims))
-    }
-
-    /// When the assertion stops being valid: its `exp` (unverified: only for caching a
-    /// verified one).
-    pub(crate) fn expiry(token: &str) -> Option<u64> {
-        let claims =
-            jsonwebtoken::dangerous::insecure_decode::<serde_json::Map<String, Value>>(token)
-                .ok()?
-                .claims;
-        claims.get("exp").and_then(Value::as_u64)
+        let claims = id_token::verify_assertion(token, header, candidates, &expected)?;
+        Ok(Asserted {
+            identity: Identity::from_claims(&claims, &self.config.claims),
+            expires: claims.get("exp").and_then(Value::as_u64),
+        })
     }
 }

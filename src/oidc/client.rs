@@ -17,7 +17,7 @@ use super::config::Config;
 use super::discovery::{check_url, ProviderMetadata, TokenAuth};
 use super::flow::{Flow, FlowKey, Rejected};
 use super::http::{HttpClient, Response};
-use super::id_token::{self, Expected, IdTokenError};
+use super::id_token::{self, Expected};
 use super::jwks::KeyCache;
 use super::{printable, OidcError};
 use crate::auth::unix_now;
@@ -383,18 +383,8 @@ impl Client {
             leeway_secs: inner.config.leeway.as_secs(),
             now: unix_now(),
         };
-        let kid = header.kid.as_deref();
-        let mut keys = inner.keys.current().await;
-        if keys.candidates(kid, header.alg).is_empty() {
-            match inner.keys.refetch(&inner.http, kid, header.alg).await? {
-                Some(fresh) => keys = fresh,
-                None => return Err(unknown_key(&header).into()),
-            }
-        }
-        let candidates = keys.candidates(kid, header.alg);
-        if candidates.is_empty() {
-            return Err(unknown_key(&header).into());
-        }
+        let keys = inner.keys.keys_for(&inner.http, &header).await?;
+        let candidates = keys.candidates(header.kid.as_deref(), header.alg);
         Ok(id_token::verify(token, &header, &candidates, &expected)?)
     }
 
@@ -463,13 +453,6 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn key_fetches(&self) -> usize {
         self.inner.keys.fetches()
-    }
-}
-
-fn unknown_key(header: &id_token::Header) -> IdTokenError {
-    IdTokenError::UnknownKey {
-        kid: header.kid.as_deref().map(printable),
-        alg: format!("{:?}", header.alg),
     }
 }
 

@@ -65,6 +65,16 @@ pub(crate) enum IdTokenError {
     Claim(String),
 }
 
+impl IdTokenError {
+    /// No key of the provider's set matches `header`.
+    pub(super) fn unknown_key(header: &Header) -> Self {
+        Self::UnknownKey {
+            kid: header.kid.as_deref().map(super::printable),
+            alg: format!("{:?}", header.alg),
+        }
+    }
+}
+
 /// What the token must say.
 pub(super) struct Expected<'a> {
     pub(super) issuer: &'a str,

@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 
 use super::http::HttpClient;
+use super::id_token::{Header, IdTokenError};
 use super::OidcError;
 
 /// One usable signing key.
@@ -125,7 +126,7 @@ impl KeyCache {
     }
 
     /// The keys as last fetched.
-    pub(super) async fn current(&self) -> Arc<KeySet> {
+    async fn current(&self) -> Arc<KeySet> {
         self.keys.read().await.clone()
     }
 
@@ -135,11 +136,31 @@ impl KeyCache {
         self.keys.try_read().ok().map(|keys| keys.clone())
     }
 
+    /// The keys to verify a token with `header` with, at least one of them a candidate: the
+    /// cached ones, or those of a [refetch](Self::refetch) when none of the cached ones is.
+    /// [`IdTokenError::UnknownKey`] when the refetch is rate-limited or its keys have no
+    /// candidate either.
+    pub(super) async fn keys_for(
+        &self,
+        http: &HttpClient,
+        header: &Header,
+    ) -> Result<Arc<KeySet>, OidcError> {
+        let kid = header.kid.as_deref();
+        let keys = self.current().await;
+        if !keys.candidates(kid, header.alg).is_empty() {
+            return Ok(keys);
+        }
+        match self.refetch(http, kid, header.alg).await? {
+            Some(fresh) if !fresh.candidates(kid, header.alg).is_empty() => Ok(fresh),
+            _ => Err(IdTokenError::unknown_key(header).into()),
+        }
+    }
+
     /// Refetches the key set because a token names a key it lacks, unless a refetch happened
     /// within the interval. Returns the keys to try again with, or `None` when rate-limited
     /// (the caller reports the unknown key). A sign-in that waited for another's refetch gets
     /// that refetch's keys without fetching again.
-    pub(super) async fn refetch(
+    async fn refetch(
         &self,
         http: &HttpClient,
         kid: Option<&str>,

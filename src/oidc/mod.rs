@@ -64,8 +64,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-pub(crate) use self::assertion::{AssertionConfig, Assertions};
-pub(crate) use self::claims::Identity;
+pub(crate) use self::assertion::{Asserted, AssertionConfig, Assertions};
 pub(crate) use self::client::Client;
 #[cfg(test)]
 use self::client::SignedIn;
