@@ -1020,7 +1020,7 @@ impl AppBuilder {
         let mut notebooks = Vec::new();
         let mut mounts = Vec::with_capacity(self.mounts.len());
         let mut rule_groups = Vec::new();
-        let mut rules = self.auth.as_ref().is_some_and(AuthLayer::has_access_rules);
+        let mut rules = false;
         for (raw, mount) in self.mounts {
             let path = MountPath::parse(&raw)?;
             mounts.push(MountInfo {

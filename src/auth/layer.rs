@@ -119,9 +119,8 @@ pub(crate) struct Config {
     pub(super) revocations: Arc<Revocations>,
     /// Groups that access rules name: kept first when a session cookie cannot hold them all.
     pub(super) rule_groups: Vec<String>,
-    /// Whether any mount (or the layer) has access rules: signed-in requests then carry
-    /// where to sign out, for the refusal page.
-    pub(super) rules: bool,
+    /// Whether any mount has access rules (see [`rules`](Self::rules)).
+    pub(super) mount_rules: bool,
     /// Session cookies verified with this configuration.
     pub(super) verified: Arc<Verified>,
     /// Sign-ins, wrong credentials and limited attempts, when the app has metrics.
@@ -215,7 +214,7 @@ impl AuthLayer {
             admins: None,
             revocations: Arc::default(),
             rule_groups: Vec::new(),
-            rules: false,
+            mount_rules: false,
             verified: Arc::default(),
             metrics: None,
         };
@@ -241,7 +240,6 @@ impl AuthLayer {
     pub fn access(mut self, access: Access) -> Self {
         let config = self.config_mut();
         config.access = (!access.is_open()).then(|| Arc::new(access));
-        config.rules |= config.access.is_some();
         self
     }
 
@@ -301,7 +299,7 @@ impl AuthLayer {
     /// session cookies (filled in by `AppBuilder::build`).
     pub(crate) fn rule_groups(mut self, rules: bool, groups: Vec<String>) -> Self {
         let config = self.config_mut();
-        config.rules |= rules;
+        config.mount_rules |= rules;
         if let Some(access) = &config.access {
             let named = access.named_groups().to_vec();
             config.rule_groups = named;
@@ -312,11 +310,6 @@ impl AuthLayer {
             }
         }
         self
-    }
-
-    /// Whether whole-server access rules are set.
-    pub(crate) fn has_access_rules(&self) -> bool {
-        self.config.access.is_some()
     }
 
     /// The path at which browsers reach this service's root (what it sees as `/`), such as
@@ -760,6 +753,12 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 impl Config {
+    /// Whether any mount or the layer itself has access rules: signed-in requests then carry
+    /// where to sign out, for the refusal page.
+    pub(super) fn rules(&self) -> bool {
+        self.mount_rules || self.access.is_some()
+    }
+
     /// `keys` from `signing_key` and `old_keys`.
     fn rebuild_keys(&mut self) {
         let mut keys: Vec<&[u8]> = vec![&self.signing_key];

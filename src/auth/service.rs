@@ -267,7 +267,7 @@ impl Config {
             return Some(no_store(bad_request()));
         }
         // Only the refusal page of an access rule needs it.
-        let sign_out = (self.rules && matches!(via, Via::Session(_)))
+        let sign_out = (self.rules() && matches!(via, Via::Session(_)))
             .then(|| self.sign_out_href(req.uri().path()));
         if let Some(access) = &self.access {
             if !access.allows(&user) && !self.is_health_check(req) {
