@@ -159,8 +159,7 @@ pub(crate) fn client_ip(
     trusted: &[TrustedProxy],
 ) -> Option<IpAddr> {
     let mut client = peer?.to_canonical();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(client) {
+    if !is_trusted(trusted, client) {
         return Some(client);
     }
     let hops = headers
@@ -174,11 +173,17 @@ pub(crate) fn client_ip(
             break;
         };
         client = ip;
-        if !is_trusted(ip) {
+        if !is_trusted(trusted, ip) {
             break;
         }
     }
     Some(client)
+}
+
+/// Whether `ip` (IPv4-mapped IPv6 counting as IPv4) is one of the `trusted` proxies or in one
+/// of their networks.
+pub(crate) fn is_trusted(trusted: &[TrustedProxy], ip: IpAddr) -> bool {
+    trusted.iter().any(|proxy| proxy.contains(ip))
 }
 
 /// One `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, with or without a

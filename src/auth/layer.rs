@@ -648,8 +648,7 @@ impl AuthLayer {
         check: impl FnOnce() -> Option<T>,
     ) -> Result<Option<T>, Duration> {
         self.config.attempt(
-            extensions,
-            headers,
+            self.config.client_ip_of(headers, extensions),
             crate::audit::Method::OperatorToken,
             check,
         )

@@ -104,12 +104,9 @@ pub(crate) fn handle(config: &Config, req: &Request<Body>) -> Response<Body> {
     let Some(code) = code else {
         return refused();
     };
-    let redeemed = config.attempt(
-        req.extensions(),
-        req.headers(),
-        audit::Method::SignInLink,
-        || config.links.redeem(code.as_bytes(), Instant::now()),
-    );
+    let redeemed = config.attempt(config.client_ip(req), audit::Method::SignInLink, || {
+        config.links.redeem(code.as_bytes(), Instant::now())
+    });
     let next = match redeemed {
         Ok(Some(next)) => next,
         Ok(None) => {

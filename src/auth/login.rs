@@ -120,8 +120,7 @@ async fn post(config: Arc<Config>, req: Request<Body>) -> Response<Body> {
         return page(next, Some("Password is required"));
     }
     let checked = config.attempt(
-        &parts.extensions,
-        &parts.headers,
+        config.client_ip_of(&parts.headers, &parts.extensions),
         audit::Method::LoginForm,
         || config.token_matches(password.as_bytes()).then_some(()),
     );

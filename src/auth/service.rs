@@ -10,10 +10,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Extensions, Method, Request, Response, StatusCode};
+use http::header::{self, HeaderValue};
+#[cfg(test)]
+use http::HeaderMap;
+use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
+use super::client_ip::{client_ip, is_trusted};
 use super::cookie::{CookieKeys, Kind};
 use super::credentials::{access_token, from_authorization, strip_access_token, DEFAULT_USER};
 use super::front::Found;
@@ -158,18 +161,20 @@ where
                 Routed::Done(ResponseFuture::ready(response))
             }
             Checked::Admitted { .. } | Checked::Pass => Routed::Let(req),
-            Checked::Verify(token) => {
+            Checked::Verify { token, client } => {
                 let config = Arc::clone(config);
                 Routed::Deferred(Box::pin(async move {
                     let Some(front) = config.front.clone() else {
                         return Err(unauthorized());
                     };
                     match front.verify(&token).await {
-                        Found::User(user) => match config.admit(&mut req, user, Via::Proxy) {
-                            Some(refused) => Err(refused),
-                            None => Ok(req),
-                        },
-                        Found::Invalid(reason) => Err(config.proxy_refused(&req, &reason)),
+                        Found::User(user) => {
+                            match config.admit(&mut req, user, Via::Proxy, client) {
+                                Some(refused) => Err(refused),
+                                None => Ok(req),
+                            }
+                        }
+                        Found::Invalid(reason) => Err(config.proxy_refused(client, &reason)),
                         Found::Nothing | Found::Verify(_) => Err(unauthorized()),
                     }
                 }))
@@ -199,8 +204,12 @@ pub(super) enum Checked {
     Admitted { user: User, via: Via },
     /// Let it in without a user (a health probe).
     Pass,
-    /// A front proxy's assertion whose keys must be fetched first.
-    Verify(String),
+    /// A front proxy's assertion whose keys must be fetched first, and the client the request
+    /// came from.
+    Verify {
+        token: String,
+        client: Option<IpAddr>,
+    },
 }
 
 impl Config {
@@ -217,23 +226,22 @@ impl Config {
     /// Decides about a request that is not for one of the layer's pages.
     fn check(self: &Arc<Self>, req: &mut Request<Body>) -> Checked {
         let upgrade = asks_for_websocket(req.headers());
-        if let Some(front) = &self.front {
-            let peer = req.extensions().get::<RemoteAddr>().map(|addr| addr.0.ip());
-            let trusted = peer.is_some_and(|peer| {
-                self.trusted_proxies
-                    .iter()
-                    .any(|proxy| proxy.contains(peer))
-            });
-            match front.take(req.headers_mut(), trusted, peer) {
-                Found::Nothing => {}
-                Found::User(user) => return self.admitted(req, user, Via::Proxy),
-                Found::Verify(token) => return Checked::Verify(token),
-                Found::Invalid(reason) => {
-                    return Checked::Respond(self.proxy_refused(req, &reason))
-                }
+        let peer = req.extensions().get::<RemoteAddr>().map(|addr| addr.0.ip());
+        let found = self.front.as_ref().map(|front| {
+            let trusted = peer.is_some_and(|peer| is_trusted(&self.trusted_proxies, peer));
+            front.take(req.headers_mut(), trusted, peer)
+        });
+        // Who the request counts for (audit log, login limit, sign-out), worked out once.
+        let client = client_ip(peer, req.headers(), &self.trusted_proxies);
+        match found {
+            None | Some(Found::Nothing) => {}
+            Some(Found::User(user)) => return self.admitted(req, user, Via::Proxy, client),
+            Some(Found::Verify(token)) => return Checked::Verify { token, client },
+            Some(Found::Invalid(reason)) => {
+                return Checked::Respond(self.proxy_refused(client, &reason))
             }
         }
-        let (user, via, by_query) = match self.authenticate(req) {
+        let (user, via, by_query) = match self.authenticate(req, client) {
             Ok(Some(found)) => found,
             Ok(None) => return self.unauthenticated(req, upgrade),
             Err(wait) if !self.is_health_check(req) => {
@@ -244,11 +252,17 @@ impl Config {
         if by_query && !upgrade && is_page_load(req) {
             return Checked::Respond(self.drop_token_redirect(req));
         }
-        self.admitted(req, user, via)
+        self.admitted(req, user, via, client)
     }
 
-    fn admitted(&self, req: &mut Request<Body>, user: User, via: Via) -> Checked {
-        match self.admit(req, user.clone(), via) {
+    fn admitted(
+        &self,
+        req: &mut Request<Body>,
+        user: User,
+        via: Via,
+        client: Option<IpAddr>,
+    ) -> Checked {
+        match self.admit(req, user.clone(), via, client) {
             Some(refused) => Checked::Respond(refused),
             None => Checked::Admitted { user, via },
         }
@@ -256,12 +270,13 @@ impl Config {
 
     /// Lets an authenticated request in, unless the whole-server access rules refuse its
     /// user: removes its credentials, attaches the [`User`] (and, for a browser session,
-    /// where it signs out).
+    /// where it signs out). `client`: where the request came from.
     pub(super) fn admit(
         &self,
         req: &mut Request<Body>,
         user: User,
         via: Via,
+        client: Option<IpAddr>,
     ) -> Option<Response<Body>> {
         if strip_credentials(&self.keys, req).is_err() {
             return Some(no_store(bad_request()));
@@ -271,7 +286,6 @@ impl Config {
             .then(|| self.sign_out_href(req.uri().path()));
         if let Some(access) = &self.access {
             if !access.allows(&user) && !self.is_health_check(req) {
-                let client = self.client_ip(req);
                 audit::access_denied(user.name(), client, "/", req.uri().path());
                 return Some(crate::access::forbidden(
                     &user,
@@ -281,7 +295,6 @@ impl Config {
             }
         }
         if let Some(sign_out) = sign_out {
-            let client = self.client_ip(req);
             req.extensions_mut().insert(SignedIn {
                 sign_out: Some(sign_out),
                 client,
@@ -301,15 +314,19 @@ impl Config {
     }
 
     /// `401` for an assertion a trusted proxy sent that does not hold.
-    fn proxy_refused(&self, req: &Request<Body>, reason: &str) -> Response<Body> {
-        self.sign_in_failed(audit::Method::ProxyJwt, self.client_ip(req), reason);
+    fn proxy_refused(&self, client: Option<IpAddr>, reason: &str) -> Response<Body> {
+        self.sign_in_failed(audit::Method::ProxyJwt, client, reason);
         unauthorized()
     }
 
     /// The identity proven by the request's credentials, how, and whether it was
     /// `access_token`; `Err(wait)` when the client's login limit is used up (the credential
-    /// was not checked).
-    fn authenticate(&self, req: &Request<Body>) -> Result<Option<(User, Via, bool)>, Duration> {
+    /// was not checked). `client`: where the request came from.
+    fn authenticate(
+        &self,
+        req: &Request<Body>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<(User, Via, bool)>, Duration> {
         let headers = req.headers();
         if headers.contains_key(header::COOKIE) {
             if let Some(session) = self.session(headers) {
@@ -333,12 +350,9 @@ impl Config {
         // Each credential presented spends its own allowance: a request carrying both kinds
         // tests no more guesses than it pays for.
         if let Some(candidate) = req.uri().query().and_then(access_token) {
-            let checked = self.attempt(
-                req.extensions(),
-                headers,
-                audit::Method::AccessToken,
-                || self.token_matches(candidate.as_bytes()).then_some(()),
-            )?;
+            let checked = self.attempt(client, audit::Method::AccessToken, || {
+                self.token_matches(candidate.as_bytes()).then_some(())
+            })?;
             if checked.is_some() {
                 return Ok(Some((User::new(DEFAULT_USER), Via::Token, true)));
             }
@@ -355,7 +369,7 @@ impl Config {
         } else {
             audit::Method::Bearer
         };
-        let user = self.attempt(req.extensions(), headers, method, || {
+        let user = self.attempt(client, method, || {
             self.token
                 .iter()
                 .chain(&self.old_tokens)
@@ -364,18 +378,16 @@ impl Config {
         Ok(user.map(|user| (User::new(user), Via::Token, false)))
     }
 
-    /// Runs one credential check, `check`, against the client's login allowance: takes one
-    /// attempt first and gives it back if the credential was right. `Err(wait)` without
-    /// running `check` when the allowance is used up. Failures and refusals go to the audit
-    /// log as attempts of `method`.
+    /// Runs one credential check, `check`, against the login allowance of `client` (see
+    /// `client_ip`): takes one attempt first and gives it back if the credential was right.
+    /// `Err(wait)` without running `check` when the allowance is used up. Failures and
+    /// refusals go to the audit log as attempts of `method`.
     pub(super) fn attempt<T>(
         &self,
-        extensions: &Extensions,
-        headers: &HeaderMap,
+        client: Option<IpAddr>,
         method: audit::Method,
         check: impl FnOnce() -> Option<T>,
     ) -> Result<Option<T>, Duration> {
-        let client = self.client_ip_of(headers, extensions);
         let permit = match self.take_attempt(client) {
             Ok(permit) => permit,
             Err(wait) => {
