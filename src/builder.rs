@@ -1011,20 +1011,33 @@ impl AppBuilder {
         let replica = self.replica_id.take().map(ReplicaId::new).transpose()?;
         self.notebook.origin = policy.clone();
         self.notebook.metrics = self.metrics.clone();
+        // Only a gallery reads the listing (its notebooks' paths are resolved now).
+        let gallery = self
+            .mounts
+            .iter()
+            .any(|(_, m)| matches!(m.kind, MountKind::Gallery));
         let mut ctx = BuildContext {
             options: Some(self.notebook),
             backends: None,
-            listed: gallery_listing(&self.mounts),
+            listed: if gallery {
+                gallery_listing(&self.mounts)
+            } else {
+                Vec::new()
+            },
         };
         let mut table = Vec::with_capacity(self.mounts.len());
         let mut notebooks = Vec::new();
         let mut mounts = Vec::with_capacity(self.mounts.len());
+        // The `mount` label of each mount in table order (the router's indexes).
+        let mut labels: Vec<Arc<str>> = Vec::with_capacity(self.mounts.len());
         let mut rule_groups = Vec::new();
         let mut rules = false;
         for (raw, mount) in self.mounts {
             let path = MountPath::parse(&raw)?;
+            let shown = path.to_string();
+            labels.push(Arc::from(shown.as_str()));
             mounts.push(MountInfo {
-                path: path.to_string(),
+                path: shown,
                 kind: mount.kind_name(),
             });
             if matches!(mount.kind, MountKind::Notebook(_) | MountKind::Edit(_)) {
@@ -1035,10 +1048,6 @@ impl AppBuilder {
             let service = mount.into_service(&path, &mut ctx)?;
             table.push((path, service));
         }
-        let mounts_in_table: Vec<String> = table
-            .iter()
-            .map(|(path, _)| path.as_str().to_owned())
-            .collect();
         let router = Router::new(table)?;
         let lookup: MountLookup = {
             let router = router.clone();
@@ -1070,7 +1079,9 @@ impl AppBuilder {
                 backends: ctx.backends.clone(),
                 mounts,
                 auth: auth.clone(),
-                own_limit: AuthLayer::new(Token::random()),
+                limit: auth
+                    .clone()
+                    .unwrap_or_else(|| AuthLayer::new(Token::random())),
                 origin: policy.clone(),
             })
         });
@@ -1101,11 +1112,10 @@ impl AppBuilder {
             admin::watch_backends(metrics, backends);
         }
         let observer = (self.metrics.is_some() || self.access_log.is_some()).then(|| {
-            let paths: Vec<&str> = mounts_in_table.iter().map(String::as_str).collect();
             Arc::new(Observer::new(
                 self.metrics.clone(),
                 self.access_log.clone(),
-                &paths,
+                labels,
                 lookup,
                 self.admin.is_some(),
             ))

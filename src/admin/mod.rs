@@ -168,10 +168,11 @@ pub(crate) struct Ops {
     pub(crate) metrics_token: Option<Token>,
     pub(crate) backends: Option<Arc<Backends>>,
     pub(crate) mounts: Vec<MountInfo>,
-    /// The gateway's auth layer: its login limit counts wrong admin and metrics tokens.
+    /// The gateway's auth layer (its login limit is shown on the page).
     pub(crate) auth: Option<AuthLayer>,
-    /// Without the gateway's auth, a layer of their own, only for its login limit.
-    pub(crate) own_limit: AuthLayer,
+    /// Whose login limit counts wrong admin and metrics tokens: the gateway's auth layer, or
+    /// without one a layer of their own, only for its limit.
+    pub(crate) limit: AuthLayer,
     pub(crate) origin: origin::Policy,
 }
 
@@ -201,8 +202,7 @@ impl Ops {
         if !headers.contains_key(header::AUTHORIZATION) {
             return Presented::Absent;
         }
-        let limit = self.auth.as_ref().unwrap_or(&self.own_limit);
-        match limit.attempt(req.extensions(), headers, || {
+        match self.limit.attempt(req.extensions(), headers, || {
             from_authorization(headers, token)
         }) {
             Ok(Some(_)) => Presented::Right,

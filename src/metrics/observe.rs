@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Frame, SizeHint};
 
-use super::{mount_label, MethodLabel, Metrics, GATEWAY_LABEL};
+use super::{MethodLabel, Metrics, GATEWAY_LABEL};
 use crate::access_log::{redacted_target, AccessLog, Entry};
 use crate::health::is_health_path;
 use crate::request::RemoteAddr;
@@ -56,20 +56,17 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Observer {
-    /// An observer for an app whose mounts are `mounts` (their paths, in table order), found
-    /// by `lookup`.
+    /// An observer for an app whose mounts have the `mount` labels `labels` (their paths as
+    /// shown, `/` for the root, in table order), found by `lookup`.
     pub(crate) fn new(
         metrics: Option<Metrics>,
         log: Option<AccessLog>,
-        mounts: &[&str],
+        mut labels: Vec<Arc<str>>,
         lookup: MountLookup,
         serves_admin: bool,
     ) -> Self {
-        let labels = mounts
-            .iter()
-            .map(|path| Arc::from(mount_label(path)))
-            .chain([Arc::from(GATEWAY_LABEL)])
-            .collect();
+        labels.push(Arc::from(GATEWAY_LABEL));
+        let labels = labels.into_boxed_slice();
         Self {
             metrics,
             log,
