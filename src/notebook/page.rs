@@ -127,7 +127,7 @@ impl Page {
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let head = req.method() == Method::HEAD;
-        let Some(key) = self.key(backend, &req) else {
+        let Some(key) = Self::key(backend, &req) else {
             let response = self.fetch(backend, req).await?;
             return Ok(if head {
                 response.map(|_| Body::empty())
@@ -187,7 +187,7 @@ impl Page {
 
     /// What the page for `req` depends on, or `None` when it must come from the backend: the
     /// query names a parameter marimo's page reads, or the file cannot be looked at.
-    fn key(&self, backend: &Backend, req: &Request<Body>) -> Option<Key> {
+    fn key(backend: &Backend, req: &Request<Body>) -> Option<Key> {
         let own_query = req.uri().query().is_some_and(|query| {
             form_urlencoded::parse(query.as_bytes())
                 .any(|(name, _)| name == "file" || name == "access_token")
