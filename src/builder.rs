@@ -302,7 +302,8 @@ impl Mount {
     ) -> Result<MountService, BuildError> {
         let service = match self.kind {
             MountKind::Gallery => {
-                let listed = std::mem::take(&mut ctx.listed);
+                // Every gallery of the app lists all of it.
+                let listed = ctx.listed.clone();
                 let gallery = Gallery::new(path.as_str(), listed).into_mount_service();
                 Ok(self.layers.apply(gallery))
             }

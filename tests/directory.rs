@@ -648,3 +648,23 @@ async fn beyond_max_backends_the_least_recently_used_idle_one_stops() {
     assert!(wait_gone(b, Duration::from_secs(15)).await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn every_gallery_lists_the_apps_notebooks() {
+    use http_body_util::BodyExt as _;
+    let app = marimo_rs::create_app()
+        .with_dynamic_directory("/nb", example_notebook("intro.py").parent().unwrap())
+        .with_gallery("/")
+        .with_gallery("/all")
+        .build()
+        .unwrap();
+    for (path, link) in [("/", "./nb/intro/"), ("/all/", "../nb/intro/")] {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&bytes);
+        assert!(page.contains(link), "{path} lists no {link}:\n{page}");
+    }
+    app.shutdown().await;
+}

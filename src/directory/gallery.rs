@@ -16,6 +16,7 @@ use crate::response::{method_not_allowed, not_found};
 use crate::Body;
 
 /// What the gallery lists.
+#[derive(Clone)]
 pub(crate) enum Listed {
     /// A notebook mount at `path` (`""` for the root, else `/a`), named after its file.
     App {
