@@ -29,6 +29,8 @@ pub(super) struct Stored {
     content_type: HeaderValue,
     etag: HeaderValue,
     identity: Bytes,
+    /// Whether a compressed form may pay off: a compressible type, a size worth it.
+    compressible: bool,
     gzip: OnceLock<Option<Bytes>>,
     brotli: OnceLock<Option<Bytes>>,
 }
@@ -43,10 +45,13 @@ impl Stored {
     pub(super) fn new(content_type: HeaderValue, identity: Bytes) -> Arc<Self> {
         let digest = Sha256::digest(&identity);
         let etag = format!("\"{}\"", hex(&digest[..16]));
+        let compressible = content_type.to_str().is_ok_and(is_compressible)
+            && (COMPRESS_MIN + 1..=COMPRESS_LIMIT).contains(&identity.len());
         Arc::new(Self {
             content_type,
             etag: HeaderValue::try_from(etag).expect("hex etag"),
             identity,
+            compressible,
             gzip: OnceLock::new(),
             brotli: OnceLock::new(),
         })
@@ -91,9 +96,7 @@ impl Stored {
 
     /// Brotli, then gzip, then the body as is, by what the client accepts and what pays off.
     async fn pick_encoding(self: &Arc<Self>, request: &HeaderMap) -> (Option<&'static str>, Bytes) {
-        let compressible = self.content_type.to_str().is_ok_and(is_compressible)
-            && (COMPRESS_MIN + 1..=COMPRESS_LIMIT).contains(&self.identity.len());
-        if compressible {
+        if self.compressible {
             if accepts(request, "br") {
                 if let Some(bytes) = self.encoded(Coding::Brotli).await {
                     return (Some("br"), bytes);
